@@ -1,0 +1,582 @@
+"""The server role of SMTP (RFC 5321) and LMTP (RFC 2033), without I/O.
+
+:class:`ServerSession` takes the bytes a client sent (:meth:`ServerSession.feed`)
+and returns the replies to write, in order, as a list the driver hands to
+``transport.writelines`` in one call: every complete command in a read is
+answered before control returns (RFC 2920 pipelining, and the batching that
+makes Postfix's smtp-sink fast). Whatever a client sends, the session either
+answers with a proper reply code or asks the driver to close; no input makes
+it raise, and no input makes its buffers grow past a fixed bound.
+
+Decisions that are policy, not protocol (accept a message, check AUTH
+credentials, inject faults) are delegated to a :class:`ServerHooks` object.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+
+from .commands import parse_command_line, parse_path_and_params
+from .data import DataReceiver
+from .errors import ProtocolError
+from .limits import MAX_COMMAND_LINE, MIN_RECIPIENTS
+from .replies import format_reply
+
+#: Extensions the server can advertise, in EHLO order.
+EXTENSIONS = (
+    "PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES",
+    "CHUNKING", "BINARYMIME", "DSN", "STARTTLS", "AUTH", "VRFY", "HELP",
+)
+DEFAULT_EXTENSIONS = ("PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN")
+
+# Session states (RFC 5321 §4.1.4 command order).
+INIT, READY, MAIL, RCPT, DATA, BDAT, AUTH_WAIT, CLOSED = range(8)
+
+
+@dataclass
+class ServerConfig:
+    """What a server session advertises and enforces."""
+
+    hostname: str = "smtpbench.localhost"
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+    max_message_size: int = 10 * 1024 * 1024
+    max_recipients: int = 1000  # at least MIN_RECIPIENTS (RFC 5321 §4.5.3.1.8)
+    max_errors: int = 20  # then 421 and close, as Postfix's smtpd_hard_error_limit
+    keep_body: bool = False
+    check_line_length: bool = True
+    lmtp: bool = False
+    tls_active: bool = False
+    auth_mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
+    auth_required: bool = False
+    banner: str = "ESMTP smtpbench"
+
+    def __post_init__(self) -> None:
+        unknown = set(self.extensions) - set(EXTENSIONS)
+        if unknown:
+            raise ValueError(f"unknown extensions {sorted(unknown)}; allowed: {', '.join(EXTENSIONS)}")
+        if self.max_recipients < MIN_RECIPIENTS:
+            raise ValueError(f"max_recipients must be at least {MIN_RECIPIENTS} (RFC 5321 §4.5.3.1.8)")
+
+
+@dataclass
+class ServerCounters:
+    """Counters a session adds to; one instance is shared by a process's sessions."""
+
+    transactions: int = 0
+    messages: int = 0
+    recipients: int = 0
+    bytes: int = 0
+    bdat_chunks: int = 0
+    protocol_errors: int = 0
+    replies: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Envelope:
+    """One mail transaction as received."""
+
+    mail_from: str = ""
+    mail_params: dict = field(default_factory=dict)
+    rcpt_to: list[str] = field(default_factory=list)
+    helo: str = ""
+    smtputf8: bool = False
+
+
+class ServerHooks:
+    """Policy decisions; subclass and override. Defaults accept everything."""
+
+    def message(self, envelope: Envelope, body: bytes | None, size: int) -> tuple[int, str, str] | None:
+        """Called at end of data. Return ``(code, status, text)`` to refuse, or None to accept."""
+        return None
+
+    def authenticate(self, mechanism: str, username: str, password: str) -> bool:
+        return True
+
+    def command(self, stage: str, session: "ServerSession", arg: bytes) -> tuple[int, str, str] | None:
+        """Called before a command is handled; return a reply to override it (fault injection)."""
+        return None
+
+
+_DEFAULT_HOOKS = ServerHooks()
+_REPLY_CACHE: dict[tuple[int, str, str], bytes] = {}
+
+
+class ServerSession:
+    """One SMTP/LMTP server connection's protocol state."""
+
+    def __init__(self, config: ServerConfig, counters: ServerCounters | None = None,
+                 hooks: ServerHooks | None = None):
+        self.config = config
+        self.counters = counters if counters is not None else ServerCounters()
+        self.hooks = hooks or _DEFAULT_HOOKS
+        self.state = INIT
+        self.closing = False          # driver closes after writing the replies
+        self.starttls = False         # driver must upgrade to TLS, then call tls_started()
+        self.tls_active = config.tls_active
+        self.authenticated = False
+        self.envelope = Envelope()
+        self.errors = 0
+        self._esc = "ENHANCEDSTATUSCODES" in config.extensions
+        self._buf = bytearray()
+        self._overlong = False        # discarding the rest of a too-long command line
+        self._data: DataReceiver | None = None
+        self._bdat_left = 0
+        self._bdat_last = False
+        self._bdat_parts: list[bytes] = []
+        self._bdat_size = 0
+        self._bdat_refuse: tuple[int, str, str] | None = None
+        self._bdat_prev = INIT
+        self._auth: tuple[str, str | None] | None = None  # (mechanism, LOGIN username)
+        self._out: list[bytes] = []
+        self._handlers = {
+            b"HELO": self._helo, b"EHLO": self._ehlo, b"LHLO": self._lhlo,
+            b"MAIL": self._mail, b"RCPT": self._rcpt, b"DATA": self._data_cmd,
+            b"BDAT": self._bdat, b"RSET": self._rset, b"NOOP": self._noop,
+            b"QUIT": self._quit, b"VRFY": self._vrfy, b"EXPN": self._expn,
+            b"HELP": self._help, b"STARTTLS": self._starttls, b"AUTH": self._auth_cmd,
+        }
+
+    # -- output -----------------------------------------------------------
+
+    def reply(self, code: int, status: str, text: str) -> None:
+        """Queue a reply (the enhanced code is sent only if advertised, RFC 2034 §3)."""
+        key = (code, status if self._esc else "", text)
+        wire = _REPLY_CACHE.get(key)
+        if wire is None:
+            wire = format_reply(*key)
+            if len(_REPLY_CACHE) < 4096:  # constant replies; bounded all the same
+                _REPLY_CACHE[key] = wire
+        self._out.append(wire)
+        replies = self.counters.replies
+        replies[code] = replies.get(code, 0) + 1
+
+    def greeting(self) -> list[bytes]:
+        """The 220 banner (RFC 5321 §4.3.1); call once when the connection opens."""
+        self._out = []
+        self._out.append(format_reply(220, f"{self.config.hostname} {self.config.banner}"))
+        self.counters.replies[220] = self.counters.replies.get(220, 0) + 1
+        return self._out
+
+    def refuse(self, code: int = 421, status: str = "4.3.2", text: str = "Service not available, closing channel") -> list[bytes]:
+        """A reply-and-close at connect time (e.g. too many connections)."""
+        self._out = []
+        self.reply(code, status, f"{self.config.hostname} {text}")
+        self.state = CLOSED
+        self.closing = True
+        return self._out
+
+    # -- input ------------------------------------------------------------
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Consume bytes from the client; return the replies to send, in order."""
+        out = self._out = []
+        if self.state == CLOSED:
+            return out  # RFC 5321 §4.1.1.10: nothing after QUIT is read
+        if self.state == DATA and not self._buf:
+            end = self._data.feed(data)
+            if end < 0:
+                return out
+            self._end_of_data()
+            data = data[end:]
+            if not data:
+                return out
+        buf = self._buf
+        buf += data
+        pos = 0
+        n = len(buf)
+        while pos < n and self.state != CLOSED and not self.starttls:
+            state = self.state
+            if state == DATA:
+                end = self._data.feed(buf, pos)
+                if end < 0:
+                    pos = n
+                    break
+                pos = end
+                self._end_of_data()
+                continue
+            if state == BDAT:
+                pos = self._bdat_chunk(buf, pos, n)
+                continue
+            nl = buf.find(b"\n", pos)
+            if nl < 0:
+                if n - pos > MAX_COMMAND_LINE:
+                    # A line that never ends: drop it as it comes, answer once
+                    # it ends (RFC 5321 §4.5.3.1.4), memory stays bounded.
+                    self._overlong = True
+                    pos = n
+                break
+            end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
+            line = bytes(buf[pos:end])
+            pos = nl + 1
+            if self._overlong or len(line) + 2 > MAX_COMMAND_LINE:
+                self._overlong = False
+                self._error(500, "5.5.2", "Line too long (RFC 5321 4.5.3.1.4: 512 octets)")
+                continue
+            if state == AUTH_WAIT:
+                self._auth_continue(line)
+                continue
+            self._command(line)
+        if self.starttls:
+            pos = n  # RFC 3207 §4.2 / CVE-2011-0411: discard what was pipelined after STARTTLS
+        if pos:
+            del buf[:pos]
+        return out
+
+    def tls_started(self) -> None:
+        """The driver finished the TLS handshake: forget everything (RFC 3207 §4.2)."""
+        self.starttls = False
+        self.tls_active = True
+        self.state = INIT
+        self.envelope = Envelope()
+        self._buf.clear()
+
+    def _command(self, line: bytes) -> None:
+        try:
+            cmd = parse_command_line(line)
+            handler = self._handlers[cmd.verb]
+            hooked = self.hooks.command(cmd.verb.decode(), self, cmd.arg)
+            if hooked is not None:
+                self.reply(*hooked)
+                if hooked[0] == 421:
+                    self._close()
+                return
+            handler(cmd.arg)
+        except ProtocolError as e:
+            self._error(e.code, e.status, e.text)
+
+    def _error(self, code: int, status: str, text: str) -> None:
+        self.counters.protocol_errors += 1
+        self.errors += 1
+        self.reply(code, status, text)
+        if self.errors >= self.config.max_errors:
+            self.reply(421, "4.7.0", f"{self.config.hostname} Too many errors, closing")
+            self._close()
+
+    def _close(self) -> None:
+        self.state = CLOSED
+        self.closing = True
+
+    # -- commands ---------------------------------------------------------
+
+    def _reset(self) -> None:
+        self.envelope = Envelope(helo=self.envelope.helo)
+        self._data = None
+        self._bdat_parts = []
+        self._bdat_size = 0
+
+    def _greet(self, arg: bytes, ehlo: bool) -> None:
+        if not arg:
+            raise ProtocolError(501, "5.5.4", "Syntax: EHLO hostname")
+        self._reset()
+        self.envelope.helo = arg.decode("utf-8", "replace")
+        self.state = READY
+        if not ehlo:
+            self.reply(250, "", self.config.hostname)
+            return
+        self._out.append(self._ehlo_reply())
+        self.counters.replies[250] = self.counters.replies.get(250, 0) + 1
+
+    def _ehlo_reply(self) -> bytes:
+        cfg = self.config
+        lines = [cfg.hostname]
+        for ext in cfg.extensions:
+            if ext == "SIZE":
+                lines.append(f"SIZE {cfg.max_message_size}")
+            elif ext == "STARTTLS":
+                if not self.tls_active:
+                    lines.append("STARTTLS")
+            elif ext == "AUTH":
+                lines.append("AUTH " + " ".join(cfg.auth_mechanisms))
+            elif ext in ("VRFY", "HELP"):
+                continue  # always available; not EHLO keywords
+            else:
+                lines.append(ext)
+        return format_reply(250, lines)
+
+    def _helo(self, arg: bytes) -> None:
+        if self.config.lmtp:
+            raise ProtocolError(500, "5.5.1", "LMTP requires LHLO (RFC 2033 4.1)")
+        self._greet(arg, ehlo=False)
+
+    def _ehlo(self, arg: bytes) -> None:
+        if self.config.lmtp:
+            raise ProtocolError(500, "5.5.1", "LMTP requires LHLO (RFC 2033 4.1)")
+        self._greet(arg, ehlo=True)
+
+    def _lhlo(self, arg: bytes) -> None:
+        if not self.config.lmtp:
+            raise ProtocolError(500, "5.5.1", "Command unrecognized")
+        self._greet(arg, ehlo=True)
+
+    def _has(self, ext: str) -> bool:
+        return ext in self.config.extensions
+
+    def _mail(self, arg: bytes) -> None:
+        if self.state == INIT:
+            raise ProtocolError(503, "5.5.1", "Send EHLO/HELO first")
+        if self.state != READY:
+            raise ProtocolError(503, "5.5.1", "Nested MAIL command")
+        if self.config.auth_required and not self.authenticated:
+            raise ProtocolError(530, "5.7.0", "Authentication required")
+        path, params = parse_path_and_params(arg, b"FROM:", allow_null=True, utf8=self._has("SMTPUTF8"))
+        utf8 = False
+        for key, value in params.items():
+            if key == "SIZE" and self._has("SIZE"):
+                if value is None or not value.isdigit():
+                    raise ProtocolError(501, "5.5.4", "Bad SIZE parameter")
+                if int(value) > self.config.max_message_size:
+                    # RFC 1870 §6.1: refuse up front when the declared size is too big.
+                    raise ProtocolError(552, "5.3.4", "Message size exceeds fixed limit")
+            elif key == "BODY" and self._has("8BITMIME"):
+                allowed = ("7BIT", "8BITMIME", "BINARYMIME") if self._has("BINARYMIME") else ("7BIT", "8BITMIME")
+                if value is None or value.upper() not in allowed:
+                    raise ProtocolError(501, "5.5.4", "BODY must be one of " + ", ".join(allowed))
+            elif key == "SMTPUTF8" and self._has("SMTPUTF8"):
+                if value is not None:
+                    raise ProtocolError(501, "5.5.4", "SMTPUTF8 takes no value")
+                utf8 = True
+            elif key in ("RET", "ENVID") and self._has("DSN"):
+                pass  # RFC 3461 §4.3-4.4: accepted; a sink never sends DSNs
+            elif key == "AUTH" and self._has("AUTH"):
+                pass  # RFC 4954 §5
+            else:
+                raise ProtocolError(555, "5.5.4", f"Unsupported parameter {key}")
+        if not path.isascii() and not utf8:
+            raise ProtocolError(553, "5.6.7", "Non-ASCII address needs SMTPUTF8 (RFC 6531 3.5)")
+        env = self.envelope
+        env.mail_from = path
+        env.mail_params = params
+        env.smtputf8 = utf8
+        env.rcpt_to = []
+        self.state = MAIL
+        self.reply(250, "2.1.0", "Sender OK")
+
+    def _rcpt(self, arg: bytes) -> None:
+        if self.state not in (MAIL, RCPT):
+            raise ProtocolError(503, "5.5.1", "Need MAIL command")
+        path, params = parse_path_and_params(arg, b"TO:", allow_null=False, utf8=self._has("SMTPUTF8"))
+        for key in params:
+            if not (key in ("NOTIFY", "ORCPT") and self._has("DSN")):
+                raise ProtocolError(555, "5.5.4", f"Unsupported parameter {key}")
+        if not path.isascii() and not self.envelope.smtputf8:
+            raise ProtocolError(553, "5.6.7", "Non-ASCII address needs SMTPUTF8 (RFC 6531 3.5)")
+        if len(self.envelope.rcpt_to) >= self.config.max_recipients:
+            # RFC 5321 §4.5.3.1.10: 452 lets the client send the rest later.
+            raise ProtocolError(452, "4.5.3", "Too many recipients")
+        self.envelope.rcpt_to.append(path)
+        self.state = RCPT
+        self.reply(250, "2.1.5", "Recipient OK")
+
+    def _data_cmd(self, arg: bytes) -> None:
+        if arg:
+            raise ProtocolError(501, "5.5.4", "DATA takes no argument")
+        if self.state == MAIL:
+            raise ProtocolError(503 if not self.envelope.rcpt_to else 554, "5.5.1", "Need RCPT command")
+        if self.state != RCPT:
+            raise ProtocolError(503, "5.5.1", "Need MAIL command")
+        if self._bdat_size:
+            raise ProtocolError(503, "5.5.1", "DATA after BDAT (RFC 3030 4.2)")
+        self._data = DataReceiver(self.config.keep_body, self.config.max_message_size,
+                                  self.config.check_line_length)
+        self.state = DATA
+        self.reply(354, "", "End data with <CR><LF>.<CR><LF>")
+
+    def _end_of_data(self) -> None:
+        rx = self._data
+        self._data = None
+        if rx.oversize:
+            self._finish(None, rx.size, (552, "5.3.4", "Message size exceeds fixed limit"))
+        elif rx.long_line:
+            self._finish(None, rx.size, (500, "5.5.2", "Line too long (RFC 5321 4.5.3.1.6: 1000 octets)"))
+        else:
+            self._finish(rx.body() if rx.keep else None, rx.size, None)
+
+    def _finish(self, body: bytes | None, size: int, refusal: tuple[int, str, str] | None) -> None:
+        env = self.envelope
+        c = self.counters
+        c.transactions += 1
+        if refusal is None:
+            refusal = self.hooks.message(env, body, size)
+        nrcpt = len(env.rcpt_to)
+        if refusal is None:
+            c.messages += 1
+            c.recipients += nrcpt
+            c.bytes += size
+        if self.config.lmtp:
+            # RFC 2033 §4.2: one reply per accepted recipient, in RCPT order.
+            for rcpt in env.rcpt_to:
+                if refusal is None:
+                    self.reply(250, "2.0.0", f"<{rcpt}> delivered")
+                else:
+                    self.reply(*refusal)
+        elif refusal is None:
+            self.reply(250, "2.0.0", "Message accepted")
+        else:
+            self.reply(*refusal)
+        self.state = READY
+        self._reset()
+
+    def _bdat(self, arg: bytes) -> None:
+        if not self._has("CHUNKING"):
+            raise ProtocolError(502, "5.5.1", "CHUNKING not offered")
+        parts = arg.split()
+        if not parts or len(parts) > 2 or not parts[0].isdigit() or (
+            len(parts) == 2 and parts[1].upper() != b"LAST"
+        ):
+            # RFC 3030 §2: without a valid size we cannot find the next
+            # command; the only safe continuation is to close.
+            self.reply(501, "5.5.4", "Syntax: BDAT size [LAST]; closing")
+            self._close()
+            return
+        size = int(parts[0])
+        self._bdat_left = size
+        self._bdat_last = len(parts) == 2
+        if self.state not in (RCPT,):
+            # RFC 3030 §2: the chunk must still be read and discarded.
+            self._bdat_refuse = (503, "5.5.1", "Need RCPT command" if self.state == MAIL else "Need MAIL command")
+        else:
+            self._bdat_refuse = None
+        self._bdat_prev = self.state
+        self.state = BDAT
+        if size == 0:
+            self._bdat_done()
+
+    def _bdat_chunk(self, buf: bytearray, pos: int, n: int) -> int:
+        take = min(self._bdat_left, n - pos)
+        self._bdat_left -= take
+        if self._bdat_refuse is None:
+            self._bdat_size += take
+            if self.config.keep_body and self._bdat_size <= self.config.max_message_size:
+                self._bdat_parts.append(bytes(buf[pos:pos + take]))
+        pos += take
+        if self._bdat_left == 0:
+            self._bdat_done()
+        return pos
+
+    def _bdat_done(self) -> None:
+        self.state = self._bdat_prev
+        if self._bdat_refuse is not None:
+            self.counters.protocol_errors += 1
+            self.reply(*self._bdat_refuse)
+            return
+        self.counters.bdat_chunks += 1
+        if not self._bdat_last:
+            self.reply(250, "2.0.0", f"{self._bdat_size} octets received")
+            return
+        size = self._bdat_size
+        if size > self.config.max_message_size:
+            self._finish(None, size, (552, "5.3.4", "Message size exceeds fixed limit"))
+        else:
+            body = b"".join(self._bdat_parts) if self.config.keep_body else None
+            self._finish(body, size, None)
+
+    def _rset(self, arg: bytes) -> None:
+        self._reset()
+        if self.state != INIT:
+            self.state = READY
+        self.reply(250, "2.0.0", "Reset OK")
+
+    def _noop(self, arg: bytes) -> None:
+        self.reply(250, "2.0.0", "OK")
+
+    def _quit(self, arg: bytes) -> None:
+        self.reply(221, "2.0.0", f"{self.config.hostname} closing connection")
+        self._close()
+
+    def _vrfy(self, arg: bytes) -> None:
+        if not arg:
+            raise ProtocolError(501, "5.5.4", "Syntax: VRFY address")
+        # RFC 5321 §3.5.3: 252 when the server will not verify but would accept.
+        self.reply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery")
+
+    def _expn(self, arg: bytes) -> None:
+        raise ProtocolError(502, "5.5.1", "EXPN not implemented")
+
+    def _help(self, arg: bytes) -> None:
+        self.reply(214, "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP")
+
+    def _starttls(self, arg: bytes) -> None:
+        if not self._has("STARTTLS"):
+            raise ProtocolError(502, "5.5.1", "STARTTLS not offered")
+        if self.tls_active:
+            raise ProtocolError(503, "5.5.1", "TLS already active")
+        if arg:
+            raise ProtocolError(501, "5.5.4", "STARTTLS takes no argument")
+        self.reply(220, "2.0.0", "Ready to start TLS")
+        self.starttls = True
+
+    # -- AUTH (RFC 4954) --------------------------------------------------
+
+    def _auth_cmd(self, arg: bytes) -> None:
+        if not self._has("AUTH"):
+            raise ProtocolError(502, "5.5.1", "AUTH not offered")
+        if self.state == INIT:
+            raise ProtocolError(503, "5.5.1", "Send EHLO first")
+        if self.authenticated:
+            raise ProtocolError(503, "5.5.1", "Already authenticated")
+        if self.state != READY:
+            raise ProtocolError(503, "5.5.1", "AUTH not allowed during a transaction")
+        parts = arg.split()
+        if not parts:
+            raise ProtocolError(501, "5.5.4", "Syntax: AUTH mechanism")
+        mech = parts[0].upper().decode("ascii", "replace")
+        if mech not in self.config.auth_mechanisms:
+            raise ProtocolError(504, "5.5.4", "Unrecognized authentication type")
+        initial = parts[1] if len(parts) > 1 else None
+        if mech == "PLAIN":
+            if initial is None:
+                self._auth = ("PLAIN", None)
+                self.state = AUTH_WAIT
+                self._out.append(b"334 \r\n")
+                return
+            self._auth_plain(initial)
+        else:  # LOGIN
+            self._auth = ("LOGIN", None)
+            self.state = AUTH_WAIT
+            if initial is None:
+                self._out.append(b"334 VXNlcm5hbWU6\r\n")  # "Username:"
+            else:
+                self._auth_continue(initial)
+
+    def _auth_continue(self, line: bytes) -> None:
+        mech, user = self._auth
+        if line == b"*":
+            self._auth = None
+            self.state = READY
+            raise ProtocolError(501, "5.0.0", "Authentication cancelled")
+        if mech == "PLAIN":
+            self._auth = None
+            self.state = READY
+            self._auth_plain(line)
+            return
+        text = self._b64(line)
+        if user is None:
+            self._auth = ("LOGIN", text)
+            self._out.append(b"334 UGFzc3dvcmQ6\r\n")  # "Password:"
+            return
+        self._auth = None
+        self.state = READY
+        self._auth_result("LOGIN", user, text)
+
+    def _b64(self, data: bytes) -> str:
+        try:
+            return base64.b64decode(data, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            self._auth = None
+            self.state = READY
+            raise ProtocolError(501, "5.5.2", "Cannot decode response") from None
+
+    def _auth_plain(self, data: bytes) -> None:
+        parts = self._b64(data).split("\0")
+        if len(parts) != 3:
+            raise ProtocolError(501, "5.5.2", "Malformed PLAIN response")
+        self._auth_result("PLAIN", parts[1], parts[2])
+
+    def _auth_result(self, mech: str, user: str, password: str) -> None:
+        if self.hooks.authenticate(mech, user, password):
+            self.authenticated = True
+            self.reply(235, "2.7.0", "Authentication successful")
+        else:
+            self.reply(535, "5.7.8", "Authentication credentials invalid")

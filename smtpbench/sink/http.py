@@ -1,0 +1,63 @@
+"""The sink's stats endpoint: ``GET /stats`` (JSON) and ``GET /metrics`` (Prometheus).
+
+Two read-only routes do not justify a web framework dependency in the sink's
+processes; this is a bounded HTTP/1.0-style responder on asyncio (the request
+head is capped at 8 KiB and the connection closes after one answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Callable
+
+from .stats import prometheus
+
+MAX_HEAD = 8192
+
+
+class StatsHTTP(asyncio.Protocol):
+    def __init__(self, snapshot: Callable[[], dict], extra: Callable[[str, str, bytes], tuple[int, str, bytes] | None] | None = None):
+        self.snapshot = snapshot
+        self.extra = extra
+        self.buf = bytearray()
+        self.transport = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buf) > MAX_HEAD:
+                self._send(431, "text/plain", b"request header too large\n")
+            return
+        head = bytes(self.buf[:end]).decode("latin-1")
+        request = head.split("\r\n", 1)[0].split()
+        if len(request) < 2:
+            self._send(400, "text/plain", b"bad request\n")
+            return
+        method, path = request[0], request[1].split("?", 1)[0]
+        if method == "GET" and path == "/stats":
+            self._send(200, "application/json", json.dumps(self.snapshot(), indent=1).encode() + b"\n")
+        elif method == "GET" and path == "/metrics":
+            self._send(200, "text/plain; version=0.0.4", prometheus(self.snapshot()).encode())
+        else:
+            answer = self.extra(method, path, bytes(self.buf[end + 4 :])) if self.extra else None
+            if answer is None:
+                self._send(404, "text/plain", b"try /stats or /metrics\n")
+            else:
+                self._send(*answer)
+
+    def _send(self, status: int, ctype: str, body: bytes) -> None:
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 431: "Request Header Fields Too Large"}.get(status, "")
+        head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n").encode()
+        self.transport.write(head + body)
+        self.transport.close()
+
+
+async def serve_stats(host: str, port: int, snapshot: Callable[[], dict]) -> asyncio.AbstractServer:
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: StatsHTTP(snapshot), host, port)

@@ -1,0 +1,165 @@
+"""Running the sink: one process, or N worker processes sharing the port (SO_REUSEPORT).
+
+With workers, each process has its own event loop and listening socket on
+the same port; the kernel spreads connections among them. Workers send
+their counters to the parent every 250 ms and once more, final, after their
+graceful drain; the parent sums them (``merge``) for the stats line, the
+HTTP endpoint and the final report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import signal
+import socket
+import sys
+from typing import TextIO
+
+from .. import eventloop
+from ..addresses import Address
+from ..scenario import Sink
+from .monitor import Monitor
+from .server import SinkServer
+from .stats import merge
+
+PUSH_INTERVAL = 0.25
+
+
+def _stop_event() -> asyncio.Event:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+def _listening(names: list, address: Address) -> str:
+    if address.path:
+        return f"smtpbench sink listening on unix:{address.path}"
+    shown = []
+    for name in names:
+        host, port = name[0], name[1]
+        shown.append(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    return "smtpbench sink listening on " + ", ".join(dict.fromkeys(shown))
+
+
+async def _single(settings: Sink, address: Address, out: TextIO) -> dict:
+    stop = _stop_event()
+    server = SinkServer(settings)
+    names = await server.listen(address)
+    print(_listening(names, address), file=out, flush=True)
+    monitor = Monitor(settings, server.stats.snapshot, out)
+    await monitor.start()
+    await stop.wait()
+    await server.drain(settings.grace)
+    return await monitor.stop()
+
+
+async def _worker(settings_json: str, address: Address, conn) -> None:
+    settings = Sink.model_validate_json(settings_json)
+    stop = _stop_event()
+    server = SinkServer(settings)
+    names = await server.listen(address, reuse_port=True)
+    conn.send(("ready", names))
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), PUSH_INTERVAL)
+        except asyncio.TimeoutError:
+            pass
+        conn.send(("stats", server.stats.snapshot()))
+    await server.drain(settings.grace)
+    conn.send(("final", server.stats.snapshot()))
+    conn.close()
+
+
+def worker_main(settings_json: str, address: Address, conn) -> None:
+    """Entry point of a worker process (spawned: a fresh interpreter)."""
+    eventloop.run(_worker(settings_json, address, conn))
+
+
+def _reserve(address: Address) -> tuple[socket.socket, Address]:
+    """Bind (not listen) the port with SO_REUSEPORT so port 0 means one port for all workers."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((address.host, address.port))
+    return sock, Address(host=address.host, port=sock.getsockname()[1])
+
+
+async def _parent(settings: Sink, address: Address, workers: int, out: TextIO) -> dict:
+    stop = _stop_event()
+    loop = asyncio.get_running_loop()
+    reserved, address = _reserve(address)
+    ctx = multiprocessing.get_context("spawn")
+    procs, conns = [], []
+    latest: list[dict] = [{} for _ in range(workers)]
+    finals = [False] * workers
+    ready = [asyncio.get_running_loop().create_future() for _ in range(workers)]
+    done = asyncio.Event()
+
+    def reader(i: int, conn) -> None:
+        try:
+            kind, payload = conn.recv()
+        except (EOFError, OSError):
+            loop.remove_reader(conn.fileno())
+            finals[i] = True
+            if all(finals):
+                done.set()
+            return
+        if kind == "ready":
+            if not ready[i].done():
+                ready[i].set_result(payload)
+        else:
+            latest[i] = payload
+            if kind == "final":
+                finals[i] = True
+                loop.remove_reader(conn.fileno())
+                if all(finals):
+                    done.set()
+
+    json_settings = settings.model_dump_json()
+    for i in range(workers):
+        recv_end, send_end = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=worker_main, args=(json_settings, address, send_end), name=f"smtpbench-sink-{i}")
+        proc.start()
+        send_end.close()
+        procs.append(proc)
+        conns.append(recv_end)
+        loop.add_reader(recv_end.fileno(), reader, i, recv_end)
+    try:
+        names = await asyncio.wait_for(asyncio.gather(*ready), 60)
+    except (asyncio.TimeoutError, Exception):
+        for p in procs:
+            p.terminate()
+        raise RuntimeError("sink workers did not start (is the port in use?)")
+    finally:
+        reserved.close()
+    print(_listening(names[0], address) + f" ({workers} workers)", file=out, flush=True)
+    monitor = Monitor(settings, lambda: merge(latest), out)
+    await monitor.start()
+    stopper = asyncio.ensure_future(stop.wait())
+    dead = asyncio.ensure_future(done.wait())
+    await asyncio.wait([stopper, dead], return_when=asyncio.FIRST_COMPLETED)
+    for p in procs:
+        if p.is_alive():
+            p.terminate()  # SIGTERM: each worker drains gracefully
+    try:
+        await asyncio.wait_for(done.wait(), settings.grace + 10)
+    except asyncio.TimeoutError:
+        print("smtpbench sink: a worker did not finish in time; its last counters are used", file=sys.stderr)
+    for p in procs:
+        p.join(timeout=2)
+        if p.is_alive():
+            p.kill()
+    stopper.cancel()
+    dead.cancel()
+    return await monitor.stop()
+
+
+def run_sink(settings: Sink, address: Address, workers: int, out: TextIO = sys.stdout) -> dict:
+    """Run until SIGINT/SIGTERM; return the final (merged) counters."""
+    if workers <= 1:
+        return eventloop.run(_single(settings, address, out))
+    return eventloop.run(_parent(settings, address, workers, out))
