@@ -145,7 +145,7 @@ class ServerSession:
         key = (code, status if self._esc else "", text)
         wire = _REPLY_CACHE.get(key)
         if wire is None:
-            wire = format_reply(*key)
+            wire = format_reply(code, key[2], key[1])
             if len(_REPLY_CACHE) < 4096:  # constant replies; bounded all the same
                 _REPLY_CACHE[key] = wire
         self._out.append(wire)
