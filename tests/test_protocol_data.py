@@ -1,0 +1,144 @@
+"""The DATA body: dot-stuffing, unstuffing and the CRLF.CRLF terminator scan
+(RFC 5321 §4.1.1.4, §4.5.2; only CRLF.CRLF ends a body: SMTP smuggling)."""
+
+import pytest
+from hypothesis import given, strategies as st
+
+from smtpbench.protocol.data import DataReceiver, dot_stuff, normalise_crlf, unstuff
+from smtpbench.protocol.limits import MAX_TEXT_LINE
+
+from smtp_helpers import CHUNKINGS, chunked, stuffed
+
+BODY = b"Subject: hi\r\n\r\n.starts with a dot\r\n..two\r\nplain\r\n.\r\nafter a lone dot\r\n"
+
+
+def receive(wire: bytes, chunk: int | None, keep: bool = True, limit: int = 1 << 20,
+            check_lines: bool = True) -> tuple[DataReceiver, int, int]:
+    """Feed ``wire`` in chunks; return (receiver, index of the chunk that ended it, offset past the end)."""
+    rx = DataReceiver(keep, limit, check_lines)
+    for i, piece in enumerate(chunked(wire, chunk)):
+        end = rx.feed(piece)
+        if end >= 0:
+            return rx, i, end
+    return rx, -1, -1
+
+
+# -- dot-stuffing ----------------------------------------------------------------
+
+@pytest.mark.parametrize("body, wire", [
+    (b"", b".\r\n"),
+    (b"hello\r\n", b"hello\r\n.\r\n"),
+    (b"no final line end", b"no final line end\r\n.\r\n"),
+    (b".\r\n", b"..\r\n.\r\n"),
+    (b"a\r\n.b\r\n..c\r\n", b"a\r\n..b\r\n...c\r\n.\r\n"),
+    (b"a\n.b\n", b"a\n.b\n\r\n.\r\n"),  # bare LF is not a line start (RFC 5321 §2.3.8)
+])
+def test_dot_stuff(body, wire):
+    assert dot_stuff(body) == wire
+
+
+@pytest.mark.parametrize("wire, body", [(b"..x\r\n", b".x\r\n"), (b"a\r\n...\r\n", b"a\r\n..\r\n"),
+                                        (b"x.\r\n", b"x.\r\n")])
+def test_unstuff(wire, body):
+    assert unstuff(wire) == body
+
+
+@given(st.binary(max_size=300) | st.lists(st.sampled_from([b".", b"\r\n", b"\r", b"\n", b"x", b".."]),
+                                          max_size=40).map(b"".join))
+def test_stuff_unstuff_round_trip(body):
+    wire = dot_stuff(body)
+    expected = body if not body or body.endswith(b"\r\n") else body + b"\r\n"
+    # The terminator appears once, at the very end; everything before it unstuffs back.
+    assert (b"\r\n" + wire).find(b"\r\n.\r\n") == len(wire) - 3
+    assert unstuff(wire[:-3]) == expected
+    assert wire[:-3] == stuffed(expected)
+
+
+def test_normalise_crlf():
+    assert normalise_crlf(b"a\nb\r\nc\rd") == b"a\r\nb\r\nc\r\nd"
+
+
+# -- the terminator scan ----------------------------------------------------------
+
+@pytest.mark.parametrize("chunk", CHUNKINGS)
+def test_receiver_whole_bytewise_and_trailing_data(chunk):
+    wire = dot_stuff(BODY) + b"QUIT\r\n"
+    rx, i, end = receive(wire, chunk)
+    consumed = sum(len(p) for p in chunked(wire, chunk)[:i]) + end
+    assert consumed == len(dot_stuff(BODY))  # trailing "QUIT" is left for the command reader
+    assert rx.body() == BODY
+    assert rx.size == len(dot_stuff(BODY)) - 3
+    assert not rx.oversize and not rx.long_line
+
+
+def test_receiver_start_offset():
+    buf = bytearray(b"DATA\r\nhello\r\n.\r\nQUIT\r\n")
+    rx = DataReceiver(True, 1000)
+    end = rx.feed(buf, 6)
+    assert buf[end:] == b"QUIT\r\n"
+    assert rx.body() == b"hello\r\n"
+
+
+@pytest.mark.parametrize("split", range(1, 5))
+def test_terminator_straddling_reads(split):
+    rx = DataReceiver(True, 1000)
+    wire = b"abc\r\n.\r\n"
+    cut = len(wire) - 5 + split
+    assert rx.feed(wire[:cut]) == -1
+    assert rx.feed(wire[cut:] + b"NOOP\r\n") == len(wire) - cut
+    assert rx.body() == b"abc\r\n"
+    assert rx.size == 5
+
+
+@pytest.mark.parametrize("chunk", CHUNKINGS)
+def test_empty_message(chunk):
+    rx, _, end = receive(b".\r\nNOOP\r\n", chunk)
+    assert end >= 0 and rx.body() == b"" and rx.size == 0
+
+
+@pytest.mark.parametrize("fake", [b"\n.\n", b"\r\n.\n", b"\n.\r\n", b"\r.\r", b"\r\n.\r\r\n", b"\r\n. \r\n"])
+@pytest.mark.parametrize("chunk", CHUNKINGS)
+def test_only_crlf_dot_crlf_ends_the_body(fake, chunk):
+    """SMTP smuggling (CVE-2023-51764 and relatives): no other dot line ends DATA."""
+    smuggled = b"hello" + fake + b"MAIL FROM:<evil@example.org>\r\nRCPT TO:<victim@example.net>\r\n"
+    rx, i, end = receive(smuggled, chunk)
+    assert end == -1
+    rx, _, end = receive(smuggled + b"\r\n.\r\n", chunk)
+    assert end >= 0
+    assert rx.body() == smuggled.replace(b"\r\n..", b"\r\n.") + b"\r\n"
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 999, 1000, 1001])
+@pytest.mark.parametrize("octets, long", [(MAX_TEXT_LINE, False), (MAX_TEXT_LINE + 1, True)])
+def test_text_line_limit(chunk, octets, long):
+    line = b"y" * (octets - 2) + b"\r\n"
+    rx, _, end = receive(b"short\r\n" + line + b"short\r\n.\r\n", chunk)
+    assert end >= 0
+    assert rx.long_line is long
+    rx, _, _ = receive(b"short\r\n" + line + b".\r\n", chunk, check_lines=False)
+    assert rx.long_line is False
+
+
+def test_first_line_counts_towards_the_limit():
+    rx, _, _ = receive(b"z" * MAX_TEXT_LINE + b"\r\n.\r\n", 100)
+    assert rx.long_line
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_oversize_body_is_counted_not_kept(keep):
+    limit = 64 * 1024
+    rx = DataReceiver(keep, limit)
+    chunk = (b"x" * 98 + b"\r\n") * 655  # ~64 KiB a read
+    for _ in range(64):  # ~4 MiB
+        assert rx.feed(chunk) == -1
+        assert sum(map(len, rx._parts)) <= limit
+        assert len(rx._tail) <= 4
+    assert rx.feed(b".\r\n") == 3
+    assert rx.oversize
+    assert rx.size == 64 * len(chunk)
+    assert rx.body() == b""
+
+
+def test_discard_mode_keeps_nothing():
+    rx, _, _ = receive(dot_stuff(BODY), 3, keep=False)
+    assert rx._parts == [] and rx.size == len(dot_stuff(BODY)) - 3
