@@ -215,7 +215,10 @@ class ServerSession:
                 self._error(500, "5.5.2", "Line too long (RFC 5321 4.5.3.1.4: 512 octets)")
                 continue
             if state == AUTH_WAIT:
-                self._auth_continue(line)
+                try:
+                    self._auth_continue(line)
+                except ProtocolError as e:  # cancelled or undecodable response (RFC 4954 §4)
+                    self._error(e.code, e.status, e.text)
                 continue
             self._command(line)
         if self.starttls:
@@ -324,7 +327,7 @@ class ServerSession:
         utf8 = False
         for key, value in params.items():
             if key == "SIZE" and self._has("SIZE"):
-                if value is None or not value.isdigit():
+                if value is None or not (value.isascii() and value.isdigit()):
                     raise ProtocolError(501, "5.5.4", "Bad SIZE parameter")
                 if int(value) > self.config.max_message_size:
                     # RFC 1870 §6.1: refuse up front when the declared size is too big.
