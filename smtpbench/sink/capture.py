@@ -97,11 +97,10 @@ def read_mbox(path: str) -> list[bytes]:
     """Split an mboxrd file written by :class:`MboxCapture` back into the original messages."""
     with open(path, "rb") as f:
         data = f.read()
-    out = []
-    for chunk in re.split(rb"(?:^|\n)From [^\n]*\n", data):
-        if not chunk:
-            continue
-        # Each record ends with one LF after the message's own CRLF.
-        body = chunk[:-1] if chunk.endswith(b"\n") and not chunk.endswith(b"\r\n") else chunk
-        out.append(re.sub(rb"^>(>*From )", rb"\1", body, flags=re.MULTILINE))
-    return out
+    # The piece before the first "From " line is always empty; an empty piece
+    # after it is an empty message. Each record ends with one LF added after the
+    # message: the next separator takes it, so only the last piece keeps it.
+    pieces = re.split(rb"(?:^|\n)From [^\n]*\n", data)[1:]
+    if pieces:
+        pieces[-1] = pieces[-1][:-1]
+    return [re.sub(rb"^>(>*From )", rb"\1", body, flags=re.MULTILINE) for body in pieces]
