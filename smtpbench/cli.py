@@ -50,11 +50,65 @@ def _sink_parser(sub) -> None:
     p.add_argument("--stats-listen", metavar="ADDR", help="serve /stats and /metrics over HTTP on this loopback address")
 
 
+def _run_parser(sub) -> None:
+    p = sub.add_parser("run", help="run the load generator against a server",
+                       description="Send mail to TARGET as the scenario's [load] and [message] tables say.")
+    _add_common(p)
+    _add_load_flags(p)
+
+
+def _add_load_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", "-t", metavar="ADDR", help="HOST:PORT, [IPv6]:PORT or unix:/path (default: the scenario's [target])")
+    p.add_argument("--sessions", type=int, metavar="N", help="closed loop with N concurrent sessions")
+    p.add_argument("--rate", type=float, metavar="R", help="open loop at R messages/s")
+    p.add_argument("--arrival", choices=("constant", "poisson"), help="open-loop arrivals (default constant)")
+    p.add_argument("--duration", "-d", metavar="DURATION", help="stop after this long, e.g. 30s")
+    p.add_argument("--messages", "-n", type=int, metavar="N", help="stop after N messages")
+    p.add_argument("--warmup", metavar="DURATION", help="leave the first DURATION out of the headline figures")
+    p.add_argument("--size", metavar="SIZE", help="message size, e.g. 1KiB")
+    p.add_argument("--recipients", type=int, metavar="N", help="recipients per message")
+    p.add_argument("--messages-per-connection", type=int, metavar="N", help="1 = a new connection per message, 0 = keep it")
+    p.add_argument("--max-connections", type=int, metavar="N", help="open loop: connection cap")
+    p.add_argument("--processes", "-p", metavar="N", help="generator processes, or 'auto' (= CPU count)")
+    p.add_argument("--no-pipelining", dest="pipelining", action="store_false", default=None, help="never pipeline (RFC 2920)")
+    p.add_argument("--out", "-o", metavar="DIR", help="run folder (default: results/<run-id>)")
+
+
+def _load_overrides(args: argparse.Namespace, scenario) -> dict:
+    flags = {
+        "load__sessions": args.sessions, "load__rate": args.rate, "load__arrival": args.arrival,
+        "load__duration": args.duration, "load__messages": args.messages, "load__warmup": args.warmup,
+        "message__size": args.size, "message__recipients": args.recipients,
+        "load__messages_per_connection": args.messages_per_connection,
+        "load__max_connections": args.max_connections, "load__processes": args.processes,
+        "load__pipelining": args.pipelining,
+    }
+    if args.rate is not None:
+        flags["load__model"] = "open"
+    elif args.sessions is not None:
+        flags["load__model"] = "closed"
+    return flags
+
+
+def _load_clears(args: argparse.Namespace) -> tuple[str, ...]:
+    # --messages alone means "stop after N messages", not "or after the scenario's duration".
+    return ("load__duration",) if args.messages is not None and args.duration is None else ()
+
+
+def _target(args: argparse.Namespace, scenario, source: str):
+    text = args.target or f"{scenario.target.host}:{scenario.target.port}"
+    try:
+        return parse_address(text)
+    except ValueError as e:
+        raise ScenarioError(f"{source}: key 'target' (--target): {e}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smtpbench", description="SMTP load testing and benchmarking toolkit")
     parser.add_argument("--version", action="version", version=f"smtpbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _sink_parser(sub)
+    _run_parser(sub)
     return parser
 
 
@@ -93,7 +147,55 @@ def cmd_sink(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"sink": cmd_sink}
+def _new_run_id(name: str) -> str:
+    import datetime
+    import secrets
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{name}-{stamp}-{secrets.token_hex(2)}"
+
+
+def _exit_code(result: dict) -> int:
+    return {"ok": EXIT_OK, "thresholds_failed": EXIT_THRESHOLDS, "invalid": EXIT_INVALID}[result["verdict"]]
+
+
+def execute_load(scenario, target, kind: str, out_dir: str | None, run_id: str | None = None) -> tuple[dict, str]:
+    """Run the load phase and write result.json; shared by `run` and `bench`."""
+    import os
+    import time
+
+    from .console import Progress
+    from .load.procs import run_load
+    from .results import build_result, save
+
+    run_id = run_id or _new_run_id(scenario.name)
+    processes = resolve_workers(scenario.load.processes)
+    progress = Progress(scenario.load.duration)
+    started = time.time()
+    try:
+        merged = run_load(scenario, target, run_id, processes, progress.update)
+    finally:
+        progress.close()
+    result = build_result(scenario, merged, run_id=run_id, kind=kind, command=" ".join(["smtpbench", *sys.argv[1:]]),
+                          target=str(target), started_at=started, processes=processes, loop=eventloop.current())
+    folder = out_dir or os.path.join("results", run_id)
+    return result, save(result, folder)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .console import summary_text
+
+    source = args.scenario or "<defaults>"
+    scenario = load(args.scenario)
+    scenario = override(scenario, f"{source} (with command-line flags)", clear=_load_clears(args),
+                        **_load_overrides(args, scenario))
+    target = _target(args, scenario, source)
+    result, path = execute_load(scenario, target, "run", args.out)
+    print(summary_text(result, path))
+    return _exit_code(result)
+
+
+COMMANDS = {"sink": cmd_sink, "run": cmd_run}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import string
 import tomllib
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
+                      model_validator)
 
 from .protocol.server import DEFAULT_EXTENSIONS, EXTENSIONS
 from .units import DURATION_HELP, SIZE_HELP, parse_duration, parse_size
@@ -135,6 +137,7 @@ class Load(_Table):
     duration: Duration | None = 20.0
     messages: int | None = Field(None, ge=1)
     warmup: Duration = 0.0
+    drain: Duration = 10.0  # after the last arrival, time for messages in flight to finish
     processes: Workers = 1
     pipelining: bool = True
     helo: str = "smtpbench.client"
@@ -164,14 +167,75 @@ class Distribution(_Table):
             raise ValueError("lognormal needs exactly 'median' and 'p99'")
         if self.uniform is not None and self.uniform[0] > self.uniform[1]:
             raise ValueError("uniform = [min, max] needs min <= max")
+        if self.lognormal is not None and not 0 < self.lognormal["median"] <= self.lognormal["p99"]:
+            raise ValueError("lognormal needs 0 < median <= p99")
+        if self.choices is not None and (not self.choices or any(w < 0 for _, w in self.choices)
+                                         or sum(w for _, w in self.choices) <= 0):
+            raise ValueError("choices needs at least one [value, weight] pair, weights >= 0 and not all 0")
         return self
+
+    def minimum(self) -> float:
+        """The smallest value this distribution can give."""
+        if self.uniform is not None:
+            return self.uniform[0]
+        if self.choices is not None:
+            return min(v for v, w in self.choices if w > 0)
+        return 0.0  # lognormal: unbounded below; draws are clamped by the user
+
+
+#: Placeholders allowed in the sender, recipient and subject patterns (filled in by messages.py).
+PATTERN_FIELDS = ("n", "seq", "process")
+
+#: Header fields the message factory writes itself, and the [message] key that sets them, if any.
+GENERATED_HEADERS = {
+    "date": "", "message-id": "", "from": "sender", "to": "recipient", "subject": "subject",
+    "mime-version": "", "content-type": "body/attachments", "content-transfer-encoding": "body/attachments",
+    "x-smtpbench-run": "", "x-smtpbench-seq": "",
+}
+
+
+def _check_pattern(value: str) -> str:
+    """A pattern is one header line of text with only the known ``{placeholders}``."""
+    if "\r" in value or "\n" in value:
+        raise ValueError("must not contain CR or LF (it becomes a header and an SMTP command)")
+    allowed = ", ".join("{%s}" % f for f in PATTERN_FIELDS)
+    try:
+        parsed = list(string.Formatter().parse(value))
+    except ValueError as e:
+        raise ValueError(f"bad braces ({e}); placeholders are {allowed}, and {{{{ or }}}} for a literal brace") from None
+    for _, field, spec, conv in parsed:
+        if field is not None and (field not in PATTERN_FIELDS or spec or conv):
+            raise ValueError(f"unknown placeholder {{{field}}}; allowed: {allowed}")
+    return value
+
+
+def _check_address(value: str) -> str:
+    sample = _check_pattern(value).format(n=0, seq=0, process=0)
+    local, at, domain = sample.rpartition("@")
+    if not at or not local or not domain or any(c.isspace() or c in "<>(),;:\\\"" for c in sample):
+        raise ValueError("expected a mailbox pattern such as 'user{n}@example.org' "
+                         "(local@domain, no spaces, quotes or angle brackets)")
+    return value
+
+
+def _int_or_table(value: Any) -> str:
+    # Pick the union branch up front, so an error speaks of the form the user wrote
+    # (a bad distribution table is not reported as "expected a size"). The tag names
+    # are ones _format_error leaves out of the key path.
+    return "dict" if isinstance(value, (dict, Distribution)) else "int"
+
+
+SizeOrDistribution = Annotated[Union[Annotated[Size, Tag("int")], Annotated[Distribution, Tag("dict")]],
+                               Discriminator(_int_or_table)]
+CountOrDistribution = Annotated[Union[Annotated[int, Tag("int")], Annotated[Distribution, Tag("dict")]],
+                                Discriminator(_int_or_table)]
 
 
 class Message(_Table):
-    """``[message]``: what each message looks like."""
+    """``[message]``: what each message looks like (built by :mod:`smtpbench.messages`)."""
 
-    size: Union[Size, Distribution] = 1024
-    recipients: Union[int, Distribution] = 1
+    size: SizeOrDistribution = 1024
+    recipients: CountOrDistribution = 1
     sender: str = "sender{n}@smtpbench.example"
     recipient: str = "rcpt{n}@smtpbench.example"
     subject: str = "smtpbench message {seq}"
@@ -185,6 +249,35 @@ class Message(_Table):
     def _rcpts(cls, v: Any) -> Any:
         if isinstance(v, int) and v < 1:
             raise ValueError("recipients must be at least 1")
+        if isinstance(v, Distribution) and v.lognormal is None and v.minimum() < 1:
+            raise ValueError("recipients must be at least 1 (every value of the distribution)")
+        return v
+
+    @field_validator("sender", "recipient")
+    @classmethod
+    def _address(cls, v: str) -> str:
+        return _check_address(v)
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, v: str) -> str:
+        return _check_pattern(v)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, value in v.items():
+            # RFC 5322 §3.6.8: field-name = 1*ftext, printable US-ASCII except ":".
+            if not name or any(not 33 <= ord(c) <= 126 or c == ":" for c in name):
+                raise ValueError(f"header name {name!r} must be printable ASCII without spaces or ':'")
+            if "\r" in value or "\n" in value:
+                raise ValueError(f"header {name!r} must not contain CR or LF")
+            if len(name) + len(value.encode("utf-8")) > 900:
+                raise ValueError(f"header {name!r} is too long (RFC 5322 §2.1.1: a line is at most 998 octets)")
+            key = GENERATED_HEADERS.get(name.lower())
+            if key is not None:
+                hint = f"; set it with message.{key}" if key and "/" not in key else ""
+                raise ValueError(f"header {name!r} is written by smtpbench itself{hint}")
         return v
 
 
@@ -199,6 +292,18 @@ class Scenario(_Table):
     load: Load = Field(default_factory=Load)
     message: Message = Field(default_factory=Message)
     thresholds: dict[str, Union[str, float]] = Field(default_factory=dict)
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds(cls, v: dict) -> dict:
+        from .thresholds import check_key
+
+        for key, value in v.items():
+            try:
+                check_key(key, value)
+            except ValueError as e:
+                raise ValueError(f"{key} = {value!r}: {e}") from None
+        return v
 
     def digest(self) -> str:
         """A short hash of the resolved scenario, so reports can tell runs of the same one."""
@@ -270,11 +375,14 @@ def load(path: str | os.PathLike | None) -> Scenario:
     return build(data, source)
 
 
-def override(scenario: Scenario, source: str, **changes: Any) -> Scenario:
-    """Apply CLI flags (``table__key=value``) on top of a scenario, validated like the file."""
+def override(scenario: Scenario, source: str, clear: tuple[str, ...] = (), **changes: Any) -> Scenario:
+    """Apply CLI flags (``table__key=value``; None = not given) on top of a scenario, validated like
+    the file; keys in ``clear`` are set to None (unset)."""
     data = scenario.model_dump()
+    for name in clear:
+        changes[name] = None
     for name, value in changes.items():
-        if value is None:
+        if value is None and name not in clear:
             continue
         table, _, key = name.partition("__")
         if key:

@@ -1,0 +1,121 @@
+"""The generator's per-connection driver: an ``asyncio.Protocol`` over :class:`ClientSession`.
+
+It timestamps every reply once per read, attributes each phase the time
+since the later of "command sent" and "previous reply" (with pipelining the
+first reply of a batch carries the round trip, the rest their increments),
+and hands transaction outcomes to the runner. No coroutine per message: the
+next transaction starts from the callback that finished the last one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from time import monotonic_ns
+
+from ..protocol.client import BANNER, CLOSED, DONE, FAILED, READY, REPLY, ClientSession, Transaction
+
+
+class ClientConnection(asyncio.Protocol):
+    __slots__ = ("runner", "session", "transport", "mark", "deadline", "txn_intended", "txn_start",
+                 "txn_size", "txn", "pending", "sent", "closed", "opened_at", "t0", "rec", "_paused", "idle")
+
+    def __init__(self, runner, session: ClientSession, opened_at: int, pending: int = -1):
+        self.runner = runner
+        self.pending = pending         # µs: intended time of the message waiting for this connection (-1: none)
+        self.rec = runner.recorder
+        self.t0 = runner.t0_ns
+        self.session = session
+        self.transport: asyncio.Transport | None = None
+        self.opened_at = opened_at     # µs: when the connect began
+        self.mark = opened_at          # µs: last send or reply, for phase latency
+        self.deadline = 0              # µs: when the awaited reply is overdue (0: none)
+        self.txn_intended = -1         # µs: the transaction in flight (-1: none)
+        self.txn_start = 0
+        self.txn_size = 0
+        self.txn: Transaction | None = None
+        self.sent = 0                  # transactions started on this connection
+        self.closed = False
+        self.idle = False
+        self._paused = False
+
+    def now(self) -> int:
+        return (monotonic_ns() - self.t0) // 1000
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.runner.connections.add(self)
+        now = self.now()
+        self.rec.phase("connect", now - self.opened_at)
+        self.mark = now
+        self.deadline = now + self.runner.timeout_us[BANNER]
+
+    def data_received(self, data: bytes) -> None:
+        now = (monotonic_ns() - self.t0) // 1000
+        session = self.session
+        events = session.receive(data)
+        out = session.outbox
+        if out:
+            self.transport.writelines(out)
+            out.clear()
+        rec = self.rec
+        runner = self.runner
+        for kind, a, b in events:
+            if kind is REPLY:
+                rec.phase(a, now - self.mark)
+                self.mark = now
+            elif kind is DONE:
+                runner.txn_done(self, a, b, now)
+            elif kind is READY:
+                runner.conn_ready(self, now)
+            elif kind is FAILED:
+                runner.conn_failed(self, a, b.code, "reply" if b.code else "protocol", b.text, now)
+                self.abort()
+                return
+            elif kind is CLOSED:
+                self.abort()
+                return
+        # Anything written by the runner's callbacks goes out in the same batch.
+        if out:
+            self.transport.writelines(out)
+            out.clear()
+        expecting = session.expecting
+        self.deadline = now + runner.timeout_us[expecting] if expecting else 0
+
+    def begin(self, txn: Transaction, intended: int, now: int) -> None:
+        """Start a transaction (MAIL…DATA go out now, pipelined when offered)."""
+        self.txn_intended = intended
+        self.txn_start = now
+        self.txn_size = txn.size
+        self.sent += 1
+        self.idle = False
+        self.session.start_transaction(txn)
+        self.transport.writelines(self.session.outbox)
+        self.session.outbox.clear()
+        self.mark = now
+        self.deadline = now + self.runner.timeout_us[self.session.expecting]
+
+    def quit(self) -> None:
+        self.session.quit()
+        if self.transport is not None and not self.closed:
+            self.transport.writelines(self.session.outbox)
+            self.session.outbox.clear()
+            self.deadline = self.now() + self.runner.timeout_us["quit"]
+
+    def abort(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.runner.conn_lost(self, exc, self.now())
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False

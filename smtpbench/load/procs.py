@@ -1,0 +1,113 @@
+"""Running the generator in one or many processes, and merging what they measured.
+
+Each worker process runs its own event loop and :class:`Runner` over its
+slice of the work (sessions and message counts split evenly; in open loop
+every P-th arrival of the one shared schedule). They share the start time
+``t0`` on CLOCK_MONOTONIC, send progress once per second and their full
+export at the end; the parent merges exports losslessly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+import traceback
+from typing import Callable
+
+from .. import eventloop
+from ..addresses import Address
+from ..messages import MessageFactory
+from ..scenario import Scenario
+from .recorder import merge_exports
+from .runner import Runner
+
+START_DELAY = 0.3  # s: lets every process set up before the common t0
+
+
+async def _run_one(scenario: Scenario, target: Address, run_id: str, t0_ns: int, index: int, count: int,
+                   progress: Callable[[dict], None] | None) -> dict:
+    factory = MessageFactory(scenario.message, scenario.seed, run_id, index, count)
+    runner = Runner(scenario, target, factory, t0_ns, index, count, progress)
+    return await runner.run()
+
+
+def _worker(scenario_json: str, target: Address, run_id: str, t0_ns: int, index: int, count: int, conn) -> None:
+    scenario = Scenario.model_validate_json(scenario_json)
+    try:
+        export = eventloop.run(_run_one(scenario, target, run_id, t0_ns, index, count,
+                                        lambda p: conn.send(("progress", index, p))))
+        conn.send(("done", index, export))
+    except BaseException as e:  # the parent reports it; never hang the run
+        conn.send(("error", index, "".join(traceback.format_exception(e))))
+    finally:
+        conn.close()
+
+
+def run_load(scenario: Scenario, target: Address, run_id: str, processes: int,
+             progress: Callable[[dict], None] | None = None) -> dict:
+    """Run the scenario's load against ``target``; return the merged measurements."""
+    t0_ns = time.monotonic_ns() + int(START_DELAY * 1e9 * (1 if processes == 1 else 3))
+    if processes <= 1:
+        export = eventloop.run(_run_one(scenario, target, run_id, t0_ns, 0, 1, progress))
+        merged = merge_exports([export])
+        merged["processes"] = [_proc_summary(export)]
+        return merged
+    ctx = multiprocessing.get_context("spawn")
+    conns, procs = [], []
+    for i in range(processes):
+        recv_end, send_end = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_worker, args=(scenario.model_dump_json(), target, run_id, t0_ns, i, processes, send_end),
+                        name=f"smtpbench-load-{i}")
+        p.start()
+        send_end.close()
+        conns.append(recv_end)
+        procs.append(p)
+    exports: list[dict | None] = [None] * processes
+    latest: list[dict] = [{} for _ in range(processes)]
+    errors = []
+    live = set(range(processes))
+    while live:
+        ready = multiprocessing.connection.wait([conns[i] for i in live], timeout=1.0)
+        for c in ready:
+            i = conns.index(c)
+            try:
+                kind, _, payload = c.recv()
+            except (EOFError, OSError):
+                live.discard(i)
+                if exports[i] is None:
+                    errors.append(f"generator process {i} died (exit code {procs[i].exitcode})")
+                continue
+            if kind == "progress":
+                latest[i] = payload
+                if progress:
+                    progress(_sum_progress(latest))
+            elif kind == "done":
+                exports[i] = payload
+                live.discard(i)
+            else:
+                errors.append(payload)
+                live.discard(i)
+    for p in procs:
+        p.join(timeout=5)
+    if errors:
+        raise RuntimeError("a generator process failed:\n" + "\n".join(errors))
+    merged = merge_exports([e for e in exports if e is not None])
+    merged["processes"] = [_proc_summary(e) for e in exports if e is not None]
+    return merged
+
+
+def _sum_progress(parts: list[dict]) -> dict:
+    out = {"ok": 0, "failed": 0, "issued": 0, "p99": 0, "elapsed": 0.0}
+    for p in parts:
+        for k in ("ok", "failed", "issued"):
+            out[k] += p.get(k, 0)
+        out["p99"] = max(out["p99"], p.get("p99", 0))
+        out["elapsed"] = max(out["elapsed"], p.get("elapsed", 0.0))
+    return out
+
+
+def _proc_summary(export: dict) -> dict:
+    """Per-process health: CPU share per interval (for the generator-bottleneck verdict)."""
+    cpu = [iv["gauges"].get("cpu", 0.0) for iv in export["intervals"].values()]
+    return {"cpu": cpu, "totals": export["totals"]}

@@ -1,0 +1,216 @@
+"""What one generator process records, cheaply on the hot path, exactly in the end.
+
+Hot path: an ``append`` of a small tuple per transaction and an ``append`` of
+an int per phase reply. Once per interval tick the lists are bucketed in bulk
+(numpy) into histograms: per 1 s interval for the time series, cumulative
+(warm-up excluded) for the headline figures. All times are integer
+microseconds since the run's common start (CLOCK_MONOTONIC is shared by the
+processes of one machine).
+
+Three latencies per transaction (the measurement model, see DESIGN.md):
+``response`` from the *intended* start (free of coordinated omission),
+``service`` from the actual start, and ``send_lag`` (actual − intended).
+``sched_lag`` is how late the generator itself picked an arrival up: the
+part of send lag that is the generator's fault, not the server's.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from ..metrics import Histogram
+
+INTERVAL_US = 1_000_000
+
+SERIES = ("offered", "sent", "ok", "failed", "rcpt_failed", "bytes")
+GAUGES = ("in_flight", "connections", "loop_lag_us", "cpu")
+
+
+class Interval:
+    __slots__ = ("response", "service", "counts", "gauges", "errors")
+
+    def __init__(self) -> None:
+        self.response = Histogram()
+        self.service = Histogram()
+        self.counts = dict.fromkeys(SERIES, 0)
+        self.gauges: dict[str, float] = {}
+        self.errors: dict[str, int] = defaultdict(int)  # reply class "4xx"/"5xx"/kind -> count
+
+
+class Recorder:
+    """Per-process measurements; :meth:`export` gives a mergeable dict."""
+
+    def __init__(self, warmup_us: int = 0):
+        self.warmup_us = warmup_us
+        self._txn: list[tuple[int, int, int]] = []        # (intended, start, end) of OK transactions
+        self._phase: dict[str, list[int]] = defaultdict(list)
+        self._sched: list[int] = []
+        self._loop_lag: list[int] = []
+        self.response = Histogram()
+        self.service = Histogram()
+        self.send_lag = Histogram()
+        self.sched_lag = Histogram()
+        self.loop_lag = Histogram()
+        self.phases: dict[str, Histogram] = defaultdict(Histogram)
+        self.intervals: dict[int, Interval] = defaultdict(Interval)
+        self.errors: dict[tuple, list] = {}
+        self.totals = defaultdict(int)
+
+    # -- hot path -------------------------------------------------------------
+
+    def ok(self, intended: int, start: int, end: int, size: int) -> None:
+        self._txn.append((intended, start, end))
+        self.totals["bytes"] += size
+
+    def phase(self, name: str, us: int) -> None:
+        self._phase[name].append(us)
+
+    def scheduled(self, intended: int, picked: int) -> None:
+        """An open-loop arrival was offered at ``intended`` and picked up at ``picked``."""
+        self._sched.append(picked - intended)
+        self.intervals[intended // INTERVAL_US].counts["offered"] += 1
+
+    def started(self, at: int) -> None:
+        self.intervals[at // INTERVAL_US].counts["sent"] += 1
+
+    def failed(self, at: int, intended: int, phase: str, code: int, kind: str, text: str) -> None:
+        """A transaction failed: ``kind`` is reply, refused, reset, timeout or protocol."""
+        iv = self.intervals[at // INTERVAL_US]
+        iv.counts["failed"] += 1
+        iv.errors[f"{code // 100}xx" if code else kind] += 1
+        if intended >= self.warmup_us:
+            self.totals["failed"] += 1
+        else:
+            self.totals["warmup_failed"] += 1
+        self.error(at, phase, code, kind, text)
+
+    def error(self, at: int, phase: str, code: int, kind: str, text: str) -> None:
+        """Count an error by (phase, code, kind), with first/last time seen and an example."""
+        key = (phase, code, kind)
+        entry = self.errors.get(key)
+        if entry is None:
+            self.errors[key] = [1, at, at, text[:200]]
+        else:
+            entry[0] += 1
+            entry[2] = at
+
+    def rcpt_failed(self, at: int, code: int, text: str) -> None:
+        self.intervals[at // INTERVAL_US].counts["rcpt_failed"] += 1
+        self.totals["rcpt_failed"] += 1
+        self.error(at, "rcpt", code, "reply", text)
+
+    def loop_lag_sample(self, us: int) -> None:
+        self._loop_lag.append(us)
+
+    def gauge(self, at: int, name: str, value: float) -> None:
+        iv = self.intervals[at // INTERVAL_US]
+        iv.gauges[name] = max(iv.gauges.get(name, value), value)
+
+    # -- bulk work, once per tick ----------------------------------------------
+
+    def flush(self) -> None:
+        """Bucket what the hot path appended since the last flush."""
+        if self._txn:
+            arr = np.array(self._txn, dtype=np.int64)
+            self._txn = []
+            intended, start, end = arr[:, 0], arr[:, 1], arr[:, 2]
+            resp = end - intended
+            serv = end - start
+            lag = start - intended
+            ivs = end // INTERVAL_US
+            for iv_index in np.unique(ivs):
+                sel = ivs == iv_index
+                iv = self.intervals[int(iv_index)]
+                iv.response.record_many(resp[sel])
+                iv.service.record_many(serv[sel])
+                iv.counts["ok"] += int(sel.sum())
+            measured = intended >= self.warmup_us
+            n_measured = int(measured.sum())
+            self.totals["ok"] += n_measured
+            self.totals["warmup_ok"] += int(arr.shape[0]) - n_measured
+            if n_measured:
+                self.totals["first_end"] = min(self.totals.get("first_end") or 1 << 62, int(end[measured].min()))
+                self.totals["last_end"] = max(self.totals.get("last_end", 0), int(end[measured].max()))
+            self.response.record_many(resp[measured])
+            self.service.record_many(serv[measured])
+            self.send_lag.record_many(lag[measured])
+        for name, values in self._phase.items():
+            if values:
+                self.phases[name].record_many(values)
+        self._phase = defaultdict(list)
+        if self._sched:
+            self.sched_lag.record_many(self._sched)
+            self._sched = []
+        if self._loop_lag:
+            self.loop_lag.record_many(self._loop_lag)
+            self._loop_lag = []
+
+    def export(self) -> dict:
+        """Everything as plain data (histograms sparse), mergeable with :func:`merge_exports`."""
+        self.flush()
+        return {
+            "totals": dict(self.totals),
+            "response": self.response.to_dict(),
+            "service": self.service.to_dict(),
+            "send_lag": self.send_lag.to_dict(),
+            "sched_lag": self.sched_lag.to_dict(),
+            "loop_lag": self.loop_lag.to_dict(),
+            "phases": {k: h.to_dict() for k, h in self.phases.items()},
+            "intervals": {
+                str(k): {
+                    "response": iv.response.to_dict(), "service": iv.service.to_dict(),
+                    "counts": iv.counts, "gauges": iv.gauges, "errors": dict(iv.errors),
+                }
+                for k, iv in sorted(self.intervals.items())
+            },
+            "errors": [[*key, *val] for key, val in self.errors.items()],
+        }
+
+
+def merge_exports(exports: list[dict]) -> dict:
+    """Merge several processes' exports losslessly (histograms add, counters add)."""
+    out: dict = {"totals": defaultdict(int), "phases": {}, "intervals": {}, "errors": {}}
+    hists = {name: Histogram() for name in ("response", "service", "send_lag", "sched_lag", "loop_lag")}
+    phases: dict[str, Histogram] = {}
+    intervals: dict[int, dict] = {}
+    for ex in exports:
+        for k, v in ex["totals"].items():
+            if k == "first_end":
+                out["totals"][k] = min(out["totals"].get(k) or 1 << 62, v)
+            elif k == "last_end":
+                out["totals"][k] = max(out["totals"].get(k, 0), v)
+            else:
+                out["totals"][k] += v
+        for name, h in hists.items():
+            h.merge(Histogram.from_dict(ex[name]))
+        for name, data in ex["phases"].items():
+            phases.setdefault(name, Histogram()).merge(Histogram.from_dict(data))
+        for key, data in ex["intervals"].items():
+            iv = intervals.setdefault(int(key), {"response": Histogram(), "service": Histogram(),
+                                                 "counts": defaultdict(int), "gauges": defaultdict(float),
+                                                 "errors": defaultdict(int)})
+            iv["response"].merge(Histogram.from_dict(data["response"]))
+            iv["service"].merge(Histogram.from_dict(data["service"]))
+            for k, v in data["counts"].items():
+                iv["counts"][k] += v
+            for k, v in data["gauges"].items():
+                # connections and in-flight add across processes; lag and CPU keep the worst.
+                iv["gauges"][k] = iv["gauges"][k] + v if k in ("in_flight", "connections") else max(iv["gauges"][k], v)
+            for k, v in data["errors"].items():
+                iv["errors"][k] += v
+        for phase, code, kind, count, first, last, text in ex["errors"]:
+            key = (phase, code, kind)
+            e = out["errors"].get(key)
+            if e is None:
+                out["errors"][key] = [count, first, last, text]
+            else:
+                e[0] += count
+                e[1] = min(e[1], first)
+                e[2] = max(e[2], last)
+    out["hist"] = hists
+    out["phase_hist"] = phases
+    out["interval_data"] = intervals
+    out["totals"] = dict(out["totals"])
+    return out

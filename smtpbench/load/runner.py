@@ -1,0 +1,419 @@
+"""One generator process: connections, the closed or open loop, stop and drain.
+
+Closed loop: ``sessions`` slots, each sending its next message when the last
+one ended (plus think time); a slot's message waits for its connection, so a
+slow connect shows in response time. Open loop: arrivals come from the pure
+:class:`~smtpbench.load.pacing.Schedule`; an arrival takes an idle connection,
+or waits (FIFO) for one — opening a new one while fewer than
+``max_connections`` exist — and its wait counts in its response time.
+
+Nothing is dropped: every intended message ends as OK or as a failure with
+its phase and kind (reply code, refused, reset, timeout, protocol,
+not_sent when the run ended before it could be sent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections import deque
+from time import monotonic_ns
+
+from ..addresses import Address
+from ..protocol.client import BANNER, PHASES, ClientSession, Transaction
+from ..scenario import Scenario
+from .connection import ClientConnection
+from .pacing import Profile, Schedule
+from .recorder import INTERVAL_US, Recorder
+
+TICK = 1.0
+SWEEP = 0.05
+RECONNECT_BACKOFF = 0.05
+
+
+def _pacer_thread(loop: asyncio.AbstractEventLoop, schedule: Schedule, runner: "Runner",
+                  finished: asyncio.Future, stop: threading.Event) -> None:
+    """Release arrivals at their intended times, from a thread.
+
+    Why a thread: uvloop's timers have millisecond resolution and fire up to
+    1 ms early or late; ``time.sleep`` (clock_nanosleep) wakes within tens of
+    microseconds and ``call_soon_threadsafe`` wakes the loop at once. Arrivals
+    already due are handed over in one batch, so high rates cost one wake-up
+    per batch, not per message. The thread never sends early.
+    """
+    t0 = runner.t0_ns
+    end_us, limit = runner.end_us, runner.limit
+    issued = 0
+    batch: list[int] = []
+    while not stop.is_set():
+        t = schedule.next_time()
+        intended = int(t * 1e6) if math.isfinite(t) else 1 << 62
+        if intended >= end_us or issued >= limit:
+            break
+        issued += 1
+        wait = (intended - (monotonic_ns() - t0) // 1000) / 1e6
+        if wait > 0:
+            if batch:
+                loop.call_soon_threadsafe(runner._arrivals, batch)
+                batch = []
+            time.sleep(wait)
+        batch.append(intended)
+        if len(batch) >= 256:
+            loop.call_soon_threadsafe(runner._arrivals, batch)
+            batch = []
+    if batch:
+        loop.call_soon_threadsafe(runner._arrivals, batch)
+    loop.call_soon_threadsafe(lambda: finished.done() or finished.set_result(None))
+
+
+def phase_timeouts(scenario: Scenario) -> dict[str | None, int]:
+    t = scenario.load.timeouts
+    us = {phase: int(t.command * 1e6) for phase in PHASES}
+    us.update(connect=int(t.connect * 1e6), banner=int(t.banner * 1e6),
+              data=int(t.data_init * 1e6), end_of_data=int(t.data_end * 1e6), bdat=int(t.data_end * 1e6))
+    us[None] = 0
+    return us
+
+
+def split(total: int, index: int, count: int) -> int:
+    """This process's share of ``total`` (sessions, messages), shares differing by at most one."""
+    return total // count + (1 if index < total % count else 0)
+
+
+class Runner:
+    def __init__(self, scenario: Scenario, target: Address, factory, t0_ns: int,
+                 index: int = 0, count: int = 1, progress=None):
+        load = scenario.load
+        self.scenario = scenario
+        self.load = load
+        self.target = target
+        self.factory = factory
+        self.t0_ns = t0_ns
+        self.index = index
+        self.count = count
+        self.progress = progress  # callable(dict) once per tick, or None
+        self.recorder = Recorder(int(load.warmup * 1e6))
+        self.timeout_us = phase_timeouts(scenario)
+        self.open_loop = load.model == "open"
+        self.limit = split(load.messages, index, count) if load.messages else math.inf
+        self.end_us = int(load.duration * 1e6) if load.duration else 1 << 62
+        self.mpc = load.messages_per_connection
+        self.think = load.think_time
+        self.lmtp = scenario.sink.lmtp
+        self.connections: set[ClientConnection] = set()
+        self.idle: deque[ClientConnection] = deque()
+        self.waiting: deque[int] = deque()   # open loop: intended times of arrivals without a connection
+        self.opening = 0
+        self.issued = 0      # messages begun or failed before begin (counts toward the limit)
+        self.in_flight = 0
+        self.stopping = False
+        self.ok = 0
+        self.failed = 0
+        self._all_done = asyncio.Event()
+        self._cpu = (time.process_time(), monotonic_ns())
+
+    def now(self) -> int:
+        return (monotonic_ns() - self.t0_ns) // 1000
+
+    # -- connections ----------------------------------------------------------
+
+    def open(self, pending: int = -1) -> None:
+        """Open a connection; ``pending`` is the intended time of the message waiting for it (closed loop)."""
+        self.opening += 1
+        asyncio.ensure_future(self._open(pending))
+
+    async def _open(self, pending: int) -> None:
+        loop = asyncio.get_running_loop()
+        started = self.now()
+        session = ClientSession(self.load.helo, self.load.pipelining, self.lmtp)
+        factory = lambda: ClientConnection(self, session, started, pending)  # noqa: E731
+        try:
+            t = self.target
+            coro = (loop.create_unix_connection(factory, t.path) if t.path
+                    else loop.create_connection(factory, t.host, t.port))
+            _, conn = await asyncio.wait_for(coro, self.load.timeouts.connect)
+        except (OSError, asyncio.TimeoutError) as e:
+            self.opening -= 1
+            now = self.now()
+            kind = "timeout" if isinstance(e, asyncio.TimeoutError) else (
+                "refused" if isinstance(e, ConnectionRefusedError) else "connect_error")
+            text = str(e) or kind
+            if pending >= 0:
+                self._fail(now, pending, "connect", 0, kind, text)
+                await asyncio.sleep(RECONNECT_BACKOFF)
+                if self._may_begin(self.now()):
+                    self.issued += 1
+                    self.open(self.now())
+                else:
+                    self._check_done()
+            else:
+                if self.waiting:
+                    self._fail(now, self.waiting.popleft(), "connect", 0, kind, text)
+                else:
+                    self.recorder.error(now, "connect", 0, kind, text)
+                await asyncio.sleep(RECONNECT_BACKOFF)
+                self._dispatch()
+                self._check_done()
+            return
+        self.opening -= 1
+
+    def conn_ready(self, conn: ClientConnection, now: int) -> None:
+        if self.open_loop:
+            self._make_idle(conn)
+            self._dispatch()
+            return
+        intended, conn.pending = conn.pending, -1
+        if intended >= 0:
+            self._begin(conn, intended, now, start=conn.opened_at)
+        else:
+            conn.quit()
+
+    def _make_idle(self, conn: ClientConnection) -> None:
+        conn.idle = True
+        self.idle.append(conn)
+
+    def conn_failed(self, conn: ClientConnection, phase: str, code: int, kind: str, text: str, now: int) -> None:
+        """The session cannot go on (bad banner, 421, garbage): fail what waited on it."""
+        if conn.txn_intended >= 0:
+            self._fail(now, conn.txn_intended, phase, code, kind, text)
+            conn.txn_intended = -1
+            self.in_flight -= 1
+        elif conn.pending >= 0:
+            self._fail(now, conn.pending, phase, code, kind, text)
+            conn.pending = -1
+        else:
+            self.recorder.error(now, phase, code, kind, text)
+
+    def conn_lost(self, conn: ClientConnection, exc: Exception | None, now: int) -> None:
+        self.connections.discard(conn)
+        if conn.idle:
+            try:
+                self.idle.remove(conn)
+            except ValueError:
+                pass
+        phase = conn.session.expecting or BANNER
+        if conn.txn_intended >= 0:
+            self._fail(now, conn.txn_intended, phase, 0, "reset" if exc else "closed",
+                       str(exc) if exc else "server closed the connection")
+            conn.txn_intended = -1
+            self.in_flight -= 1
+            replace = now
+        else:
+            replace, conn.pending = conn.pending, -1
+            if replace >= 0:
+                self._fail(now, replace, phase, 0, "reset" if exc else "closed",
+                           str(exc) if exc else "server closed the connection")
+                replace = now
+        if not self.open_loop and replace >= 0 and self._may_begin(now):
+            # The slot goes on with a new connection (RFC 5321 §3.8: a client reconnects after 421).
+            self.issued += 1
+            self.open(now)
+        elif self.open_loop:
+            self._dispatch()
+        self._check_done()
+
+    # -- transactions -----------------------------------------------------------
+
+    def _may_begin(self, now: int) -> bool:
+        return not self.stopping and now < self.end_us and self.issued < self.limit
+
+    def _begin(self, conn: ClientConnection, intended: int, now: int, start: int | None = None) -> None:
+        out = self.factory.next()
+        txn = Transaction(out.mail_from, out.rcpts, out.pieces, out.size, out.smtputf8, out.eight_bit)
+        self.in_flight += 1
+        self.recorder.started(now)
+        conn.txn = txn
+        conn.begin(txn, intended, now)
+        if start is not None:
+            conn.txn_start = start
+
+    def txn_done(self, conn: ClientConnection, ok: bool, failure, now: int) -> None:
+        rec = self.recorder
+        intended = conn.txn_intended
+        conn.txn_intended = -1
+        self.in_flight -= 1
+        txn = conn.txn
+        if ok:
+            rec.ok(intended, conn.txn_start, now, conn.txn_size)
+            self.ok += 1
+        else:
+            phase, reply = failure
+            self._fail(now, intended, phase, reply.code, "reply", reply.text, counted=True)
+        for r in txn.rcpt_failures:
+            if ok or (failure and failure[0] != "rcpt"):
+                rec.rcpt_failed(now, r.code, r.text)
+        if self.open_loop:
+            if self.mpc and conn.sent >= self.mpc:
+                conn.quit()
+            else:
+                self._make_idle(conn)
+            self._dispatch()
+        else:
+            intended_next = now + int(self.think * 1e6)
+            if not self._may_begin(now):
+                conn.quit()
+            elif self.mpc and conn.sent >= self.mpc:
+                conn.quit()
+                self.issued += 1
+                self.open(intended_next)
+            else:
+                self.issued += 1
+                if self.think > 0:
+                    asyncio.get_running_loop().call_later(self.think, self._think_over, conn, intended_next)
+                else:
+                    self._begin(conn, intended_next, now)
+        self._check_done()
+
+    def _think_over(self, conn: ClientConnection, intended: int) -> None:
+        if conn.closed:
+            self._fail(self.now(), intended, "connect", 0, "closed", "connection closed during think time")
+            return
+        self._begin(conn, intended, self.now())
+
+    def _fail(self, now: int, intended: int, phase: str, code: int, kind: str, text: str, counted: bool = False) -> None:
+        self.recorder.failed(now, intended, phase, code, kind, text)
+        self.failed += 1
+
+    # -- open loop --------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        now = self.now()
+        while self.waiting and self.idle:
+            conn = self.idle.popleft()
+            if conn.closed:
+                continue
+            self._begin(conn, self.waiting.popleft(), now)
+        want = len(self.waiting) - self.opening
+        room = self.load.max_connections // self.count + (1 if self.index < self.load.max_connections % self.count else 0)
+        room = max(room, 1) - len(self.connections) - self.opening
+        for _ in range(max(0, min(want, room))):
+            self.open()
+
+    async def _pace(self) -> None:
+        """Feed arrivals from a pacer thread (see :func:`_pacer_thread`) into the loop."""
+        load = self.load
+        profile = Profile(load.rate, load.stages, load.duration)
+        if load.stages:
+            self.end_us = min(self.end_us, int(profile.length * 1e6)) if load.duration else int(profile.length * 1e6)
+        schedule = Schedule(profile, load.arrival, self.scenario.seed, self.index, self.count)
+        loop = asyncio.get_running_loop()
+        finished = loop.create_future()
+        stop = threading.Event()
+        thread = threading.Thread(target=_pacer_thread, name="smtpbench-pacer", daemon=True,
+                                  args=(loop, schedule, self, finished, stop))
+        thread.start()
+        try:
+            await finished
+        finally:
+            stop.set()
+
+    def _arrivals(self, batch: list[int]) -> None:
+        """Called in the loop with arrivals now due (intended times in µs)."""
+        now = self.now()
+        rec = self.recorder
+        for intended in batch:
+            self.issued += 1
+            rec.scheduled(intended, now)
+            self.waiting.append(intended)
+        self._dispatch()
+
+    # -- the run ----------------------------------------------------------------
+
+    def _pending(self) -> int:
+        return sum(1 for c in self.connections if c.pending >= 0)
+
+    def _check_done(self) -> None:
+        if self.stopping and self.in_flight == 0 and not self._pending() and not self.waiting and self.opening == 0:
+            self._all_done.set()
+
+    async def _tick(self) -> None:
+        rec = self.recorder
+        k = max(0, self.now() // INTERVAL_US)
+        while True:
+            k += 1
+            await asyncio.sleep(max(0.0, (k * INTERVAL_US - self.now()) / 1e6))
+            now = self.now()
+            rec.flush()
+            cpu, wall = time.process_time(), monotonic_ns()
+            share = (cpu - self._cpu[0]) / max((wall - self._cpu[1]) / 1e9, 1e-9)
+            self._cpu = (cpu, wall)
+            at = (k - 1) * INTERVAL_US  # the interval that just ended
+            rec.gauge(at, "cpu", round(share, 3))
+            rec.gauge(at, "in_flight", self.in_flight + len(self.waiting))
+            rec.gauge(at, "connections", len(self.connections))
+            if self.progress:
+                self.progress({"ok": self.ok, "failed": self.failed, "issued": self.issued,
+                               "p99": rec.response.percentile(99), "elapsed": now / 1e6})
+
+    async def _watch_loop(self) -> None:
+        """Event-loop lag: how late a 1 ms sleep wakes up (the generator's own health)."""
+        rec = self.recorder
+        while True:
+            before = monotonic_ns()
+            await asyncio.sleep(0.001)
+            rec.loop_lag_sample(max(0, (monotonic_ns() - before) // 1000 - 1000))
+            rec.gauge(self.now(), "loop_lag_us", (monotonic_ns() - before) // 1000 - 1000)
+
+    async def _sweep(self) -> None:
+        """Per-phase timeouts (RFC 5321 §4.5.3.2) for all connections, one timer."""
+        while True:
+            await asyncio.sleep(SWEEP)
+            now = self.now()
+            for conn in list(self.connections):
+                if conn.deadline and now > conn.deadline and not conn.closed:
+                    phase = conn.session.expecting or BANNER
+                    self.conn_failed(conn, phase, 0, "timeout", f"no reply to {phase} in time", now)
+                    conn.deadline = 0
+                    conn.abort()
+
+    async def run(self) -> dict:
+        """Run to the end (duration or message count), drain, and return the recorder's export."""
+        tasks = [asyncio.ensure_future(c) for c in (self._tick(), self._watch_loop(), self._sweep())]
+        delay = -self.now() / 1e6
+        if delay > 0:
+            await asyncio.sleep(delay)  # all processes start together at t0
+        if self.open_loop:
+            await self._pace()
+        else:
+            for _ in range(split(self.load.sessions, self.index, self.count)):
+                if self.issued < self.limit:
+                    self.issued += 1
+                    self.open(self.now())
+            while self.now() < self.end_us and (self.issued < self.limit or self.in_flight or self.opening
+                                                or self._pending()):
+                await asyncio.sleep(0.01)
+        self.stopping = True
+        for conn in list(self.idle):
+            conn.quit()
+        self.idle.clear()
+        self._check_done()
+        try:
+            await asyncio.wait_for(self._all_done.wait(), self.load.drain)
+        except asyncio.TimeoutError:
+            pass
+        now = self.now()
+        for conn in list(self.connections):
+            if conn.txn_intended >= 0:
+                self._fail(now, conn.txn_intended, conn.session.expecting or "end_of_data", 0, "unfinished",
+                           "still in flight when the drain period ended")
+                conn.txn_intended = -1
+                self.in_flight -= 1
+            conn.abort()
+        for conn in list(self.connections):
+            if conn.pending >= 0:
+                self._fail(now, conn.pending, "connect", 0, "not_sent", "run ended before a connection was ready")
+                conn.pending = -1
+        while self.waiting:
+            self._fail(now, self.waiting.popleft(), "queue", 0, "not_sent", "run ended before a connection was free")
+        # Let QUITs finish so servers see clean closes (bounded).
+        for _ in range(50):
+            if not self.connections:
+                break
+            await asyncio.sleep(0.01)
+        for t in tasks:
+            t.cancel()
+        self.recorder.totals["duration_us"] = self.now()
+        self.recorder.totals["issued"] = self.issued
+        return self.recorder.export()

@@ -1,0 +1,192 @@
+"""The result file (``result.json``): a versioned record of one run, from which every report is built.
+
+Schema ``smtpbench.result/1`` (all latencies in integer microseconds):
+
+* ``run_id``, ``name``, ``kind`` (run | bench | locust), ``command``, ``started_at``, ``target``
+* ``scenario`` (resolved, every default filled) and ``scenario_hash``
+* ``environment``: versions, CPU count, event loop, processes, hostname, platform
+* ``load``: model, sessions/rate, processes, duration, warm-up, offered rate
+* ``totals``: issued, ok, failed, rcpt_failed, warmup_ok, warmup_failed, bytes,
+  measured_seconds, msgs_per_s, mb_per_s, error_rate (warm-up excluded from all but the warmup_* keys)
+* ``latency``: ``response``, ``service``, ``send_lag``, ``sched_lag``, ``loop_lag`` and
+  ``phases.<phase>`` each a summary ``{count, min, mean, p50, p90, p99, p99.9, p99.99, max}``
+* ``histograms``: the same as sparse HDR-style buckets (``[[index, count], …]``, layout in
+  ``histograms.layout``), so percentiles can be recomputed and runs merged losslessly
+* ``timeseries``: one entry per 1 s interval: ``t`` and counts (offered, sent, ok, failed,
+  rcpt_failed, errors by class), response/service percentiles, in-flight, connections,
+  generator CPU and loop lag
+* ``intervals``: per-interval response and service histograms (sparse)
+* ``errors``: ``[{phase, code, kind, count, first_s, last_s, example}]``
+* ``health``: ``valid``, ``reasons``, CPU per process, offered vs achieved rate
+* ``thresholds``: ``[{metric, limit, observed, passed}]``; ``verdict``: ok | thresholds_failed | invalid
+
+Read with jq, e.g. ``jq '.totals.msgs_per_s, .latency.response.p99' result.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import socket
+import sys
+from statistics import median
+
+from . import __version__
+from .metrics import NBUCKETS, SUB_BITS, Histogram
+from .scenario import Scenario
+from .thresholds import evaluate
+
+SCHEMA = "smtpbench.result/1"
+
+#: Generator health limits: beyond these the generator, not the server, limited the run.
+CPU_SATURATED = 0.95        # share of one core, median over measured intervals
+LOOP_LAG_P99_US = 10_000    # event-loop oversleep
+SCHED_LAG_P99_US = 10_000   # open loop: arrivals picked up late by the generator itself
+
+
+def environment(processes: int, loop: str) -> dict:
+    def version(mod: str) -> str | None:
+        try:
+            from importlib.metadata import version as v
+
+            return v(mod)
+        except Exception:
+            return None
+
+    return {
+        "smtpbench": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
+        "machine": platform.machine(), "hostname": socket.gethostname(),
+        "cpu_count": os.cpu_count(), "loop": loop, "processes": processes,
+        "uvloop": version("uvloop"), "numpy": version("numpy"),
+    }
+
+
+def build_result(scenario: Scenario, merged: dict, *, run_id: str, kind: str, command: str,
+                 target: str, started_at: float, processes: int, loop: str) -> dict:
+    """Turn merged measurements into the result document (see the module docstring)."""
+    load = scenario.load
+    totals = dict(merged["totals"])
+    hist: dict[str, Histogram] = merged["hist"]
+    warmup_us = int(load.warmup * 1e6)
+    ok, failed = totals.get("ok", 0), totals.get("failed", 0)
+    last_end = totals.get("last_end", 0)
+    measured_s = max((last_end - warmup_us) / 1e6, 1e-6) if ok else 0.0
+    totals.update(
+        ok=ok, failed=failed, issued=totals.get("issued", 0), rcpt_failed=totals.get("rcpt_failed", 0),
+        warmup_ok=totals.get("warmup_ok", 0), warmup_failed=totals.get("warmup_failed", 0),
+        bytes=totals.get("bytes", 0), measured_seconds=round(measured_s, 3),
+        msgs_per_s=round(ok / measured_s, 2) if measured_s else 0.0,
+        mb_per_s=round(totals.get("bytes", 0) / 1e6 / measured_s, 3) if measured_s else 0.0,
+        error_rate=round(failed / (ok + failed), 6) if ok + failed else 0.0,
+    )
+    totals.pop("first_end", None)
+    intervals = merged["interval_data"]
+    series = _timeseries(intervals)
+    offered_rate = load.rate if load.model == "open" else None
+    result = {
+        "schema": SCHEMA,
+        "run_id": run_id, "name": scenario.name, "kind": kind, "command": command,
+        "started_at": _dt.datetime.fromtimestamp(started_at, _dt.timezone.utc).isoformat(timespec="seconds"),
+        "target": target,
+        "scenario": scenario.model_dump(mode="json"), "scenario_hash": scenario.digest(),
+        "environment": environment(processes, loop),
+        "load": {"model": load.model, "sessions": load.sessions if load.model == "closed" else None,
+                 "rate": load.rate, "arrival": load.arrival, "stages": [s.model_dump() for s in load.stages],
+                 "processes": processes, "duration_s": load.duration, "warmup_s": load.warmup,
+                 "messages": load.messages, "pipelining": load.pipelining,
+                 "messages_per_connection": load.messages_per_connection, "offered_rate": offered_rate},
+        "totals": totals,
+        "latency": {name: h.summary() for name, h in hist.items()}
+        | {"phases": {name: h.summary() for name, h in sorted(merged["phase_hist"].items())}},
+        "histograms": {"layout": {"sub_bucket_bits": SUB_BITS, "buckets": NBUCKETS, "unit": "us"}}
+        | {name: h.to_dict() for name, h in hist.items()}
+        | {"phases": {name: h.to_dict() for name, h in merged["phase_hist"].items()}},
+        "timeseries": series,
+        "intervals": [{"t": t, "response": d["response"].to_dict(), "service": d["service"].to_dict()}
+                      for t, d in sorted(intervals.items())],
+        "errors": sorted(
+            ({"phase": p, "code": c, "kind": k, "count": n, "first_s": round(first / 1e6, 3),
+              "last_s": round(last / 1e6, 3), "example": text}
+             for (p, c, k), (n, first, last, text) in merged["errors"].items()),
+            key=lambda e: -e["count"]),
+    }
+    result["health"] = _health(result, merged, series)
+    result["thresholds"] = evaluate(scenario.thresholds, result)
+    result["verdict"] = verdict(result)
+    return result
+
+
+def verdict(result: dict) -> str:
+    if not result["health"]["valid"]:
+        return "invalid"
+    if any(not t["passed"] for t in result["thresholds"]):
+        return "thresholds_failed"
+    return "ok"
+
+
+def _timeseries(intervals: dict) -> dict:
+    keys = sorted(intervals)
+    ts: dict = {"interval_s": 1, "t": keys}
+    for name in ("offered", "sent", "ok", "failed", "rcpt_failed", "bytes"):
+        ts[name] = [intervals[k]["counts"].get(name, 0) for k in keys]
+    for cls in ("4xx", "5xx"):
+        ts[f"errors_{cls}"] = [intervals[k]["errors"].get(cls, 0) for k in keys]
+    ts["errors_other"] = [sum(v for c, v in intervals[k]["errors"].items() if c not in ("4xx", "5xx")) for k in keys]
+    for lat in ("response", "service"):
+        sums = [intervals[k][lat].summary() for k in keys]
+        ts[lat] = {p: [s[p] for s in sums] for p in ("p50", "p90", "p99", "p99.9", "max")}
+    for g in ("in_flight", "connections", "cpu", "loop_lag_us"):
+        ts[g] = [intervals[k]["gauges"].get(g, 0) for k in keys]
+    return ts
+
+
+def _health(result: dict, merged: dict, series: dict) -> dict:
+    reasons = []
+    warm = result["load"]["warmup_s"] or 0
+    cpu_by_proc = []
+    for i, proc in enumerate(merged.get("processes", [])):
+        measured = proc["cpu"][int(warm):] or proc["cpu"]
+        share = median(measured) if measured else 0.0
+        cpu_by_proc.append(round(share, 3))
+        if share >= CPU_SATURATED:
+            reasons.append(f"generator process {i} used {share:.0%} of a CPU core: the generator, not the "
+                           f"server, may be the bottleneck (add --processes or lower the load)")
+    lat = result["latency"]
+    if lat["loop_lag"]["p99"] > LOOP_LAG_P99_US:
+        reasons.append(f"generator event-loop lag p99 {lat['loop_lag']['p99'] / 1000:.1f} ms "
+                       f"(limit {LOOP_LAG_P99_US / 1000:.0f} ms): timings are not trustworthy")
+    offered = result["load"]["offered_rate"]
+    achieved = None
+    if result["load"]["model"] == "open":
+        if lat["sched_lag"]["p99"] > SCHED_LAG_P99_US:
+            reasons.append(f"generator fell behind its schedule: pick-up lag p99 "
+                           f"{lat['sched_lag']['p99'] / 1000:.1f} ms (limit {SCHED_LAG_P99_US / 1000:.0f} ms)")
+        span = result["load"]["duration_s"] or 0
+        if span:
+            achieved = round(result["totals"]["issued"] / span, 2)
+    return {"valid": not reasons, "reasons": reasons, "cpu_by_process": cpu_by_proc,
+            "offered_rate": offered, "achieved_rate": achieved,
+            "send_rate": round(sum(series["sent"]) / max(len(series["t"]), 1), 2)}
+
+
+def save(result: dict, folder: str) -> str:
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "result.json")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, path)
+    return path
+
+
+def load_result(path: str) -> dict:
+    """Read a result file (or a run folder holding one); ValueError when it is not one."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "result.json")
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    if data.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: not a smtpbench result (schema {data.get('schema')!r}, expected {SCHEMA!r})")
+    return data

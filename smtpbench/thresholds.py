@@ -1,0 +1,67 @@
+"""Pass/fail thresholds from a scenario's ``[thresholds]`` table.
+
+Keys name a metric of result.json; values are limits:
+
+* ``"response.p99" = "50ms"``  — a latency percentile (response, service, send_lag,
+  or ``phase.<name>`` e.g. ``"phase.end_of_data.p99"``) must be at most the limit;
+* ``error_rate = 0.001``       — failed / (ok + failed) must be at most this;
+* ``min_throughput = 500``     — measured msgs/s must be at least this.
+"""
+
+from __future__ import annotations
+
+from .units import parse_duration
+
+LATENCIES = ("response", "service", "send_lag")
+PERCENTILE_KEYS = ("p50", "p90", "p99", "p99.9", "p99.99", "max", "mean")
+HELP = ("threshold keys: '<response|service|send_lag|phase.NAME>.<p50|p90|p99|p99.9|p99.99|max|mean>' "
+        "with a duration, 'error_rate' with a fraction, 'min_throughput' with msgs/s")
+
+
+def split_metric(key: str) -> tuple[str, str]:
+    """``"response.p99.9"`` -> ``("response", "p99.9")``; ValueError when not a latency threshold."""
+    for pct in PERCENTILE_KEYS:
+        if key.endswith("." + pct):
+            metric = key[: -len(pct) - 1]
+            if metric in LATENCIES or (metric.startswith("phase.") and len(metric) > 6):
+                return metric, pct
+    raise ValueError(f"unknown threshold '{key}'; {HELP}")
+
+
+def check_key(key: str, value) -> None:
+    """Raise ValueError when a threshold key or value is not understood."""
+    if key == "error_rate":
+        if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError("error_rate must be a fraction between 0 and 1")
+        return
+    if key == "min_throughput":
+        if not isinstance(value, (int, float)) or value < 0:
+            raise ValueError("min_throughput must be a number of msgs/s")
+        return
+    split_metric(key)
+    parse_duration(value)
+
+
+def evaluate(thresholds: dict, result: dict) -> list[dict]:
+    """Each threshold with its observed value and whether it passed."""
+    out = []
+    totals = result["totals"]
+    for key, limit in thresholds.items():
+        if key == "error_rate":
+            observed = totals["error_rate"]
+            passed = observed <= limit
+            shown = f"{observed:.4%}"
+        elif key == "min_throughput":
+            observed = totals["msgs_per_s"]
+            passed = observed >= limit
+            shown = f"{observed:,.1f} msgs/s"
+        else:
+            metric, pct = split_metric(key)
+            lat = result["latency"]
+            summary = lat["phases"].get(metric[6:], {}) if metric.startswith("phase.") else lat.get(metric, {})
+            observed = summary.get(pct, 0)
+            limit_us = parse_duration(limit) * 1e6
+            passed = observed <= limit_us
+            shown = f"{observed / 1000:.2f} ms"
+        out.append({"metric": key, "limit": limit, "observed": observed, "shown": shown, "passed": bool(passed)})
+    return out
