@@ -19,9 +19,9 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = ("runner", "session", "transport", "mark", "deadline", "txn_intended", "txn_start",
                  "txn_size", "txn", "pending", "sent", "closed", "opened_at", "t0", "rec", "_paused", "idle")
 
-    def __init__(self, runner, session: ClientSession, opened_at: int, pending: int = -1):
+    def __init__(self, runner, session: ClientSession, opened_at: int, pending: int | None = None):
         self.runner = runner
-        self.pending = pending         # µs: intended time of the message waiting for this connection (-1: none)
+        self.pending = pending         # µs: intended time of the message waiting for this connection (None: none)
         self.rec = runner.recorder
         self.t0 = runner.t0_ns
         self.session = session
@@ -29,7 +29,7 @@ class ClientConnection(asyncio.Protocol):
         self.opened_at = opened_at     # µs: when the connect began
         self.mark = opened_at          # µs: last send or reply, for phase latency
         self.deadline = 0              # µs: when the awaited reply is overdue (0: none)
-        self.txn_intended = -1         # µs: the transaction in flight (-1: none)
+        self.txn_intended: int | None = None         # µs: the transaction in flight (None: none)
         self.txn_start = 0
         self.txn_size = 0
         self.txn: Transaction | None = None

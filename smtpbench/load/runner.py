@@ -119,7 +119,7 @@ class Runner:
 
     # -- connections ----------------------------------------------------------
 
-    def open(self, pending: int = -1) -> None:
+    def open(self, pending: int | None = None) -> None:
         """Open a connection; ``pending`` is the intended time of the message waiting for it (closed loop)."""
         self.opening += 1
         asyncio.ensure_future(self._open(pending))
@@ -140,7 +140,7 @@ class Runner:
             kind = "timeout" if isinstance(e, asyncio.TimeoutError) else (
                 "refused" if isinstance(e, ConnectionRefusedError) else "connect_error")
             text = str(e) or kind
-            if pending >= 0:
+            if pending is not None:
                 self._fail(now, pending, "connect", 0, kind, text)
                 await asyncio.sleep(RECONNECT_BACKOFF)
                 if self._may_begin(self.now()):
@@ -164,8 +164,8 @@ class Runner:
             self._make_idle(conn)
             self._dispatch()
             return
-        intended, conn.pending = conn.pending, -1
-        if intended >= 0:
+        intended, conn.pending = conn.pending, None
+        if intended is not None:
             self._begin(conn, intended, now, start=conn.opened_at)
         else:
             conn.quit()
@@ -176,13 +176,13 @@ class Runner:
 
     def conn_failed(self, conn: ClientConnection, phase: str, code: int, kind: str, text: str, now: int) -> None:
         """The session cannot go on (bad banner, 421, garbage): fail what waited on it."""
-        if conn.txn_intended >= 0:
+        if conn.txn_intended is not None:
             self._fail(now, conn.txn_intended, phase, code, kind, text)
-            conn.txn_intended = -1
+            conn.txn_intended = None
             self.in_flight -= 1
-        elif conn.pending >= 0:
+        elif conn.pending is not None:
             self._fail(now, conn.pending, phase, code, kind, text)
-            conn.pending = -1
+            conn.pending = None
         else:
             self.recorder.error(now, phase, code, kind, text)
 
@@ -194,19 +194,19 @@ class Runner:
             except ValueError:
                 pass
         phase = conn.session.expecting or BANNER
-        if conn.txn_intended >= 0:
+        if conn.txn_intended is not None:
             self._fail(now, conn.txn_intended, phase, 0, "reset" if exc else "closed",
                        str(exc) if exc else "server closed the connection")
-            conn.txn_intended = -1
+            conn.txn_intended = None
             self.in_flight -= 1
             replace = now
         else:
-            replace, conn.pending = conn.pending, -1
-            if replace >= 0:
+            replace, conn.pending = conn.pending, None
+            if replace is not None:
                 self._fail(now, replace, phase, 0, "reset" if exc else "closed",
                            str(exc) if exc else "server closed the connection")
                 replace = now
-        if not self.open_loop and replace >= 0 and self._may_begin(now):
+        if not self.open_loop and replace is not None and self._may_begin(now):
             # The slot goes on with a new connection (RFC 5321 §3.8: a client reconnects after 421).
             self.issued += 1
             self.open(now)
@@ -232,7 +232,7 @@ class Runner:
     def txn_done(self, conn: ClientConnection, ok: bool, failure, now: int) -> None:
         rec = self.recorder
         intended = conn.txn_intended
-        conn.txn_intended = -1
+        conn.txn_intended = None
         self.in_flight -= 1
         txn = conn.txn
         if ok:
@@ -322,7 +322,7 @@ class Runner:
     # -- the run ----------------------------------------------------------------
 
     def _pending(self) -> int:
-        return sum(1 for c in self.connections if c.pending >= 0)
+        return sum(1 for c in self.connections if c.pending is not None)
 
     def _check_done(self) -> None:
         if self.stopping and self.in_flight == 0 and not self._pending() and not self.waiting and self.opening == 0:
@@ -371,9 +371,8 @@ class Runner:
     async def run(self) -> dict:
         """Run to the end (duration or message count), drain, and return the recorder's export."""
         tasks = [asyncio.ensure_future(c) for c in (self._tick(), self._watch_loop(), self._sweep())]
-        delay = -self.now() / 1e6
-        if delay > 0:
-            await asyncio.sleep(delay)  # all processes start together at t0
+        while self.now() < 0:  # all processes start together at t0 (timers may fire early)
+            await asyncio.sleep(max(-self.now() / 1e6, 0.0005))
         if self.open_loop:
             await self._pace()
         else:
@@ -395,16 +394,16 @@ class Runner:
             pass
         now = self.now()
         for conn in list(self.connections):
-            if conn.txn_intended >= 0:
+            if conn.txn_intended is not None:
                 self._fail(now, conn.txn_intended, conn.session.expecting or "end_of_data", 0, "unfinished",
                            "still in flight when the drain period ended")
-                conn.txn_intended = -1
+                conn.txn_intended = None
                 self.in_flight -= 1
             conn.abort()
         for conn in list(self.connections):
-            if conn.pending >= 0:
+            if conn.pending is not None:
                 self._fail(now, conn.pending, "connect", 0, "not_sent", "run ended before a connection was ready")
-                conn.pending = -1
+                conn.pending = None
         while self.waiting:
             self._fail(now, self.waiting.popleft(), "queue", 0, "not_sent", "run ended before a connection was free")
         # Let QUITs finish so servers see clean closes (bounded).
