@@ -57,6 +57,18 @@ def _run_parser(sub) -> None:
     _add_load_flags(p)
 
 
+def _bench_parser(sub) -> None:
+    p = sub.add_parser("bench", help="sink + load on loopback, cross-checked, with a report",
+                       description="Start the built-in sink from the scenario's [sink] table on loopback, run the "
+                                   "load against it, cross-check the counts and write the result and report. "
+                                   "With --target, benchmark an external server with the same scenario instead.")
+    p.add_argument("scenario_file", nargs="?", metavar="SCENARIO", help="scenario TOML file")
+    _add_common(p)
+    _add_load_flags(p)
+    p.add_argument("--listen", metavar="ADDR", help="where the embedded sink listens (default 127.0.0.1 on a free port)")
+    p.add_argument("--no-report", action="store_true", help="write result.json only")
+
+
 def _add_load_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", "-t", metavar="ADDR", help="HOST:PORT, [IPv6]:PORT or unix:/path (default: the scenario's [target])")
     p.add_argument("--sessions", type=int, metavar="N", help="closed loop with N concurrent sessions")
@@ -109,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _sink_parser(sub)
     _run_parser(sub)
+    _bench_parser(sub)
+    p = sub.add_parser("validate", help="check scenario files", description="Validate scenario files; exit 2 on the first bad one.")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p = sub.add_parser("scenarios", help="list the scenario library", description="List scenarios with their descriptions.")
+    p.add_argument("--dir", default=None, help="folder to list (default: ./scenarios)")
     return parser
 
 
@@ -159,16 +176,14 @@ def _exit_code(result: dict) -> int:
     return {"ok": EXIT_OK, "thresholds_failed": EXIT_THRESHOLDS, "invalid": EXIT_INVALID}[result["verdict"]]
 
 
-def execute_load(scenario, target, kind: str, out_dir: str | None, run_id: str | None = None) -> tuple[dict, str]:
-    """Run the load phase and write result.json; shared by `run` and `bench`."""
-    import os
+def execute_load(scenario, target, kind: str, run_id: str) -> dict:
+    """Run the load phase and build the result (not yet saved); shared by `run` and `bench`."""
     import time
 
     from .console import Progress
     from .load.procs import run_load
-    from .results import build_result, save
+    from .results import build_result
 
-    run_id = run_id or _new_run_id(scenario.name)
     processes = resolve_workers(scenario.load.processes)
     progress = Progress(scenario.load.duration)
     started = time.time()
@@ -176,26 +191,161 @@ def execute_load(scenario, target, kind: str, out_dir: str | None, run_id: str |
         merged = run_load(scenario, target, run_id, processes, progress.update)
     finally:
         progress.close()
-    result = build_result(scenario, merged, run_id=run_id, kind=kind, command=" ".join(["smtpbench", *sys.argv[1:]]),
-                          target=str(target), started_at=started, processes=processes, loop=eventloop.current())
-    folder = out_dir or os.path.join("results", run_id)
-    return result, save(result, folder)
+    return build_result(scenario, merged, run_id=run_id, kind=kind, command=" ".join(["smtpbench", *sys.argv[1:]]),
+                        target=str(target), started_at=started, processes=processes, loop=eventloop.current())
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from .console import summary_text
-
+def _scenario_with_flags(args: argparse.Namespace):
     source = args.scenario or "<defaults>"
     scenario = load(args.scenario)
     scenario = override(scenario, f"{source} (with command-line flags)", clear=_load_clears(args),
                         **_load_overrides(args, scenario))
+    return scenario, source
+
+
+def _one_run(scenario, args, kind: str, folder: str, run_id: str, target=None) -> tuple[dict, str]:
+    """One measured run: with the embedded sink unless a target is given; saved in ``folder``."""
+    import os
+
+    from .bench import EmbeddedSink, crosscheck
+    from .results import save
+
+    sink = None
+    if target is None:
+        sink = EmbeddedSink(scenario, folder, args.listen or "127.0.0.1:0")
+        target = sink.start()
+    try:
+        result = execute_load(scenario, target, kind, run_id)
+    finally:
+        final = sink.stop() if sink else None
+    if final is not None:
+        crosscheck(result, final)
+    path = save(result, folder)
+    if not getattr(args, "no_report", False):
+        report = _write_report(path, os.path.join("reports", run_id))
+        if report:
+            result["report"] = report
+    return result, path
+
+
+def _write_report(result_path: str, out_dir: str) -> str | None:
+    try:
+        from .report import write_report
+    except ImportError:
+        return None
+    return write_report(result_path, out_dir)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .console import summary_text
+    from .results import save
+
+    scenario, source = _scenario_with_flags(args)
     target = _target(args, scenario, source)
-    result, path = execute_load(scenario, target, "run", args.out)
+    if scenario.sweep is not None:
+        return _sweep(scenario, args, "run", target)
+    run_id = _new_run_id(scenario.name)
+    result = execute_load(scenario, target, "run", run_id)
+    path = save(result, args.out or f"results/{run_id}")
     print(summary_text(result, path))
     return _exit_code(result)
 
 
-COMMANDS = {"sink": cmd_sink, "run": cmd_run}
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .console import summary_text
+
+    if args.scenario_file and args.scenario:
+        raise ScenarioError("give the scenario once: as SCENARIO or as --scenario")
+    args.scenario = args.scenario_file or args.scenario
+    scenario, source = _scenario_with_flags(args)
+    target = _target(args, scenario, source) if args.target else None
+    if scenario.sweep is not None:
+        return _sweep(scenario, args, "bench", target)
+    run_id = _new_run_id(scenario.name)
+    result, path = _one_run(scenario, args, "bench", args.out or f"results/{run_id}", run_id, target)
+    print(summary_text(result, path))
+    if result.get("crosscheck"):
+        c = result["crosscheck"]
+        state = "ok" if c["passed"] else "MISMATCH"
+        print(f"  cross-check: client saw {c['client_ok']:,} accepted, sink counted {c['sink_messages']:,} [{state}]")
+    if result.get("report"):
+        print(f"  report: {result['report']}")
+    return _exit_code(result)
+
+
+def _sweep(scenario, args, kind: str, target) -> int:
+    """Run every step of ``[sweep]``; write sweep.json and its report; exit by the worst step."""
+    import json
+    import os
+
+    from .console import summary_text
+    from .scenario import step
+    from .sweep import summarise
+
+    sweep_id = _new_run_id(scenario.name + "-sweep")
+    root = args.out or f"results/{sweep_id}"
+    steps = []
+    for i, value in enumerate(scenario.sweep.values):
+        sc = step(scenario, value)
+        run_id = f"{sweep_id}-step{i + 1:02d}"
+        print(f"sweep step {i + 1}/{len(scenario.sweep.values)}: {scenario.sweep.parameter} = {value}", flush=True)
+        if kind == "bench":
+            result, path = _one_run(sc, args, kind, os.path.join(root, f"step{i + 1:02d}"), run_id, target)
+        else:
+            from .results import save
+
+            result = execute_load(sc, target, kind, run_id)
+            path = save(result, os.path.join(root, f"step{i + 1:02d}"))
+        print(summary_text(result, path), flush=True)
+        steps.append((value, path, result))
+    summary = summarise(scenario, steps)
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, "sweep.json"), "w", encoding="utf-8") as f:
+        json.dump(summary, f, indent=1)
+    print(f"sweep: {len(steps)} steps in {root}/sweep.json")
+    best = summary["sustainable"]
+    if best is None:
+        print("  no step met the thresholds")
+    else:
+        print(f"  sustainable: {scenario.sweep.parameter} = {best['value']} ({best['msgs_per_s']:,.1f} msgs/s)")
+    return max(_exit_code(r) for _, _, r in steps)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    status = EXIT_OK
+    for path in args.files:
+        try:
+            sc = load(path)
+        except ScenarioError as e:
+            print(f"smtpbench: {e}", file=sys.stderr)
+            status = EXIT_USAGE
+            continue
+        sweep = f", sweep over {sc.sweep.parameter} ({len(sc.sweep.values)} steps)" if sc.sweep else ""
+        print(f"{path}: ok — {sc.name} ({sc.load.model} loop{sweep}), hash {sc.digest()}")
+    return status
+
+
+def cmd_scenarios(args: argparse.Namespace) -> int:
+    import glob
+    import os
+
+    folder = args.dir or "scenarios"
+    files = sorted(glob.glob(os.path.join(folder, "*.toml")))
+    if not files:
+        print(f"smtpbench: no scenarios in {folder}/", file=sys.stderr)
+        return EXIT_USAGE
+    width = max(len(f) for f in files)
+    for path in files:
+        try:
+            sc = load(path)
+            print(f"{path:<{width}}  {sc.description or sc.name}")
+        except ScenarioError as e:
+            print(f"{path:<{width}}  INVALID: {e}")
+    return EXIT_OK
+
+
+COMMANDS = {"sink": cmd_sink, "run": cmd_run, "bench": cmd_bench, "validate": cmd_validate,
+            "scenarios": cmd_scenarios}
 
 
 def main(argv: list[str] | None = None) -> int:

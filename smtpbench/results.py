@@ -35,6 +35,7 @@ from statistics import median
 
 from . import __version__
 from .metrics import NBUCKETS, SUB_BITS, Histogram
+from .protocol.client import PHASES
 from .scenario import Scenario
 from .thresholds import evaluate
 
@@ -99,7 +100,7 @@ def build_result(scenario: Scenario, merged: dict, *, run_id: str, kind: str, co
                  "messages_per_connection": load.messages_per_connection, "offered_rate": offered_rate},
         "totals": totals,
         "latency": {name: h.summary() for name, h in hist.items()}
-        | {"phases": {name: h.summary() for name, h in sorted(merged["phase_hist"].items())}},
+        | {"phases": {name: h.summary() for name, h in sorted(merged["phase_hist"].items(), key=_phase_order)}},
         "histograms": {"layout": {"sub_bucket_bits": SUB_BITS, "buckets": NBUCKETS, "unit": "us"}}
         | {name: h.to_dict() for name, h in hist.items()}
         | {"phases": {name: h.to_dict() for name, h in merged["phase_hist"].items()}},
@@ -116,6 +117,11 @@ def build_result(scenario: Scenario, merged: dict, *, run_id: str, kind: str, co
     result["thresholds"] = evaluate(scenario.thresholds, result)
     result["verdict"] = verdict(result)
     return result
+
+
+def _phase_order(item: tuple) -> int:
+    """Phases in the order a session goes through them (connect, banner, ehlo, … quit)."""
+    return PHASES.index(item[0]) if item[0] in PHASES else len(PHASES)
 
 
 def verdict(result: dict) -> str:

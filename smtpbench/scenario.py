@@ -281,6 +281,18 @@ class Message(_Table):
         return v
 
 
+#: What a ``[sweep]`` may step: the parameters people compare configurations by.
+SWEEPABLE = ("load.rate", "load.sessions", "load.messages_per_connection", "load.max_connections",
+             "message.size", "message.recipients", "sink.workers", "sink.max_connections")
+
+
+class Sweep(_Table):
+    """``[sweep]``: run the scenario once per value of one parameter (``bench``/``run``)."""
+
+    parameter: Literal[SWEEPABLE]  # type: ignore[valid-type]
+    values: list[Union[int, float, str]] = Field(min_length=1)
+
+
 class Scenario(_Table):
     """A whole scenario file, resolved: every default filled in."""
 
@@ -292,6 +304,14 @@ class Scenario(_Table):
     load: Load = Field(default_factory=Load)
     message: Message = Field(default_factory=Message)
     thresholds: dict[str, Union[str, float]] = Field(default_factory=dict)
+    sweep: Sweep | None = None
+
+    @model_validator(mode="after")
+    def _sweep_values(self) -> "Scenario":
+        if self.sweep is not None:
+            for value in self.sweep.values:
+                step(self, value)  # each step must validate on its own
+        return self
 
     @field_validator("thresholds")
     @classmethod
@@ -311,6 +331,22 @@ class Scenario(_Table):
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def step(scenario: Scenario, value: Any) -> Scenario:
+    """The scenario with the sweep parameter set to ``value`` (and no sweep of its own)."""
+    table, key = scenario.sweep.parameter.split(".")
+    data = scenario.model_dump()
+    data["sweep"] = None
+    data[table][key] = value
+    if scenario.sweep.parameter == "load.rate":
+        data["load"]["model"] = "open"
+        data["load"]["stages"] = []
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise ValueError(f"sweep value {value!r} for {scenario.sweep.parameter}: {err['msg']}") from None
+
+
 _HELP = {"Size": SIZE_HELP, "Duration": DURATION_HELP}
 
 
@@ -318,6 +354,8 @@ def _format_error(source: str, err: dict, model: type[BaseModel]) -> str:
     loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "int", "str", "float", "tuple", "list", "dict"))
            or str(p).isdigit()]
     key = ".".join(loc) if loc else "(top level)"
+    if not loc and "sweep value" in err["msg"]:
+        key = "sweep.values"
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         parent = _model_at(model, loc[:-1])
@@ -365,11 +403,12 @@ def load(path: str | os.PathLike | None) -> Scenario:
     source = os.fspath(path)
     try:
         with open(source, "rb") as f:
-            data = tomllib.load(f)
+            # A resolved scenario saved as JSON (run folders keep one) loads the same way.
+            data = json.load(f) if source.endswith(".json") else tomllib.load(f)
     except FileNotFoundError:
         raise ScenarioError(f"{source}: no such scenario file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ScenarioError(f"{source}: not valid TOML: {e}") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise ScenarioError(f"{source}: not valid {'JSON' if source.endswith('.json') else 'TOML'}: {e}") from None
     except OSError as e:
         raise ScenarioError(f"{source}: cannot read: {e.strerror}") from None
     return build(data, source)

@@ -1,0 +1,106 @@
+"""``smtpbench bench``: the built-in sink and the load generator together on loopback, cross-checked.
+
+The sink runs in its own processes (as ``smtpbench sink`` would), started from
+the scenario's ``[sink]`` table on a free loopback port, so the generator and
+the sink never share an event loop or a GIL. After the load, the sink is
+stopped gracefully and its final counters are compared with what the client
+saw accepted: every message that got a 250 must have been counted by the
+sink. A difference is reported and makes the run invalid (exit 3).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from .addresses import Address, parse_address
+from .scenario import Scenario
+
+READY_TIMEOUT = 60.0
+
+
+class EmbeddedSink:
+    """A ``smtpbench sink`` subprocess driven by a resolved scenario."""
+
+    def __init__(self, scenario: Scenario, folder: str, listen: str = "127.0.0.1:0"):
+        os.makedirs(folder, exist_ok=True)
+        self.scenario_path = os.path.join(folder, "scenario.json")
+        with open(self.scenario_path, "w", encoding="utf-8") as f:
+            f.write(scenario.model_dump_json(indent=1))
+        self.stats_path = os.path.join(folder, "sink-stats.jsonl")
+        self.log_path = os.path.join(folder, "sink.log")
+        if os.path.exists(self.stats_path):
+            os.unlink(self.stats_path)
+        self.listen = listen
+        self.proc: subprocess.Popen | None = None
+        self.address: Address | None = None
+
+    def start(self) -> Address:
+        cmd = [sys.executable, "-m", "smtpbench", "sink", "--scenario", self.scenario_path,
+               "--listen", self.listen, "--stats-file", self.stats_path]
+        self._log = open(self.log_path, "w", encoding="utf-8")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self._log.write(line)
+            if "listening on" in line:
+                where = line.split("listening on", 1)[1].split()[0].rstrip(",")
+                self.address = parse_address(where)
+                return self.address
+        self.stop()
+        raise RuntimeError(f"the embedded sink did not start; see {self.log_path}")
+
+    def stop(self) -> dict:
+        """Stop gracefully (SIGTERM) and return the sink's final counters."""
+        if self.proc is None:
+            return {}
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rest, _ = self.proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rest, _ = self.proc.communicate()
+        self._log.write(rest or "")
+        self._log.close()
+        self.proc = None
+        return self.final()
+
+    def final(self) -> dict:
+        try:
+            with open(self.stats_path, encoding="utf-8") as f:
+                lines = [line for line in f if line.strip()]
+        except FileNotFoundError:
+            return {}
+        return json.loads(lines[-1]) if lines else {}
+
+
+def crosscheck(result: dict, sink: dict) -> dict:
+    """Compare what the client saw accepted with what the sink counted (nothing may be lost)."""
+    t = result["totals"]
+    client_ok = t["ok"] + t.get("warmup_ok", 0)
+    sink_messages = sink.get("messages", 0)
+    check = {"client_ok": client_ok, "sink_messages": sink_messages,
+             "difference": sink_messages - client_ok, "passed": sink_messages == client_ok}
+    result["sink"] = sink
+    result["crosscheck"] = check
+    if not check["passed"]:
+        if sink_messages < client_ok:
+            reason = (f"{client_ok - sink_messages} message(s) the client saw accepted were not counted "
+                      f"by the sink ({client_ok} accepted, {sink_messages} counted)")
+        else:
+            reason = (f"the sink counted {sink_messages - client_ok} message(s) more than the client saw "
+                      f"accepted (replies lost or timed out after the sink accepted)")
+        result["health"]["valid"] = False
+        result["health"]["reasons"].append(reason)
+        from .results import verdict
+
+        result["verdict"] = verdict(result)
+    return check
