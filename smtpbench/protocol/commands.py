@@ -6,6 +6,7 @@ ESMTP parameters per RFC 5321 §4.1.2 ``esmtp-param``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .errors import ProtocolError
@@ -71,6 +72,32 @@ def parse_path_and_params(
     Appendix C) removed. Parameter keys are upper-cased; a bare keyword maps
     to ``None``. A space after the colon is tolerated, as most servers do.
     """
+    simple = _SIMPLE_PATHS.get(prefix)
+    m = simple.match(arg) if simple is not None else None
+    if m is not None and m.end(1) - m.start(1) + 2 <= MAX_PATH:
+        # The common case, user@host.domain, without the general path
+        # below: it would accept it and return the same.
+        path = m.group(1).decode("ascii")
+        tail = arg[m.end() :]
+    else:
+        path, tail = _parse_path(arg, prefix, allow_null)
+    params: dict[str, str | None] = {}
+    if tail and not tail.startswith(b" "):
+        raise ProtocolError(501, "5.5.4", "Garbage after address")
+    try:
+        text = tail.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(501, "5.5.4", "Parameters are not valid UTF-8") from None
+    for item in text.split():
+        key, eq, value = item.partition("=")
+        if not _is_keyword(key) or (eq and not _valid_value(value, utf8)):
+            raise ProtocolError(501, "5.5.4", f"Bad parameter syntax: {item[:40]}")
+        params[key.upper()] = value if eq else None
+    return path, params
+
+
+def _parse_path(arg: bytes, prefix: bytes, allow_null: bool) -> tuple[str, bytes]:
+    """The general path syntax; returns the address and what follows the closing '>'."""
     n = len(prefix)
     if arg[:n].upper() != prefix:
         raise ProtocolError(501, "5.5.4", f"Syntax: {prefix.decode()}<address>")
@@ -97,20 +124,16 @@ def parse_path_and_params(
             raise ProtocolError(501, "5.1.3", "Null address not allowed here")
     elif not _plausible_mailbox(path):
         raise ProtocolError(501, "5.1.3", "Bad address syntax")
-    params: dict[str, str | None] = {}
-    tail = rest[close + 1 :]
-    if tail and not tail.startswith(b" "):
-        raise ProtocolError(501, "5.5.4", "Garbage after address")
-    try:
-        text = tail.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ProtocolError(501, "5.5.4", "Parameters are not valid UTF-8") from None
-    for item in text.split():
-        key, eq, value = item.partition("=")
-        if not _is_keyword(key) or (eq and not _valid_value(value, utf8)):
-            raise ProtocolError(501, "5.5.4", f"Bad parameter syntax: {item[:40]}")
-        params[key.upper()] = value if eq else None
-    return path, params
+    return path, rest[close + 1 :]
+
+
+# ``FROM:<local@dom.ain>`` with an ASCII word-ish local part and a dot-separated
+# domain of non-empty labels: a subset of what _parse_path accepts, matched by
+# one regex (the prefix case-insensitively, spaces after the colon tolerated).
+_SIMPLE_MAILBOX = rb"<([\w.+=-]+@[\w-]+(?:\.[\w-]+)*)>"
+_SIMPLE_PATHS = {
+    prefix: re.compile(rb"(?i:%s) *" % re.escape(prefix) + _SIMPLE_MAILBOX) for prefix in (b"FROM:", b"TO:")
+}
 
 
 def _find_path_end(rest: bytes) -> int:
