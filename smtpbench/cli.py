@@ -48,6 +48,12 @@ def _sink_parser(sub) -> None:
     p.add_argument("--stats-interval", metavar="DURATION", help="print a stats line this often (default: off)")
     p.add_argument("--stats-file", metavar="FILE", help="append stats as JSON lines to FILE")
     p.add_argument("--stats-listen", metavar="ADDR", help="serve /stats and /metrics over HTTP on this loopback address")
+    p.add_argument("--tls-cert", metavar="PEM", help="certificate for STARTTLS / implicit TLS (default: self-signed)")
+    p.add_argument("--tls-key", metavar="PEM", help="its private key")
+    p.add_argument("--implicit-tls", action="store_true", default=None, help="TLS from the first byte (port-465 style)")
+    p.add_argument("--auth-required", action="store_true", default=None, help="530 to MAIL before AUTH")
+    p.add_argument("--auth-user", action="append", metavar="USER:PASSWORD", default=None,
+                   help="accept only these credentials (repeatable; default: any)")
 
 
 def _run_parser(sub) -> None:
@@ -145,6 +151,9 @@ def cmd_sink(args: argparse.Namespace) -> int:
         "sink__check_line_length": args.check_line_length, "sink__grace": args.grace,
         "sink__stats_interval": args.stats_interval, "sink__stats_file": args.stats_file,
         "sink__stats_listen": args.stats_listen, "sink__listen": args.listen,
+        "sink__tls_cert": args.tls_cert, "sink__tls_key": args.tls_key, "sink__implicit_tls": args.implicit_tls,
+        "sink__auth_required": args.auth_required,
+        "sink__auth_users": dict(u.split(":", 1) for u in args.auth_user if ":" in u) if args.auth_user else None,
     }
     scenario = override(scenario, f"{source} (with command-line flags)", **flags)
     sink = scenario.sink

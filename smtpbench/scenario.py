@@ -102,7 +102,17 @@ class Sink(_Table):
     stats_interval: Duration = 0.0
     stats_file: str = ""
     stats_listen: str = ""
+    tls_cert: str = ""       # PEM; with STARTTLS advertised or implicit_tls and none given: self-signed
+    tls_key: str = ""
+    implicit_tls: bool = False  # TLS from the first byte (RFC 8314, port-465 style)
+    auth_mechanisms: list[Literal["PLAIN", "LOGIN"]] = Field(default_factory=lambda: ["PLAIN", "LOGIN"])
+    auth_required: bool = False  # 530 to MAIL before AUTH (RFC 4954 §6)
+    auth_users: dict[str, str] = Field(default_factory=dict)  # empty: any credentials pass
     faults: list[Fault] = Field(default_factory=list)
+
+    @property
+    def wants_tls(self) -> bool:
+        return self.implicit_tls or "STARTTLS" in self.advertise
 
 
 class Stage(_Table):

@@ -42,6 +42,8 @@ class SinkConnection(asyncio.Protocol):
             return
         server.connections.add(self)
         stats.connections_current += 1
+        if server.settings.implicit_tls:
+            stats.tls_handshakes += 1  # asyncio calls connection_made after the handshake
         transport.writelines(self.session.greeting())
 
     def data_received(self, data: bytes) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import ssl
 
 from ..addresses import Address
 from ..protocol.server import Envelope, ServerConfig, ServerHooks
@@ -17,9 +18,10 @@ from .stats import SinkStats
 class SinkHooks(ServerHooks):
     """Policy for the sink: store accepted messages when capturing."""
 
-    def __init__(self, capture: Capture, stats: SinkStats):
+    def __init__(self, capture: Capture, stats: SinkStats, users: dict[str, str] | None = None):
         self.capture = capture
         self.stats = stats
+        self.users = users or {}
 
     def message(self, envelope: Envelope, body: bytes | None, size: int):
         if body is not None:
@@ -32,8 +34,13 @@ class SinkHooks(ServerHooks):
         return None
 
     def authenticate(self, mechanism: str, username: str, password: str) -> bool:
-        self.stats.auth_ok += 1
-        return True
+        users = self.users
+        ok = not users or users.get(username) == password
+        if ok:
+            self.stats.auth_ok += 1
+        else:
+            self.stats.auth_failed += 1
+        return ok
 
 
 def server_config(settings: Sink, keep_body: bool) -> ServerConfig:
@@ -45,6 +52,9 @@ def server_config(settings: Sink, keep_body: bool) -> ServerConfig:
         keep_body=keep_body,
         check_line_length=settings.check_line_length,
         lmtp=settings.lmtp,
+        tls_active=settings.implicit_tls,
+        auth_mechanisms=tuple(settings.auth_mechanisms),
+        auth_required=settings.auth_required,
     )
 
 
@@ -56,33 +66,62 @@ class SinkServer:
         self.stats = stats or SinkStats()
         self.capture = open_capture(settings.capture)
         self.config = server_config(settings, self.capture.keep_body)
-        self.hooks = SinkHooks(self.capture, self.stats)
+        self.hooks = SinkHooks(self.capture, self.stats, settings.auth_users)
+        self.ssl = self._tls_context(settings)
         self.max_connections = settings.max_connections
         self.connections: set[SinkConnection] = set()
         self.draining = False
         self._servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.Task | None = None
 
+    def _implicit(self):
+        return self.ssl if self.settings.implicit_tls else None
+
     async def listen(self, address: Address, reuse_port: bool = False, sock: socket.socket | None = None) -> list[tuple]:
         """Start accepting; return the bound socket names (port 0 picks a free port)."""
         loop = asyncio.get_running_loop()
         factory = lambda: SinkConnection(self)  # noqa: E731
         if sock is not None:
-            server = await loop.create_server(factory, sock=sock, backlog=4096)
+            server = await loop.create_server(factory, sock=sock, backlog=4096, ssl=self._implicit())
         elif address.path:
             if os.path.exists(address.path):
                 os.unlink(address.path)  # a stale socket file from an earlier run
-            server = await loop.create_unix_server(factory, address.path, backlog=4096)
+            server = await loop.create_unix_server(factory, address.path, backlog=4096, ssl=self._implicit())
         else:
             server = await loop.create_server(factory, address.host, address.port, backlog=4096,
-                                              reuse_port=reuse_port or None)
+                                              reuse_port=reuse_port or None, ssl=self._implicit())
         self._servers.append(server)
         self._sweeper = self._sweeper or asyncio.ensure_future(self._sweep())
         return [s.getsockname() for s in server.sockets]
 
+    @staticmethod
+    def _tls_context(settings: Sink):
+        if not settings.wants_tls:
+            return None
+        from ..tls import self_signed, server_context
+
+        cert, key = settings.tls_cert, settings.tls_key
+        if not cert:
+            cert, key = self_signed(hostname=settings.hostname)
+        return server_context(cert, key or cert)
+
     def start_tls(self, conn: SinkConnection) -> None:
-        # Wired by the TLS support (issue 5); without a context STARTTLS is never advertised.
-        conn.transport.close()
+        """Upgrade after our 220 to STARTTLS (RFC 3207 §4); the session restarts from scratch."""
+        asyncio.ensure_future(self._upgrade(conn))
+
+    async def _upgrade(self, conn: SinkConnection) -> None:
+        loop = asyncio.get_running_loop()
+        old = conn.transport
+        old.pause_reading()
+        try:
+            new = await loop.start_tls(old, conn, self.ssl, server_side=True, ssl_handshake_timeout=30)
+        except (OSError, ConnectionError, asyncio.TimeoutError, ssl.SSLError) as e:  # noqa: F841
+            self.stats.tls_failures += 1
+            old.close()
+            return
+        self.stats.tls_handshakes += 1
+        conn.transport = new
+        conn.session.tls_started()
 
     def connection_closed(self) -> None:
         pass
