@@ -147,14 +147,15 @@ class Wire:
         self.send(line + b"\r\n")
         return self.code()
 
-    def closed_by_peer(self) -> bool:
-        """True when the server has closed (EOF or reset) after any pending replies."""
+    def expect_close(self) -> None:
+        """Assert the server closes (EOF or reset) without sending anything more."""
+        extra = self.buf
         try:
-            while self.sock.recv(65536):
-                pass
+            while data := self.sock.recv(65536):
+                extra += data
         except ConnectionResetError:
             pass
-        return True
+        assert extra == b"", extra
 
     def close(self) -> None:
         self.sock.close()

@@ -1,0 +1,382 @@
+"""The sink as a server process: listening (IPv6, unix sockets, workers), limits,
+timeouts, graceful shutdown, flow control, stats outputs, configuration errors
+and hostile clients. Everything over real loopback sockets."""
+
+import json
+import random
+import re
+import select
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import SinkProcess, free_port, require_command, wait_port
+from smtp_helpers import Wire, child_workers, established, rss_kib, run_cli, spawn_sink, wait_for
+
+MSG = b"Subject: behaviour\r\n\r\nbody\r\n"
+
+
+def send_messages(host: str, port: int, count: int, rcpts: int = 1) -> None:
+    with smtplib.SMTP(host, port, timeout=10) as client:
+        for _ in range(count):
+            assert client.sendmail("a@example.org", [f"r{i}@example.net" for i in range(rcpts)], MSG) == {}
+
+
+def greeted(address, family=socket.AF_INET) -> Wire:
+    w = Wire(address, family)
+    assert w.code() == 220
+    return w
+
+
+@pytest.fixture
+def unix_sink(tmp_path):
+    """Factory: a sink listening on a unix socket (short path: sun_path is 108 octets)."""
+    started = []
+
+    def start(*args: str) -> SinkProcess:
+        folder = tempfile.mkdtemp(prefix="smtpbench-", dir="/tmp")
+        stats = str(tmp_path / f"unix-stats-{len(started)}.jsonl")
+        sink = SinkProcess(spawn_sink(f"unix:{folder}/sink.sock", stats, *args), "", 0, stats)
+        sink.path = f"{folder}/sink.sock"
+        started.append((sink, folder))
+        return sink
+
+    yield start
+    for sink, folder in started:
+        if sink.proc.poll() is None:
+            sink.proc.kill()
+            sink.proc.communicate()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# -- where it listens ------------------------------------------------------------
+
+def test_ipv6_loopback(start_sink):
+    sink = start_sink(host="::1")
+    send_messages("::1", sink.port, 3, rcpts=2)
+    with pytest.raises(OSError):  # bound to ::1 only, not to IPv4
+        socket.create_connection(("127.0.0.1", sink.port), timeout=2).close()
+    final = sink.stop()
+    assert (final["messages"], final["recipients"]) == (3, 6)
+
+
+def test_unix_socket_smtp_source(unix_sink):
+    source = require_command("smtp-source")
+    sink = unix_sink()
+    done = subprocess.run([source, "-s", "2", "-m", "20", "-r", "2", f"unix:{sink.path}"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    final = sink.stop()
+    assert sink.proc.returncode == 0
+    assert (final["messages"], final["recipients"], final["protocol_errors"]) == (20, 40, 0)
+
+
+def test_unix_socket_lmtp_per_recipient_replies(unix_sink):
+    sink = unix_sink("--lmtp")
+    with greeted(sink.path, socket.AF_UNIX) as w:
+        assert w.command(b"LHLO client.example") == 250
+        w.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<x@example.net>\r\nRCPT TO:<y@example.net>\r\n"
+               b"RCPT TO:<z@example.net>\r\nDATA\r\n")
+        assert [w.code() for _ in range(5)] == [250, 250, 250, 250, 354]
+        w.send(MSG + b".\r\n")
+        for name in (b"x", b"y", b"z"):  # RFC 2033 §4.2: one reply per recipient, in order
+            code, lines = w.reply()
+            assert code == 250 and b"<%s@example.net>" % name in lines[0]
+        assert w.command(b"QUIT") == 221
+    final = sink.stop()
+    assert (final["messages"], final["recipients"]) == (1, 3)
+
+
+def test_two_workers_share_the_port_and_stats_add_up(start_sink):
+    sink = start_sink("--workers", "2")
+    # The port answers once the first worker listens; this line comes when both do.
+    assert sink.proc.stdout.readline().rstrip().endswith("(2 workers)")
+    workers = child_workers(sink.proc.pid)
+    assert len(workers) == 2
+    clients = [greeted((sink.host, sink.port)) for _ in range(16)]
+    try:
+        per_worker = [established(pid, sink.port) for pid in workers]
+        assert sum(per_worker) == 16 and min(per_worker) > 0, per_worker
+        for i, w in enumerate(clients):
+            assert w.command(b"HELO client.example") == 250
+            w.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nRCPT TO:<c@example.net>\r\nDATA\r\n")
+            assert [w.code() for _ in range(4)] == [250, 250, 250, 354]
+            w.send(MSG * (i + 1) + b".\r\n")
+            assert w.code() == 250
+            assert w.command(b"QUIT") == 221
+    finally:
+        for w in clients:
+            w.close()
+    final = sink.stop()
+    assert sink.proc.returncode == 0
+    assert (final["messages"], final["recipients"]) == (16, 32)
+    assert final["bytes"] == len(MSG) * sum(range(1, 17))
+    assert final["replies"]["221"] == 16
+
+
+# -- limits and timeouts ------------------------------------------------------------
+
+def test_max_connections(start_sink):
+    sink = start_sink("--max-connections", "2")
+    first, second = greeted((sink.host, sink.port)), greeted((sink.host, sink.port))
+    with Wire((sink.host, sink.port)) as third:
+        code, lines = third.reply()
+        assert code == 421 and b"4.3.2" in lines[0]
+        third.expect_close()
+    first.close()
+    # The freed slot is usable again once the sink has seen the close.
+    assert wait_for(lambda: Wire((sink.host, sink.port)).code() == 220)
+    assert second.command(b"NOOP") == 250
+    second.close()
+    final = sink.stop()
+    assert final["connections_refused"] >= 1
+    assert final["replies"]["421"] == final["connections_refused"]
+
+
+def test_idle_timeout(start_sink):
+    sink = start_sink("--idle-timeout", "1s")
+    idle = greeted((sink.host, sink.port))
+    busy = greeted((sink.host, sink.port))
+    for _ in range(12):  # 3 s: a client that keeps talking is not idle
+        assert busy.command(b"NOOP") == 250
+        time.sleep(0.25)
+    code, lines = idle.reply()  # one that sent nothing was told why and closed
+    assert code == 421 and b"timeout" in lines[0].lower()
+    idle.expect_close()
+    assert busy.command(b"QUIT") == 221
+    final = sink.stop()
+    assert final["timeouts"] == 1
+
+
+def test_graceful_shutdown_lets_data_in_flight_finish(start_sink):
+    sink = start_sink()
+    idle = greeted((sink.host, sink.port))
+    w = greeted((sink.host, sink.port))
+    assert w.command(b"EHLO client.example") == 250
+    w.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n")
+    assert [w.code() for _ in range(3)] == [250, 250, 354]
+    w.send(b"Subject: in flight\r\n\r\nfirst half\r\n")
+    sink.proc.send_signal(signal.SIGTERM)
+    # It stops accepting, and says goodbye to the connection with no transaction.
+    assert idle.code() == 421
+    assert wait_for(lambda: _refused(sink.host, sink.port))
+    w.send(b"second half\r\n.\r\n")
+    assert w.code() == 250
+    assert w.code() == 421
+    w.close()
+    final = sink.stop()
+    assert sink.proc.returncode == 0
+    assert final["messages"] == 1
+    assert "smtpbench sink:" in sink.output and re.search(r"^\s+messages\s+1$", sink.output, re.M)
+
+
+def _refused(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def blast(sock: socket.socket, data: bytes, total: int, stall: float, seconds: float) -> int:
+    """Send ``data`` over and over, never reading; stop after ``total`` octets, when the
+    peer has taken nothing for ``stall`` seconds (flow control at work), or after ``seconds``."""
+    sock.setblocking(False)
+    view, off, sent = memoryview(data), 0, 0
+    now = time.monotonic()
+    deadline, progress = now + seconds, now
+    while sent < total and now < deadline and now - progress < stall:
+        try:
+            n = sock.send(view[off:])
+        except BlockingIOError:
+            select.select([], [sock], [], 0.1)
+        else:
+            sent += n
+            off = (off + n) % len(data)
+            progress = time.monotonic()
+        now = time.monotonic()
+    return sent
+
+
+def test_client_that_never_reads_cannot_grow_memory(start_sink):
+    sink = start_sink()
+    send_messages(sink.host, sink.port, 20)  # warm up the allocator
+    before = rss_kib(sink.proc.pid)
+    with Wire((sink.host, sink.port)) as w:
+        w.send(b"EHLO blaster.example\r\n")
+        # EHLO has the largest reply (about 20 octets out for each one in), so a sink
+        # that kept reading would show it within seconds; one that honours flow
+        # control stops taking our bytes once its reply buffer is full.
+        sent = blast(w.sock, b"NOOP\r\nEHLO blaster.example\r\n" * 20_000, total=200 * 2**20,
+                     stall=1.5, seconds=20)
+        grown = rss_kib(sink.proc.pid) - before
+        send_messages(sink.host, sink.port, 1)  # the sink still serves others meanwhile
+    assert sent > 2**20
+    assert grown < 50 * 1024, f"RSS grew by {grown} KiB while a client sent {sent} octets without reading"
+    assert sink.stop()["messages"] == 21
+
+
+# -- stats outputs --------------------------------------------------------------------
+
+def get(url: str) -> tuple[int, str, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, r.headers["Content-Type"], r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers["Content-Type"], e.read().decode()
+
+
+def test_http_stats_endpoint(start_sink):
+    port = free_port()
+    sink = start_sink("--stats-listen", f"127.0.0.1:{port}")
+    wait_port("127.0.0.1", port)
+    send_messages(sink.host, sink.port, 3, rcpts=2)
+    status, ctype, body = get(f"http://127.0.0.1:{port}/stats")
+    assert status == 200 and ctype.startswith("application/json")
+    stats = json.loads(body)
+    assert (stats["messages"], stats["recipients"], stats["replies"]["354"]) == (3, 6, 3)
+    status, ctype, body = get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200 and ctype.startswith("text/plain")
+    samples = [line for line in body.splitlines() if not line.startswith("#")]
+    assert all(re.fullmatch(r'smtpbench_sink_[a-z_]+(\{code="\d{3}"\})? \d+', s) for s in samples), samples
+    assert "smtpbench_sink_messages_total 3" in samples
+    assert 'smtpbench_sink_replies_total{code="354"} 3' in samples
+    assert get(f"http://127.0.0.1:{port}/nothing")[0] == 404
+    sink.stop()
+
+
+def test_stats_interval_prints_lines(start_sink):
+    sink = start_sink("--stats-interval", "200ms")
+    send_messages(sink.host, sink.port, 2)
+    time.sleep(0.7)
+    sink.stop()
+    lines = re.findall(r"^\[\s*[\d.]+s\] conns \d+/\d+\s+msgs (\d+).*$", sink.output, re.M)
+    assert len(lines) >= 2
+    assert lines[-1] == "2"
+
+
+# -- configuration errors -------------------------------------------------------------
+
+@pytest.mark.parametrize("content, expected", [
+    ("[sink]\nbogus = 1\n", "unknown key 'sink.bogus'"),
+    ("[sink]\nmax_recipients = 5\n", "'sink.max_recipients'"),
+    ("[sink]\nidle_timeout = \"soon\"\n", "'sink.idle_timeout'"),
+    ("[sink]\nadvertise = [\"PIPELINING\", \"TELEPATHY\"]\n", "'sink.advertise"),
+    ("[sink]\ncapture = \"tape:/dev/null\"\n", "'sink.capture'"),
+    ("[sink\nworkers = 2\n", "not valid TOML"),
+    (None, "no such scenario file"),
+])
+def test_bad_scenario_exits_2_with_one_line(tmp_path, content, expected):
+    path = tmp_path / "scenario.toml"
+    if content is not None:
+        path.write_text(content)
+    done = run_cli("sink", "--scenario", str(path), "--listen", "127.0.0.1:0")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(path) in lines[0] and expected in lines[0], done.stderr
+
+
+@pytest.mark.parametrize("flags, key", [
+    (["--idle-timeout", "soon"], "sink.idle_timeout"),
+    (["--workers", "0"], "sink.workers"),
+    (["--capture", "tape:/dev/null"], "sink.capture"),
+    (["--listen", "127.0.0.1:99999"], "sink.listen"),
+    (["--listen", "::1:25"], "sink.listen"),
+    (["--max-recipients", "5"], "sink.max_recipients"),
+    (["--max-connections", "0"], "sink.max_connections"),
+    (["--max-message-size", "lots"], "sink.max_message_size"),
+    (["--advertise", "PIPELINING,TELEPATHY"], "sink.advertise"),
+    (["--stats-interval", "often"], "sink.stats_interval"),
+    (["--workers", "2", "--listen", "unix:/tmp/smtpbench-never.sock"], "sink.workers"),
+])
+def test_bad_flag_value_exits_2_with_one_line(flags, key):
+    done = run_cli("sink", *flags)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and key in lines[0], done.stderr
+
+
+@pytest.mark.parametrize("flags, named", [
+    (["--max-connections", "many"], "--max-connections"),
+    (["--no-such-flag"], "--no-such-flag"),
+    (["--loop", "trio"], "--loop"),
+])
+def test_unparseable_flag_exits_2(flags, named):
+    done = run_cli("sink", *flags)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and named in done.stderr.strip().splitlines()[-1]
+
+
+def test_port_in_use_exits_2(start_sink):
+    sink = start_sink()
+    done = run_cli("sink", "--listen", f"127.0.0.1:{sink.port}")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and str(sink.port) in done.stderr
+
+
+# -- hostile clients ---------------------------------------------------------------------
+
+REPLY_LINE = re.compile(rb"[2-5]\d\d([ -].*)?")
+
+
+def test_garbage_lines_get_error_replies(sink):
+    rng = random.Random(7)
+    garbage = [bytes(rng.choice(range(32, 256)) for _ in range(rng.randrange(1, 200))) for _ in range(10)]
+    with greeted((sink.host, sink.port)) as w:
+        w.send(b"".join(line + b"\r\n" for line in garbage) + b"QUIT\r\n")
+        codes = [w.code() for _ in range(11)]
+        assert all(500 <= c < 600 for c in codes[:10]) and codes[10] == 221, codes
+        w.expect_close()
+    assert sink.stop()["protocol_errors"] == 10
+
+
+def test_random_bytes_blast_gets_replies_or_a_clean_close(sink):
+    rng = random.Random(11)
+    with greeted((sink.host, sink.port)) as w:
+        try:
+            w.send(rng.randbytes(1 << 20))
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the sink gave up on us (too many errors) while we were still sending
+        lines = []
+        try:
+            while line := w.line():
+                lines.append(line)
+        except ConnectionResetError:
+            pass
+    assert all(REPLY_LINE.fullmatch(line) for line in lines), lines[:5]
+    send_messages(sink.host, sink.port, 1)
+    final = sink.stop()
+    assert final["messages"] == 1 and final["protocol_errors"] > 0
+
+
+def test_http_request_and_huge_lines_keep_the_session_usable(sink):
+    with greeted((sink.host, sink.port)) as w:
+        w.send(b"GET / HTTP/1.1\r\nHost: mx.example\r\nUser-Agent: curl\r\n\r\n")
+        assert [w.code() for _ in range(4)] == [500] * 4
+        w.send(b"A" * (4 << 20))  # a line that never seems to end
+        assert w.command(b"") == 500
+        assert w.command(b"EHLO client.example") == 250
+        w.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n")
+        assert [w.code() for _ in range(3)] == [250, 250, 354]
+        w.send(b"Subject: long\r\n\r\n" + b"B" * (2 << 20) + b"\r\n.\r\n")  # a text line over 1000 octets
+        assert w.code() == 500
+        w.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n" + MSG + b".\r\n")
+        assert [w.code() for _ in range(4)] == [250, 250, 354, 250]
+        w.send(b"MAIL FROM:<\xff\xfe@example.org>\r\nQUIT\r\n")
+        assert [w.code() for _ in range(2)] == [501, 221]
+    send_messages(sink.host, sink.port, 1)  # and other clients are served
+    final = sink.stop()
+    # 4 for the HTTP lines, 1 for the endless line, 1 for the bad address; the long
+    # text line is a refused message (500 after the terminator), not a command error.
+    assert final["messages"] == 2 and final["protocol_errors"] == 6
+    assert final["replies"]["500"] == 6 and final["replies"]["501"] == 1
