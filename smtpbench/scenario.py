@@ -58,6 +58,7 @@ class Target(_Table):
 
     host: str = "127.0.0.1"
     port: int = Field(2525, ge=0, le=65535)
+    lmtp: bool = False  # the target speaks LMTP (RFC 2033); `bench` follows [sink] lmtp
 
 
 class Fault(_Table):
@@ -133,6 +134,14 @@ class Timeouts(_Table):
     data_end: Duration = 600.0
 
 
+class Auth(_Table):
+    """``[load.auth]``: credentials the generator authenticates with (RFC 4954)."""
+
+    mechanism: Literal["PLAIN", "LOGIN"] = "PLAIN"
+    username: str
+    password: str
+
+
 class Load(_Table):
     """``[load]``: what ``smtpbench run`` offers."""
 
@@ -151,6 +160,11 @@ class Load(_Table):
     processes: Workers = 1
     pipelining: bool = True
     helo: str = "smtpbench.client"
+    tls: Literal["none", "starttls", "opportunistic", "implicit"] = "none"
+    tls_verify: bool = False   # loopback benchmarks use throw-away certificates
+    tls_resume: bool = True    # offer the last TLS session again (resumption)
+    auth: Auth | None = None
+    bdat: Literal["when-offered", "never"] = "when-offered"  # RFC 3030 CHUNKING instead of DATA
     timeouts: Timeouts = Field(default_factory=Timeouts)
 
     @model_validator(mode="after")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from time import monotonic_ns
 
-from ..protocol.client import BANNER, CLOSED, DONE, FAILED, READY, REPLY, ClientSession, Transaction
+from ..protocol.client import BANNER, CLOSED, DONE, FAILED, READY, REPLY, TLS_START, ClientSession, Transaction
 
 
 class ClientConnection(asyncio.Protocol):
@@ -74,12 +74,25 @@ class ClientConnection(asyncio.Protocol):
             elif kind is CLOSED:
                 self.abort()
                 return
+            elif kind is TLS_START:
+                self.deadline = now + runner.timeout_us["tls"]
+                runner.start_tls(self, now)
+                return
         # Anything written by the runner's callbacks goes out in the same batch.
         if out:
             self.transport.writelines(out)
             out.clear()
         expecting = session.expecting
         self.deadline = now + runner.timeout_us[expecting] if expecting else 0
+
+    def flush(self) -> None:
+        """Write what the session queued (after a TLS upgrade) and arm the reply timeout."""
+        out = self.session.outbox
+        if out and not self.closed:
+            self.transport.writelines(out)
+            out.clear()
+        expecting = self.session.expecting
+        self.deadline = self.now() + self.runner.timeout_us[expecting] if expecting else 0
 
     def begin(self, txn: Transaction, intended: int, now: int) -> None:
         """Start a transaction (MAIL…DATA go out now, pipelined when offered)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import ssl
 import threading
 import time
 from collections import deque
@@ -71,7 +72,7 @@ def _pacer_thread(loop: asyncio.AbstractEventLoop, schedule: Schedule, runner: "
 def phase_timeouts(scenario: Scenario) -> dict[str | None, int]:
     t = scenario.load.timeouts
     us = {phase: int(t.command * 1e6) for phase in PHASES}
-    us.update(connect=int(t.connect * 1e6), banner=int(t.banner * 1e6),
+    us.update(connect=int(t.connect * 1e6), banner=int(t.banner * 1e6), tls=int(t.connect * 1e6),
               data=int(t.data_init * 1e6), end_of_data=int(t.data_end * 1e6), bdat=int(t.data_end * 1e6))
     us[None] = 0
     return us
@@ -101,7 +102,14 @@ class Runner:
         self.end_us = int(load.duration * 1e6) if load.duration else 1 << 62
         self.mpc = load.messages_per_connection
         self.think = load.think_time
-        self.lmtp = scenario.sink.lmtp
+        self.lmtp = scenario.target.lmtp or scenario.sink.lmtp
+        self.ssl = None
+        if load.tls != "none":
+            from ..tls import client_context
+
+            self.ssl = client_context(load.tls_verify, load.tls_resume)
+        self.auth = (load.auth.mechanism, load.auth.username, load.auth.password) if load.auth else None
+        self.bdat = load.bdat == "when-offered"
         self.connections: set[ClientConnection] = set()
         self.idle: deque[ClientConnection] = deque()
         self.waiting: deque[int] = deque()   # open loop: intended times of arrivals without a connection
@@ -127,14 +135,23 @@ class Runner:
     async def _open(self, pending: int) -> None:
         loop = asyncio.get_running_loop()
         started = self.now()
-        session = ClientSession(self.load.helo, self.load.pipelining, self.lmtp)
+        implicit = self.load.tls == "implicit"
+        session = ClientSession(self.load.helo, self.load.pipelining, self.lmtp, tls=self.load.tls,
+                                auth=self.auth, tls_active=implicit)
         factory = lambda: ClientConnection(self, session, started, pending)  # noqa: E731
         try:
             t = self.target
             coro = (loop.create_unix_connection(factory, t.path) if t.path
                     else loop.create_connection(factory, t.host, t.port))
-            _, conn = await asyncio.wait_for(coro, self.load.timeouts.connect)
-        except (OSError, asyncio.TimeoutError) as e:
+            transport, conn = await asyncio.wait_for(coro, self.load.timeouts.connect)
+            if implicit:
+                # RFC 8314 implicit TLS; the handshake is timed as its own phase.
+                t_tls = self.now()
+                conn.transport = await asyncio.wait_for(
+                    loop.start_tls(transport, conn, self.ssl, server_hostname=t.host or None),
+                    self.load.timeouts.connect)
+                self._tls_done(conn, t_tls)
+        except (OSError, asyncio.TimeoutError, ssl.SSLError) as e:
             self.opening -= 1
             now = self.now()
             kind = "timeout" if isinstance(e, asyncio.TimeoutError) else (
@@ -158,6 +175,31 @@ class Runner:
                 self._check_done()
             return
         self.opening -= 1
+
+    def start_tls(self, conn: ClientConnection, now: int) -> None:
+        """The server said 220 to STARTTLS: upgrade (RFC 3207), then greet again."""
+        asyncio.ensure_future(self._upgrade(conn, now))
+
+    async def _upgrade(self, conn: ClientConnection, started: int) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            conn.transport = await asyncio.wait_for(
+                loop.start_tls(conn.transport, conn, self.ssl, server_hostname=self.target.host or None),
+                self.load.timeouts.connect)
+        except (OSError, asyncio.TimeoutError, ssl.SSLError, ConnectionError) as e:
+            self.conn_failed(conn, "tls", 0, "tls", str(e) or "TLS handshake failed", self.now())
+            conn.abort()
+            return
+        self._tls_done(conn, started)
+        conn.session.tls_started()
+        conn.flush()
+
+    def _tls_done(self, conn: ClientConnection, started: int) -> None:
+        now = self.now()
+        self.recorder.phase("tls", now - started)
+        conn.mark = now
+        resumed = self.ssl.remember(conn.transport.get_extra_info("ssl_object"))
+        self.recorder.totals["tls_resumed" if resumed else "tls_full"] += 1
 
     def conn_ready(self, conn: ClientConnection, now: int) -> None:
         if self.open_loop:
@@ -183,8 +225,17 @@ class Runner:
         elif conn.pending is not None:
             self._fail(now, conn.pending, phase, code, kind, text)
             conn.pending = None
+        elif self.open_loop and self.waiting and not conn.sent:
+            # Open loop: a connection that failed before it was ready fails the oldest waiting
+            # arrival, as a failed connect does (see _open); no silent reconnect loop.
+            self._fail(now, self.waiting.popleft(), phase, code, kind, text)
         else:
             self.recorder.error(now, phase, code, kind, text)
+            return
+        if not self.open_loop and self._may_begin(now):
+            # The slot goes on with a new connection, as after a reset (see conn_lost).
+            self.issued += 1
+            self.open(now)
 
     def conn_lost(self, conn: ClientConnection, exc: Exception | None, now: int) -> None:
         self.connections.discard(conn)
@@ -221,7 +272,8 @@ class Runner:
 
     def _begin(self, conn: ClientConnection, intended: int, now: int, start: int | None = None) -> None:
         out = self.factory.next()
-        txn = Transaction(out.mail_from, out.rcpts, out.pieces, out.size, out.smtputf8, out.eight_bit)
+        bdat = self.factory.bdat_pieces(out) if self.bdat and conn.session.capabilities.has("CHUNKING") else None
+        txn = Transaction(out.mail_from, out.rcpts, out.pieces, out.size, out.smtputf8, out.eight_bit, bdat)
         self.in_flight += 1
         self.recorder.started(now)
         conn.txn = txn

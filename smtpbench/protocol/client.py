@@ -13,11 +13,21 @@ Events are tuples, cheap on the hot path:
 * ``(DONE, ok, failure)``     — a transaction ended; ``failure`` is ``(phase, reply)`` or None
 * ``(FAILED, phase, reply)``  — the session cannot go on (the driver closes)
 * ``(CLOSED, phase, reply)``  — the server answered QUIT
+* ``(TLS_START, None, None)`` — the server said 220 to STARTTLS: the driver upgrades the
+  connection (RFC 3207 §4.2), then calls :meth:`ClientSession.tls_started`
+
+After EHLO the session goes on by itself as configured: STARTTLS when asked
+for (``tls="starttls"``, or ``"opportunistic"`` when offered), EHLO again
+over TLS, AUTH PLAIN or LOGIN (RFC 4954) when credentials are set, then
+READY. Messages go as DATA, or as one ``BDAT n LAST`` (RFC 3030) when the
+server offers CHUNKING and the client prefers it.
 """
 
 from __future__ import annotations
 
 from collections import deque
+
+import base64
 
 from . import commands
 from .capabilities import Capabilities
@@ -29,7 +39,7 @@ CONNECT, TLS, BANNER, EHLO, HELO, STARTTLS, AUTH = "connect", "tls", "banner", "
 MAIL, RCPT, DATA, END_OF_DATA, BDAT, RSET, QUIT = "mail", "rcpt", "data", "end_of_data", "bdat", "rset", "quit"
 PHASES = (CONNECT, TLS, BANNER, EHLO, HELO, STARTTLS, AUTH, MAIL, RCPT, DATA, END_OF_DATA, BDAT, RSET, QUIT)
 
-REPLY, READY, DONE, FAILED, CLOSED = "reply", "ready", "done", "failed", "closed"
+REPLY, READY, DONE, FAILED, CLOSED, TLS_START = "reply", "ready", "done", "failed", "closed", "tls_start"
 
 # Session states.
 S_BANNER, S_GREETING, S_READY, S_TXN, S_QUIT, S_CLOSED = range(6)
@@ -38,12 +48,14 @@ S_BANNER, S_GREETING, S_READY, S_TXN, S_QUIT, S_CLOSED = range(6)
 class Transaction:
     """One message in flight: its envelope, payload and progress."""
 
-    __slots__ = ("mail_from", "rcpts", "pieces", "size", "smtputf8", "eight_bit",
+    __slots__ = ("mail_from", "rcpts", "pieces", "size", "smtputf8", "eight_bit", "bdat",
                  "accepted", "lmtp_left", "failure", "rcpt_failures", "data_sent")
 
     def __init__(self, mail_from: str, rcpts: list[str], pieces: tuple[bytes, ...] | list[bytes],
-                 size: int, smtputf8: bool = False, eight_bit: bool = False):
+                 size: int, smtputf8: bool = False, eight_bit: bool = False,
+                 bdat: tuple[bytes, ...] | None = None):
         self.mail_from = mail_from
+        self.bdat = bdat           # the unstuffed message, for BDAT (RFC 3030), when the client prefers it
         self.rcpts = rcpts
         self.pieces = pieces
         self.size = size
@@ -59,10 +71,15 @@ class Transaction:
 class ClientSession:
     """One client connection's protocol state."""
 
-    def __init__(self, helo: str = "smtpbench.client", pipelining: bool = True, lmtp: bool = False):
+    def __init__(self, helo: str = "smtpbench.client", pipelining: bool = True, lmtp: bool = False,
+                 tls: str = "none", auth: tuple[str, str, str] | None = None, tls_active: bool = False):
         self.helo = helo
         self.use_pipelining = pipelining
         self.lmtp = lmtp
+        self.tls = tls                  # none | starttls | opportunistic (implicit TLS: tls_active=True)
+        self.tls_active = tls_active
+        self.auth = auth                # (mechanism, username, password)
+        self.authenticated = False
         self.state = S_BANNER
         self.capabilities = Capabilities()
         self.outbox: list[bytes] = []
@@ -98,9 +115,19 @@ class ClientSession:
             params["BODY"] = "8BITMIME"  # RFC 6152
         if txn.smtputf8:
             params["SMTPUTF8"] = None  # RFC 6531 §3.4 (sent even if not offered: the server decides)
+        if txn.bdat is not None and "CHUNKING" in caps:
+            if txn.eight_bit and "BINARYMIME" in caps:
+                params["BODY"] = "BINARYMIME"  # RFC 3030 §3
+        else:
+            txn.bdat = None
         cmds = [(MAIL, commands.mail_from(txn.mail_from, params))]
         cmds += [(RCPT, commands.rcpt_to(r)) for r in txn.rcpts]
-        cmds.append((DATA, b"DATA\r\n"))
+        if txn.bdat is None:
+            cmds.append((DATA, b"DATA\r\n"))
+        else:
+            # RFC 3030 §2: the chunk follows its BDAT line at once, and may be pipelined.
+            size = sum(len(p) for p in txn.bdat)
+            cmds.append((BDAT, (f"BDAT {size} LAST\r\n".encode(), *txn.bdat)))
         self._queue(cmds)
 
     def quit(self) -> None:
@@ -111,25 +138,33 @@ class ClientSession:
     def rset(self) -> None:
         self._queue([(RSET, b"RSET\r\n")])
 
-    def _queue(self, cmds: list[tuple[str, bytes]]) -> None:
+    def _queue(self, cmds: list[tuple[str, bytes | tuple[bytes, ...]]]) -> None:
         if self._pipelining or not (self._expect or self._pending):
             if self._pipelining:
                 for phase, line in cmds:
-                    self._expect.append(phase)
-                    self.outbox.append(line)
+                    self._send(phase, line)
                 return
-            phase, line = cmds[0]
-            self._expect.append(phase)
-            self.outbox.append(line)
+            self._send(*cmds[0])
             self._pending.extend(cmds[1:])
         else:
             self._pending.extend(cmds)
 
+    def _send(self, phase: str, line: bytes | tuple[bytes, ...]) -> None:
+        self._expect.append(phase)
+        if type(line) is bytes:
+            self.outbox.append(line)
+        else:
+            self.outbox.extend(line)
+
     def _next_pending(self) -> None:
         if self._pending and not self._expect:
-            phase, line = self._pending.popleft()
-            self._expect.append(phase)
-            self.outbox.append(line)
+            self._send(*self._pending.popleft())
+
+    def tls_started(self) -> None:
+        """The driver finished the TLS handshake: greet again (RFC 3207 §4.2)."""
+        self.tls_active = True
+        self.capabilities = Capabilities()
+        self._send(EHLO, commands.simple("LHLO" if self.lmtp else "EHLO", self.helo))
 
     # -- replies --------------------------------------------------------------
 
@@ -161,8 +196,9 @@ class ClientSession:
     def _on_reply(self, phase: str, reply: Reply, events: list) -> None:
         code = reply.code
         if code == 421 and phase not in (QUIT,):
-            # RFC 5321 §3.8: the server is closing the channel.
-            self._fail_txn(phase, reply, events)
+            # RFC 5321 §3.8: the server is closing the channel. The transaction ends with the
+            # session (FAILED, no DONE): a driver must not start the next one on a closed session.
+            self._fail_txn(phase, reply, None)
             events.append((FAILED, phase, reply))
             self.state = S_CLOSED
             return
@@ -179,8 +215,7 @@ class ClientSession:
                 if phase == EHLO:
                     self.capabilities = Capabilities.parse(reply.lines)
                 self._pipelining = self.use_pipelining and self.capabilities.has("PIPELINING")
-                self.state = S_READY
-                events.append((READY, None, None))
+                self._after_greeting(events)
             elif phase == EHLO and not self.lmtp and code >= 500:
                 # RFC 5321 §3.2: a server that does not know EHLO gets HELO.
                 self._expect.append(HELO)
@@ -240,7 +275,66 @@ class ClientSession:
         elif phase == QUIT:
             events.append((CLOSED, phase, reply))
             self.state = S_CLOSED
+        elif phase == STARTTLS:
+            if code == 220:
+                events.append((TLS_START, None, None))
+            else:
+                events.append((FAILED, phase, reply))
+                self.state = S_CLOSED
+        elif phase == AUTH:
+            self._on_auth(reply, events)
+        elif phase == BDAT:
+            txn = self.txn
+            first = not txn.data_sent
+            txn.data_sent = True
+            if self.lmtp:
+                # RFC 2033 §4.2 with RFC 3030: one reply per accepted recipient after BDAT LAST.
+                if first:
+                    txn.lmtp_left = max(txn.accepted, 1) - 1
+                    self._expect.extend([BDAT] * txn.lmtp_left)
+                else:
+                    txn.lmtp_left -= 1
+            if code != 250 and txn.failure is None:
+                if txn.accepted == 0 and txn.rcpt_failures:
+                    self._fail_txn(RCPT, txn.rcpt_failures[-1], None)
+                else:
+                    self._fail_txn(phase, reply, None)
+            if txn.lmtp_left > 0:
+                return
+            self._end_txn(events)
         # RSET replies need no action.
+
+    def _after_greeting(self, events: list) -> None:
+        """EHLO done: STARTTLS, then AUTH, then READY, as configured."""
+        caps = self.capabilities
+        if not self.tls_active and (self.tls == "starttls" or (self.tls == "opportunistic" and caps.has("STARTTLS"))):
+            self._send(STARTTLS, b"STARTTLS\r\n")
+            return
+        if self.auth is not None and not self.authenticated:
+            mech, user, password = self.auth
+            if mech == "PLAIN":
+                token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+                self._send(AUTH, f"AUTH PLAIN {token}\r\n".encode())
+            else:
+                self._auth_step = 0
+                self._send(AUTH, b"AUTH LOGIN\r\n")
+            return
+        self.state = S_READY
+        events.append((READY, None, None))
+
+    def _on_auth(self, reply: Reply, events: list) -> None:
+        mech, user, password = self.auth
+        if reply.code == 235:
+            self.authenticated = True
+            self._after_greeting(events)
+        elif reply.code == 334 and mech == "LOGIN" and self._auth_step < 2:
+            # RFC 4954 §4 challenge/response; LOGIN asks for the user name, then the password.
+            secret = user if self._auth_step == 0 else password
+            self._auth_step += 1
+            self._send(AUTH, base64.b64encode(secret.encode()) + b"\r\n")
+        else:
+            events.append((FAILED, AUTH, reply))
+            self.state = S_CLOSED
 
     def _pending_has(self, phase: str) -> bool:
         return any(p == phase for p, _ in self._pending)
