@@ -31,6 +31,11 @@ def parse_command_line(line: bytes) -> Command:
 
     Raises :class:`ProtocolError` 500 for an empty or unknown verb.
     """
+    return Command(*split_command_line(line))
+
+
+def split_command_line(line: bytes) -> tuple[bytes, bytes]:
+    """:func:`parse_command_line` as a ``(verb, arg)`` tuple (the server's hot path)."""
     sp = line.find(b" ")
     if sp < 0:
         verb, arg = line, b""
@@ -41,7 +46,7 @@ def parse_command_line(line: bytes) -> Command:
         if not verb:
             raise ProtocolError(500, "5.5.2", "Syntax error, command unrecognized")
         raise ProtocolError(500, "5.5.1", "Command unrecognized")
-    return Command(verb, arg.strip(b" "))
+    return verb, arg.strip(b" ")
 
 
 def _is_keyword(key: str) -> bool:

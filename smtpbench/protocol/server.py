@@ -18,7 +18,7 @@ import base64
 import binascii
 from dataclasses import dataclass, field
 
-from .commands import parse_command_line, parse_path_and_params
+from .commands import parse_path_and_params, split_command_line
 from .data import DataReceiver
 from .errors import ProtocolError
 from .limits import MAX_COMMAND_LINE, MIN_RECIPIENTS
@@ -102,6 +102,16 @@ class ServerHooks:
 _DEFAULT_HOOKS = ServerHooks()
 _REPLY_CACHE: dict[tuple[int, str, str], bytes] = {}
 
+#: Verb -> handler method name (one table for all sessions: a per-session
+#: dict of bound methods would cost every idle connection a kilobyte or two).
+_HANDLERS = {
+    b"HELO": "_helo", b"EHLO": "_ehlo", b"LHLO": "_lhlo", b"MAIL": "_mail", b"RCPT": "_rcpt",
+    b"DATA": "_data_cmd", b"BDAT": "_bdat", b"RSET": "_rset", b"NOOP": "_noop", b"QUIT": "_quit",
+    b"VRFY": "_vrfy", b"EXPN": "_expn", b"HELP": "_help", b"STARTTLS": "_starttls", b"AUTH": "_auth_cmd",
+}
+#: States in which input is command lines (not a body, BDAT chunk or AUTH response).
+_COMMAND_STATES = frozenset((INIT, READY, MAIL, RCPT))
+
 
 class ServerSession:
     """One SMTP/LMTP server connection's protocol state."""
@@ -130,13 +140,11 @@ class ServerSession:
         self._bdat_prev = INIT
         self._auth: tuple[str, str | None] | None = None  # (mechanism, LOGIN username)
         self._out: list[bytes] = []
-        self._handlers = {
-            b"HELO": self._helo, b"EHLO": self._ehlo, b"LHLO": self._lhlo,
-            b"MAIL": self._mail, b"RCPT": self._rcpt, b"DATA": self._data_cmd,
-            b"BDAT": self._bdat, b"RSET": self._rset, b"NOOP": self._noop,
-            b"QUIT": self._quit, b"VRFY": self._vrfy, b"EXPN": self._expn,
-            b"HELP": self._help, b"STARTTLS": self._starttls, b"AUTH": self._auth_cmd,
-        }
+        # The command hook is called only when overridden: the default one
+        # answers None, and skipping it is the cheapest call on the hot path.
+        hooks = self.hooks
+        overridden = type(hooks).command is not ServerHooks.command or "command" in getattr(hooks, "__dict__", ())
+        self._command_hook = hooks.command if overridden else None
 
     # -- output -----------------------------------------------------------
 
@@ -182,6 +190,13 @@ class ServerSession:
             data = data[end:]
             if not data:
                 return out
+        if (self.state in _COMMAND_STATES and not self._buf and data[-2:] == b"\r\n"
+                and data.find(b"\n") == len(data) - 1 and len(data) <= MAX_COMMAND_LINE
+                and not self._overlong and not self.starttls and type(data) is bytes):
+            # The usual read from a client that waits for each reply: one
+            # whole command line. What the loop below does, minus the buffer.
+            self._command(data[:-2])
+            return out
         buf = self._buf
         buf += data
         pos = 0
@@ -237,15 +252,16 @@ class ServerSession:
 
     def _command(self, line: bytes) -> None:
         try:
-            cmd = parse_command_line(line)
-            handler = self._handlers[cmd.verb]
-            hooked = self.hooks.command(cmd.verb.decode(), self, cmd.arg)
-            if hooked is not None:
-                self.reply(*hooked)
-                if hooked[0] == 421:
-                    self._close()
-                return
-            handler(cmd.arg)
+            verb, arg = split_command_line(line)
+            handler = getattr(self, _HANDLERS[verb])
+            if self._command_hook is not None:
+                hooked = self._command_hook(verb.decode(), self, arg)
+                if hooked is not None:
+                    self.reply(*hooked)
+                    if hooked[0] == 421:
+                        self._close()
+                    return
+            handler(arg)
         except ProtocolError as e:
             self._error(e.code, e.status, e.text)
 
