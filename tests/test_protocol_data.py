@@ -142,3 +142,29 @@ def test_oversize_body_is_counted_not_kept(keep):
 def test_discard_mode_keeps_nothing():
     rx, _, _ = receive(dot_stuff(BODY), 3, keep=False)
     assert rx._parts == [] and rx.size == len(dot_stuff(BODY)) - 3
+
+
+@given(st.binary(max_size=400), st.binary(max_size=20), st.lists(st.integers(1, 50), min_size=1, max_size=6))
+def test_receiver_any_body_any_chunking(body, trailing, sizes):
+    """The scan stops exactly after the terminator and gives the body back, however it is split."""
+    wire = dot_stuff(body)
+    data = wire + trailing
+    rx = DataReceiver(True, 1 << 20, check_lines=False)
+    pos, i = 0, 0
+    while True:
+        size = sizes[i % len(sizes)]
+        end = rx.feed(data[pos:pos + size])
+        if end >= 0:
+            break
+        pos += size
+        i += 1
+    assert pos + end == len(wire)
+    assert rx.body() == (body if not body or body.endswith(b"\r\n") else body + b"\r\n")
+
+
+@given(st.lists(st.integers(990, 1002), min_size=1, max_size=5), st.integers(1, 1500))
+def test_long_line_flag_matches_a_naive_count(lengths, chunk):
+    lines = [b"x" * (n - 2) for n in lengths]
+    rx, _, end = receive(b"\r\n".join(lines) + b"\r\n.\r\n", chunk)
+    assert end >= 0
+    assert rx.long_line is any(len(line) + 2 > MAX_TEXT_LINE for line in lines)
