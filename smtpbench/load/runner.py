@@ -423,11 +423,13 @@ class Runner:
     async def run(self) -> dict:
         """Run to the end (duration or message count), drain, and return the recorder's export."""
         tasks = [asyncio.ensure_future(c) for c in (self._tick(), self._watch_loop(), self._sweep())]
-        while self.now() < 0:  # all processes start together at t0 (timers may fire early)
-            await asyncio.sleep(max(-self.now() / 1e6, 0.0005))
         if self.open_loop:
+            # The pacer thread starts before t0 and sleeps to each arrival itself (it never sends
+            # early): started after t0, its set-up would delay the first arrivals.
             await self._pace()
         else:
+            while self.now() < 0:  # all processes start together at t0 (timers may fire early)
+                await asyncio.sleep(max(-self.now() / 1e6, 0.0005))
             for _ in range(split(self.load.sessions, self.index, self.count)):
                 if self.issued < self.limit:
                     self.issued += 1

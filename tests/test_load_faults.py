@@ -1,0 +1,137 @@
+"""The generator against failing peers over loopback: a stall under open-loop load, a refused
+port, a reset mid-DATA, garbage replies, a silent server and 421s. Each failure is
+accounted for (phase, kind, failed count), the run ends on time and the generator
+never crashes."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import free_port, require_command
+from load_helpers import (PostfixSink, ScriptedServer, assert_accounted, assert_exit, count_at_least,
+                          errors_by, run_load, write_scenario)
+
+DURATION = 2.0
+DRAIN = 1.0
+#: Interpreter start-up, the common start delay, writing the result: generous for a noisy 2-core box.
+SLACK = 6.0
+#: Messages still waiting for a connection when an open-loop run ends.
+NOT_SENT = {("queue", 0, "not_sent"), ("connect", 0, "not_sent")}
+
+FAILING = f"""
+name = "failing-peer"
+[load]
+drain = "{DRAIN:g}s"
+[load.timeouts]
+connect = "1s"
+banner = "0.5s"
+command = "0.5s"
+data_init = "0.5s"
+data_end = "0.5s"
+[thresholds]
+error_rate = 0.01
+"""
+
+
+def run_failing(tmp_path, target: str, *extra: str):
+    scenario = write_scenario(tmp_path, FAILING)
+    run = run_load(tmp_path / "out", "--scenario", scenario, "--target", target,
+                   "--duration", f"{DURATION:g}s", *extra)
+    assert "Traceback" not in run.stderr, run
+    assert run.wall <= DURATION + DRAIN + SLACK, run
+    assert run.result is not None, run
+    assert_exit(run, 1)  # the error-rate threshold fails; the run itself is valid
+    assert_accounted(run.result)
+    return run
+
+
+def test_refused_port(tmp_path):
+    run = run_failing(tmp_path, f"127.0.0.1:{free_port()}", "--sessions", "2")
+    totals = run.result["totals"]
+    assert totals["ok"] == 0
+    errors = errors_by(run.result)
+    assert set(errors) == {("connect", 0, "refused")}
+    # The slots keep trying (with a short back-off) for the whole duration.
+    assert errors["connect", 0, "refused"] == totals["failed"] >= 4
+
+
+def test_refused_port_open_loop(tmp_path):
+    run = run_failing(tmp_path, f"127.0.0.1:{free_port()}", "--rate", "20")
+    totals = run.result["totals"]
+    assert totals["ok"] == 0 and totals["failed"] == totals["issued"] >= 20
+    assert set(errors_by(run.result)) <= {("connect", 0, "refused")} | NOT_SENT
+    assert errors_by(run.result).get(("connect", 0, "refused"), 0) > 0
+
+
+@pytest.mark.parametrize("model", [("--sessions", "2"), ("--rate", "50")], ids=["closed", "open"])
+@pytest.mark.parametrize("mode, phase, kinds", [
+    ("reset", "end_of_data", {"reset", "closed"}),   # RST after the 354, with the message on its way
+    ("garbage", "ehlo", {"protocol"}),               # banner fine, then lines that are not SMTP replies
+])
+def test_broken_server(tmp_path, model, mode, phase, kinds):
+    with ScriptedServer(free_port(), mode) as server:
+        run = run_failing(tmp_path, server.address, *model)
+    totals = run.result["totals"]
+    assert totals["ok"] == 0
+    errors = errors_by(run.result)
+    at_fault = {key: n for key, n in errors.items() if key[0] == phase}
+    assert at_fault and {kind for _, _, kind in at_fault} <= kinds, errors
+    assert set(errors) - set(at_fault) <= NOT_SENT, errors
+    assert sum(at_fault.values()) + sum(errors.get(k, 0) for k in NOT_SENT) == totals["failed"]
+    # The failure ends the session, not the slot: new connections keep coming for the whole run.
+    assert sum(at_fault.values()) >= 10
+    assert server.connections >= 10
+
+
+def test_silent_server_times_out(tmp_path):
+    with ScriptedServer(free_port(), "silent") as server:
+        run = run_failing(tmp_path, server.address, "--sessions", "2")
+    errors = errors_by(run.result)
+    assert set(errors) == {("banner", 0, "timeout")}, errors
+    # 0.5 s banner timeout over a 2 s run: a couple per slot (not one, then silence).
+    assert run.result["totals"]["failed"] == errors["banner", 0, "timeout"] >= 4
+    assert server.connections >= 4
+
+
+def test_421_mid_session_reconnects(tmp_path):
+    """smtp-sink -Q RCPT: 421 and disconnect at RCPT. Each message fails at rcpt with 421; the
+    generator does not try to go on over the closed session, it reconnects."""
+    program = require_command("smtp-sink")
+    sink = PostfixSink(program, free_port(), "-Q", "RCPT")
+    try:
+        run = run_failing(tmp_path, sink.address, "--sessions", "2")
+    finally:
+        sink.stop()
+    errors = errors_by(run.result)
+    assert set(errors) == {("rcpt", 421, "reply")}, errors
+    assert errors["rcpt", 421, "reply"] == run.result["totals"]["failed"] >= 10
+
+
+def test_stall_shows_in_response_time_not_service_time(tmp_path):
+    """Open loop at 200/s for 4 s, at most 10 connections; the server holds every reply for 1 s
+    from 1.5 s on. The arrivals intended during the stall wait for a connection: their response
+    time (from the intended start) carries the wait, their service time (from the send) does not."""
+    rate, duration, stall = 200, 4.0, 1.0
+    with ScriptedServer(free_port(), "stall", stall_after=1.5, stall_for=stall) as server:
+        run = run_load(tmp_path / "out", "--target", server.address, "--rate", str(rate),
+                       "--duration", f"{duration:g}s", "--max-connections", "10")
+    assert_exit(run, 0)
+    result = run.result
+    totals = result["totals"]
+    assert totals["failed"] == 0 and totals["ok"] == totals["issued"] == rate * duration
+    response, service = result["latency"]["response"], result["latency"]["service"]
+    # The stall is in the response time ...
+    assert response["max"] >= 0.85e6
+    assert response["p99"] >= 0.7e6
+    # ... of many messages: about every arrival intended during the stall (~200) waited,
+    # and an arrival at the start of it waited ~1 s.
+    waited = count_at_least(result["histograms"]["response"], 200_000)
+    assert waited >= 100
+    # Service time saw it only for the few messages on the wire when it began (<= 10 connections).
+    served_slowly = count_at_least(result["histograms"]["service"], 200_000)
+    assert served_slowly <= 30
+    assert service["p50"] < 100_000
+    assert response["max"] > 5 * service["p50"]
+    assert service["p90"] < response["p90"]
+    # The send lag (intended -> actual send) holds the wait: response = send lag + service.
+    assert result["latency"]["send_lag"]["max"] >= 0.5e6
