@@ -132,7 +132,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE")
     p = sub.add_parser("scenarios", help="list the scenario library", description="List scenarios with their descriptions.")
     p.add_argument("--dir", default=None, help="folder to list (default: ./scenarios)")
+    _report_parsers(sub)
     return parser
+
+
+def _report_parsers(sub) -> None:
+    p = sub.add_parser("report", help="build HTML reports from result files",
+                       description="Write a self-contained HTML report (plots, .hgrm, CSV) for each RUN.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folder or result.json")
+    p.add_argument("--out", "-o", metavar="DIR", help="report folder (default: reports/<run-id>; "
+                                                      "with several runs, DIR/<run-id> each)")
+    p = sub.add_parser("compare", help="compare runs against a baseline",
+                       description="Compare CONTENDER runs with BASELINE: ratios, verdicts with confidence "
+                                   "intervals, overlaid plots, fairness warnings.")
+    p.add_argument("baseline", metavar="BASELINE", help="run folder or result.json")
+    p.add_argument("contenders", nargs="+", metavar="CONTENDER", help="run folder or result.json")
+    p.add_argument("--out", "-o", metavar="DIR", help="report folder (default: reports/compare-<baseline>-vs-<contender>)")
 
 
 def cmd_sink(args: argparse.Namespace) -> int:
@@ -166,7 +181,7 @@ def cmd_sink(args: argparse.Namespace) -> int:
     if address.path and workers > 1:
         raise ScenarioError(f"{source}: key 'sink.workers': unix sockets take workers = 1 (SO_REUSEPORT is TCP only)")
     try:
-        run_sink(sink, address, workers)
+        run_sink(sink, address, workers, seed=scenario.seed)
     except OSError as e:
         print(f"smtpbench sink: cannot listen on {address}: {e.strerror or e}", file=sys.stderr)
         return EXIT_USAGE
@@ -353,8 +368,39 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    import os
+
+    from .report.build import build_report, read_runs
+
+    try:
+        results = read_runs(args.runs)
+    except ValueError as e:
+        print(f"smtpbench report: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    for result in results:
+        folder = args.out and (args.out if len(results) == 1 else os.path.join(args.out, result["run_id"]))
+        print(f"report: {build_report(result, folder or None)}")
+    return EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .report.build import build_comparison, read_runs
+    from .report.compare import compare, summary_text
+
+    try:
+        results = read_runs([args.baseline, *args.contenders])
+    except ValueError as e:
+        print(f"smtpbench compare: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    comparison = compare(results[0], results[1:])
+    path = build_comparison(results, args.out, comparison)
+    print(summary_text(results, comparison, path))
+    return EXIT_OK
+
+
 COMMANDS = {"sink": cmd_sink, "run": cmd_run, "bench": cmd_bench, "validate": cmd_validate,
-            "scenarios": cmd_scenarios}
+            "scenarios": cmd_scenarios, "report": cmd_report, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
                       model_validator)
 
+from .faultspec import Capacity, Fault, Greylist, RateLimit, RecipientOutcomes
 from .protocol.server import DEFAULT_EXTENSIONS, EXTENSIONS
 from .units import DURATION_HELP, SIZE_HELP, parse_duration, parse_size
 
@@ -61,24 +62,6 @@ class Target(_Table):
     lmtp: bool = False  # the target speaks LMTP (RFC 2033); `bench` follows [sink] lmtp
 
 
-class Fault(_Table):
-    """One ``[[sink.faults]]`` rule (applied by the sink's seeded fault policy)."""
-
-    on: Literal["connect", "banner", "EHLO", "HELO", "MAIL", "RCPT", "DATA", "end-of-data", "RSET", "QUIT"]
-    probability: float = Field(1.0, ge=0.0, le=1.0)
-    reply: str = ""
-    delay: Duration = 0.0
-    action: Literal["reply", "delay", "disconnect", "close"] = "reply"
-    match: str = ""
-
-    @field_validator("reply")
-    @classmethod
-    def _reply(cls, v: str) -> str:
-        if v and not (len(v) >= 3 and v[:3].isdigit() and v[0] in "2345"):
-            raise ValueError(f"expected an SMTP reply such as '451 4.7.1 try again later', got {v!r}")
-        return v
-
-
 def _capture(value: str) -> str:
     if value == "none" or value.startswith(("maildir:", "mbox:")) and len(value.split(":", 1)[1]) > 0:
         return value
@@ -110,6 +93,10 @@ class Sink(_Table):
     auth_required: bool = False  # 530 to MAIL before AUTH (RFC 4954 §6)
     auth_users: dict[str, str] = Field(default_factory=dict)  # empty: any credentials pass
     faults: list[Fault] = Field(default_factory=list)
+    greylist: Greylist | None = None
+    rate_limit: RateLimit | None = None
+    capacity: Capacity | None = None
+    recipient_outcomes: RecipientOutcomes = Field(default_factory=RecipientOutcomes)
 
     @property
     def wants_tls(self) -> bool:

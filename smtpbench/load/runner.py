@@ -293,8 +293,10 @@ class Runner:
         else:
             phase, reply = failure
             self._fail(now, intended, phase, reply.code, "reply", reply.text, counted=True)
-        for r in txn.rcpt_failures:
-            if ok or (failure and failure[0] != "rcpt"):
+        if txn.rcpt_failures and (ok or failure[0] not in ("mail", "rcpt")):
+            # Recipients refused while the message went on (to the others). After a
+            # refused MAIL the RCPT replies are only its echo (503), not refusals.
+            for r in txn.rcpt_failures:
                 rec.rcpt_failed(now, r.code, r.text)
         if self.open_loop:
             if self.mpc and conn.sent >= self.mpc:

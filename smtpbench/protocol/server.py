@@ -84,17 +84,38 @@ class Envelope:
     smtputf8: bool = False
 
 
-class ServerHooks:
-    """Policy decisions; subclass and override. Defaults accept everything."""
+@dataclass(frozen=True, slots=True)
+class Action:
+    """What a policy hook may ask for besides a plain reply (fault injection).
 
-    def message(self, envelope: Envelope, body: bytes | None, size: int) -> tuple[int, str, str] | None:
+    ``kind``: ``"delay"`` — answer after ``seconds`` (with ``reply`` instead of the
+    normal answer when given); the session pauses and the driver calls
+    :meth:`ServerSession.resume` when the time is up. ``"disconnect"`` — drop
+    the connection without a word. ``"tarpit"`` — answer normally, but the driver
+    writes the reply at ``rate`` octets per second.
+    """
+
+    kind: str
+    seconds: float = 0.0
+    reply: tuple[int, str, str] | None = None
+    rate: float = 0.0
+
+
+class ServerHooks:
+    """Policy decisions; subclass and override. Defaults accept everything.
+
+    ``command`` and ``message`` may return ``(code, status, text)`` to answer
+    with that reply instead, an :class:`Action`, or None to go on normally.
+    """
+
+    def message(self, envelope: Envelope, body: bytes | None, size: int) -> "tuple[int, str, str] | Action | None":
         """Called at end of data. Return ``(code, status, text)`` to refuse, or None to accept."""
         return None
 
     def authenticate(self, mechanism: str, username: str, password: str) -> bool:
         return True
 
-    def command(self, stage: str, session: "ServerSession", arg: bytes) -> tuple[int, str, str] | None:
+    def command(self, stage: str, session: "ServerSession", arg: bytes) -> "tuple[int, str, str] | Action | None":
         """Called before a command is handled; return a reply to override it (fault injection)."""
         return None
 
@@ -123,6 +144,10 @@ class ServerSession:
         self.hooks = hooks or _DEFAULT_HOOKS
         self.state = INIT
         self.closing = False          # driver closes after writing the replies
+        self.abort = False            # driver drops the connection at once (a fault)
+        self.paused = 0.0             # > 0: driver waits this long, then calls resume()
+        self.tarpit = 0.0             # > 0: driver writes this batch of replies at this many octets/s
+        self._held: tuple | None = None  # what resume() finishes
         self.starttls = False         # driver must upgrade to TLS, then call tls_started()
         self.tls_active = config.tls_active
         self.authenticated = False
@@ -138,6 +163,7 @@ class ServerSession:
         self._bdat_size = 0
         self._bdat_refuse: tuple[int, str, str] | None = None
         self._bdat_prev = INIT
+        self._size = 0
         self._auth: tuple[str, str | None] | None = None  # (mechanism, LOGIN username)
         self._out: list[bytes] = []
         # The command hook is called only when overridden: the default one
@@ -182,12 +208,18 @@ class ServerSession:
         out = self._out = []
         if self.state == CLOSED:
             return out  # RFC 5321 §4.1.1.10: nothing after QUIT is read
+        if self.paused:
+            self._buf += data  # the driver paused reading; keep what was already in flight
+            return out
         if self.state == DATA and not self._buf:
             end = self._data.feed(data)
             if end < 0:
                 return out
             self._end_of_data()
             data = data[end:]
+            if self.paused:
+                self._buf += data
+                return out
             if not data:
                 return out
         if (self.state in _COMMAND_STATES and not self._buf and data[-2:] == b"\r\n"
@@ -201,7 +233,7 @@ class ServerSession:
         buf += data
         pos = 0
         n = len(buf)
-        while pos < n and self.state != CLOSED and not self.starttls:
+        while pos < n and self.state != CLOSED and not self.starttls and not self.paused:
             state = self.state
             if state == DATA:
                 end = self._data.feed(buf, pos)
@@ -257,13 +289,65 @@ class ServerSession:
             if self._command_hook is not None:
                 hooked = self._command_hook(verb.decode(), self, arg)
                 if hooked is not None:
-                    self.reply(*hooked)
-                    if hooked[0] == 421:
-                        self._close()
-                    return
+                    if type(hooked) is Action:
+                        if not self._act(hooked, ("command", handler, arg)):
+                            return
+                    else:
+                        self._override(hooked)
+                        return
             handler(arg)
         except ProtocolError as e:
             self._error(e.code, e.status, e.text)
+
+    def _override(self, reply: tuple[int, str, str]) -> None:
+        self.reply(*reply)
+        if reply[0] == 421:  # RFC 5321 §3.8: 421 means the server closes
+            self._close()
+
+    def _act(self, action: Action, held: tuple) -> bool:
+        """Apply a policy action; True when the command should still be handled now."""
+        kind = action.kind
+        if kind == "disconnect":
+            self.abort = True
+            self._close()
+            return False
+        if kind == "tarpit":
+            self.tarpit = action.rate
+            if action.reply is not None:
+                self._override(action.reply)
+                return False
+            return True
+        if kind == "delay" and action.seconds > 0:
+            self.paused = action.seconds
+            self._held = (held, action.reply)
+            return False
+        if action.reply is not None:
+            self._override(action.reply)
+            return False
+        return True
+
+    def resume(self) -> list[bytes]:
+        """The delay asked for by a hook is over: answer, then go on with buffered input."""
+        self._out = []
+        held, reply = self._held
+        self._held = None
+        self.paused = 0.0
+        if reply is not None:
+            if held[0] == "message":
+                self._complete(reply)
+            else:
+                self._override(reply)
+        elif held[0] == "command":
+            try:
+                held[1](held[2])
+            except ProtocolError as e:
+                self._error(e.code, e.status, e.text)
+        else:
+            self._complete(held[1])
+        early = self._out
+        if self.state == CLOSED or self.paused:
+            return early
+        return early + self.feed(b"")
 
     def _error(self, code: int, status: str, text: str) -> None:
         self.counters.protocol_errors += 1
@@ -413,11 +497,33 @@ class ServerSession:
             self._finish(rx.body() if rx.keep else None, rx.size, None)
 
     def _finish(self, body: bytes | None, size: int, refusal: tuple[int, str, str] | None) -> None:
+        self.counters.transactions += 1
+        self._size = size
+        if refusal is None:
+            refusal = self.hooks.message(self.envelope, body, size)
+            if type(refusal) is Action:
+                action = refusal
+                refusal = action.reply
+                if action.kind == "delay" and action.seconds > 0:
+                    # The answer (and the count) waits; the driver resumes us.
+                    self.paused = action.seconds
+                    self._held = (("message", refusal), None)
+                    self.state = READY
+                    return
+                if action.kind == "disconnect":
+                    self.abort = True
+                    self._close()
+                    self._reset()
+                    return
+                if action.kind == "tarpit":
+                    self.tarpit = action.rate
+        self._complete(refusal)
+
+    def _complete(self, refusal: tuple[int, str, str] | None) -> None:
+        """Answer the end of a message (and count it when accepted)."""
         env = self.envelope
         c = self.counters
-        c.transactions += 1
-        if refusal is None:
-            refusal = self.hooks.message(env, body, size)
+        size = self._size
         nrcpt = len(env.rcpt_to)
         if refusal is None:
             c.messages += 1
@@ -434,6 +540,10 @@ class ServerSession:
             self.reply(250, "2.0.0", "Message accepted")
         else:
             self.reply(*refusal)
+            if refusal[0] == 421:
+                self._close()
+                self._reset()
+                return
         self.state = READY
         self._reset()
 

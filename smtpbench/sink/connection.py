@@ -4,39 +4,50 @@ Thin by design (httpcore's shape): bytes in go to the protocol core, the
 replies it returns go out in one ``writelines`` call per read (asyncpg and
 uvloop's habit), and flow control is honoured: when the peer stops reading
 our replies, we stop reading its commands, so it cannot grow our memory.
+
+Faults the policy asks for are carried out here, the only place with a clock
+and a socket: a delayed reply pauses reading until the core is resumed, a
+tarpit writes the reply a few octets at a time, a bandwidth cap pauses
+reading in proportion to what arrived, a disconnect aborts the transport.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 
-from ..protocol.server import CLOSED, INIT, READY, ServerSession
+from ..protocol.server import CLOSED, INIT, READY, Action, ServerSession
 
-log = logging.getLogger("smtpbench.sink")
+TARPIT_TICK = 0.05  # s between the pieces of a tarpitted reply
 
 
 class SinkConnection(asyncio.Protocol):
-    __slots__ = ("server", "session", "transport", "active", "idle", "closed", "_paused")
+    __slots__ = ("server", "session", "transport", "active", "idle", "closed", "client", "_holds", "_rate")
 
     def __init__(self, server):
         self.server = server
-        self.session = ServerSession(server.config, server.stats, server.hooks)
+        self.session: ServerSession | None = None
         self.transport: asyncio.Transport | None = None
         self.active = True   # set on every read; the idle sweeper clears it
         self.idle = 0.0      # seconds without input, counted by the sweeper
         self.closed = False
-        self._paused = False
+        self.client = ""
+        self._holds: set[str] = set()  # why reading is paused: flow, fault, tarpit, bandwidth
+        self._rate = 0.0               # bandwidth cap in octets/s (a connect fault)
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         server = self.server
         stats = server.stats
         stats.connections_total += 1
+        policy = server.policy
+        peer = transport.get_extra_info("peername")
+        self.client = peer[0] if isinstance(peer, tuple) else "local"
+        hooks = server.hooks if policy is None else server.fault_hooks(self.client)
+        self.session = session = ServerSession(server.config, stats, hooks)
         if len(server.connections) >= server.max_connections or server.draining:
             # RFC 5321 §3.8: 421 when the service is not available, then close.
             stats.connections_refused += 1
-            transport.writelines(self.session.refuse(421, "4.3.2", "Too many connections, try later"))
+            transport.writelines(session.refuse(421, "4.3.2", "Too many connections, try later"))
             transport.close()
             self.closed = True
             return
@@ -44,18 +55,126 @@ class SinkConnection(asyncio.Protocol):
         stats.connections_current += 1
         if server.settings.implicit_tls:
             stats.tls_handshakes += 1  # asyncio calls connection_made after the handshake
-        transport.writelines(self.session.greeting())
+        if policy is None:
+            transport.writelines(session.greeting())
+            return
+        policy.client_opened(self.client)
+        self._greet(policy)
+
+    def _greet(self, policy) -> None:
+        """Connect- and banner-stage faults (RFC 5321 §3.1: a 554 greeting refuses service)."""
+        session = self.session
+        for stage in ("connect", "banner"):
+            hit = policy.on_connect(self.client) if stage == "connect" else policy.decide("banner", self.client)
+            if hit is None:
+                continue
+            if type(hit) is tuple:
+                self.transport.writelines(session.refuse(*hit))
+                self.transport.close()
+                return
+            if hit.kind == "disconnect":
+                self.transport.abort()
+                return
+            if hit.kind == "bandwidth":
+                self._rate = hit.rate
+            elif hit.kind == "delay":
+                self._hold("fault")
+                asyncio.get_running_loop().call_later(hit.seconds, self._late_greeting, hit.reply)
+                return
+            elif hit.kind == "tarpit":
+                self._slow_write(b"".join(session.greeting()), hit.rate)
+                return
+        self.transport.writelines(session.greeting())
+
+    def _late_greeting(self, reply) -> None:
+        if self.closed:
+            return
+        if reply is not None:
+            self.transport.writelines(self.session.refuse(*reply))
+            self.transport.close()
+            return
+        self.transport.writelines(self.session.greeting())
+        self._release("fault")
 
     def data_received(self, data: bytes) -> None:
         self.active = True
         session = self.session
         out = session.feed(data)
+        if session.tarpit or session.paused or session.abort or self._rate:
+            self._carry_out(out, len(data))
+            return
         if out:
             self.transport.writelines(out)
         if session.closing:
             self.transport.close()
         elif session.starttls:
             self.server.start_tls(self)
+
+    # -- faults ---------------------------------------------------------------
+
+    def _carry_out(self, out: list[bytes], received: int = 0) -> None:
+        session = self.session
+        transport = self.transport
+        if session.abort:
+            transport.abort()  # a silent drop: RST, no reply
+            return
+        if session.tarpit and out:
+            rate, session.tarpit = session.tarpit, 0.0
+            self._slow_write(b"".join(out), rate)
+            return
+        if out:
+            transport.writelines(out)
+        if session.closing:
+            transport.close()
+            return
+        if session.starttls:
+            self.server.start_tls(self)
+            return
+        if session.paused:
+            self._hold("fault")
+            asyncio.get_running_loop().call_later(session.paused, self._resume)
+        if self._rate and received:
+            self._hold("bandwidth")
+            asyncio.get_running_loop().call_later(received / self._rate, self._release, "bandwidth")
+
+    def _resume(self) -> None:
+        if self.closed:
+            return
+        out = self.session.resume()
+        if not self.session.paused:
+            self._release("fault")
+        self._carry_out(out)
+
+    def _slow_write(self, blob: bytes, rate: float) -> None:
+        """Tarpit: write ``blob`` at ``rate`` octets/s, reading nothing meanwhile."""
+        self._hold("tarpit")
+        step = max(1, int(rate * TARPIT_TICK))
+        loop = asyncio.get_running_loop()
+
+        def tick(pos: int) -> None:
+            if self.closed:
+                return
+            self.transport.write(blob[pos:pos + step])
+            pos += step
+            if pos < len(blob):
+                loop.call_later(step / rate, tick, pos)
+                return
+            self._release("tarpit")
+            self._carry_out([])
+
+        tick(0)
+
+    def _hold(self, why: str) -> None:
+        if not self._holds and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self._holds.add(why)
+
+    def _release(self, why: str) -> None:
+        self._holds.discard(why)
+        if not self._holds and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    # -- lifecycle --------------------------------------------------------------
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -67,23 +186,20 @@ class SinkConnection(asyncio.Protocol):
         server = self.server
         server.connections.discard(self)
         server.stats.connections_current -= 1
+        if server.policy is not None:
+            server.policy.client_closed(self.client)
         server.connection_closed()
 
     def pause_writing(self) -> None:
-        if not self._paused and self.transport is not None:
-            self._paused = True
-            self.transport.pause_reading()
+        self._hold("flow")
 
     def resume_writing(self) -> None:
-        if self._paused and self.transport is not None:
-            self._paused = False
-            if not self.closed:
-                self.transport.resume_reading()
+        self._release("flow")
 
     @property
     def in_transaction(self) -> bool:
         """True between MAIL and the end of the message (graceful shutdown waits for these)."""
-        return self.session.state not in (READY, INIT, CLOSED)
+        return self.session is not None and (self.session.state not in (READY, INIT, CLOSED) or bool(self.session.paused))
 
     def shutdown(self, text: str) -> None:
         """Close with 421 (RFC 5321 §3.8: the server is shutting down)."""

@@ -14,6 +14,7 @@ from typing import Callable
 from .stats import prometheus
 
 MAX_HEAD = 8192
+MAX_BODY = 65536
 
 
 class StatsHTTP(asyncio.Protocol):
@@ -34,6 +35,16 @@ class StatsHTTP(asyncio.Protocol):
                 self._send(431, "text/plain", b"request header too large\n")
             return
         head = bytes(self.buf[:end]).decode("latin-1")
+        length = 0
+        for line in head.split("\r\n")[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length" and value.strip().isdigit():
+                length = int(value.strip())
+        if length > MAX_BODY:
+            self._send(413, "text/plain", b"request body too large\n")
+            return
+        if len(self.buf) < end + 4 + length:
+            return  # the body is still coming
         request = head.split("\r\n", 1)[0].split()
         if len(request) < 2:
             self._send(400, "text/plain", b"bad request\n")
@@ -44,20 +55,21 @@ class StatsHTTP(asyncio.Protocol):
         elif method == "GET" and path == "/metrics":
             self._send(200, "text/plain; version=0.0.4", prometheus(self.snapshot()).encode())
         else:
-            answer = self.extra(method, path, bytes(self.buf[end + 4 :])) if self.extra else None
+            answer = self.extra(method, path, bytes(self.buf[end + 4 : end + 4 + length])) if self.extra else None
             if answer is None:
                 self._send(404, "text/plain", b"try /stats or /metrics\n")
             else:
                 self._send(*answer)
 
     def _send(self, status: int, ctype: str, body: bytes) -> None:
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 431: "Request Header Fields Too Large"}.get(status, "")
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 413: "Content Too Large",
+                  431: "Request Header Fields Too Large"}.get(status, "")
         head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
                 "Connection: close\r\n\r\n").encode()
         self.transport.write(head + body)
         self.transport.close()
 
 
-async def serve_stats(host: str, port: int, snapshot: Callable[[], dict]) -> asyncio.AbstractServer:
+async def serve_stats(host: str, port: int, snapshot: Callable[[], dict], extra=None) -> asyncio.AbstractServer:
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: StatsHTTP(snapshot), host, port)
+    return await loop.create_server(lambda: StatsHTTP(snapshot, extra), host, port)

@@ -14,7 +14,8 @@ from .stats import Clock, final_report, stats_line
 
 
 class Monitor:
-    def __init__(self, settings: Sink, snapshot: Callable[[], dict], out: TextIO):
+    def __init__(self, settings: Sink, snapshot: Callable[[], dict], out: TextIO, faults=None):
+        self.faults = faults
         self.settings = settings
         self.snapshot = snapshot
         self.out = out
@@ -27,7 +28,7 @@ class Monitor:
         s = self.settings
         if s.stats_listen:
             addr = parse_address(s.stats_listen, default_port=8025)
-            self._http = await serve_stats(addr.host, addr.port, self.snapshot)
+            self._http = await serve_stats(addr.host, addr.port, self.snapshot, self.faults)
             port = self._http.sockets[0].getsockname()[1]
             self._say(f"stats endpoint on http://{addr.host}:{port}/stats and /metrics")
         if s.stats_file:

@@ -10,6 +10,7 @@ HTTP endpoint and the final report.
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing
 import signal
 import socket
@@ -44,23 +45,34 @@ def _listening(names: list, address: Address) -> str:
     return "smtpbench sink listening on " + ", ".join(dict.fromkeys(shown))
 
 
-async def _single(settings: Sink, address: Address, out: TextIO) -> dict:
+async def _single(settings: Sink, address: Address, out: TextIO, seed: int) -> dict:
     stop = _stop_event()
-    server = SinkServer(settings)
+    server = SinkServer(settings, seed=seed)
     names = await server.listen(address)
     print(_listening(names, address), file=out, flush=True)
-    monitor = Monitor(settings, server.stats.snapshot, out)
+    monitor = Monitor(settings, server.stats.snapshot, out, faults=_fault_endpoint(lambda rules, payload: server.set_faults(rules)))
     await monitor.start()
     await stop.wait()
     await server.drain(settings.grace)
     return await monitor.stop()
 
 
-async def _worker(settings_json: str, address: Address, conn) -> None:
+async def _worker(settings_json: str, address: Address, conn, seed: int, control) -> None:
     settings = Sink.model_validate_json(settings_json)
     stop = _stop_event()
-    server = SinkServer(settings)
+    server = SinkServer(settings, seed=seed)
     names = await server.listen(address, reuse_port=True)
+
+    def on_control() -> None:
+        try:
+            kind, payload = control.recv()
+        except (EOFError, OSError):
+            asyncio.get_running_loop().remove_reader(control.fileno())
+            return
+        if kind == "faults":
+            server.set_faults(faults_from_json(payload))
+
+    asyncio.get_running_loop().add_reader(control.fileno(), on_control)
     conn.send(("ready", names))
     while not stop.is_set():
         try:
@@ -73,9 +85,35 @@ async def _worker(settings_json: str, address: Address, conn) -> None:
     conn.close()
 
 
-def worker_main(settings_json: str, address: Address, conn) -> None:
+def worker_main(settings_json: str, address: Address, conn, seed: int, control) -> None:
     """Entry point of a worker process (spawned: a fresh interpreter)."""
-    eventloop.run(_worker(settings_json, address, conn))
+    eventloop.run(_worker(settings_json, address, conn, seed, control))
+
+
+def faults_from_json(payload: str) -> list:
+    from pydantic import TypeAdapter
+
+    from ..faultspec import Fault
+
+    return TypeAdapter(list[Fault]).validate_json(payload)
+
+
+def _fault_endpoint(apply):
+    """``PUT /faults`` with a JSON list of rules (the ``[[sink.faults]]`` schema) replaces them live."""
+    from pydantic import ValidationError
+
+    def handle(method: str, path: str, body: bytes):
+        if path != "/faults" or method not in ("PUT", "POST"):
+            return None
+        try:
+            rules = faults_from_json(body.decode("utf-8") or "[]")
+        except (ValidationError, UnicodeDecodeError) as e:
+            return 400, "text/plain", f"bad fault rules: {e}\n".encode()
+        payload = json.dumps([r.model_dump(mode="json") for r in rules])
+        apply(rules, payload)
+        return 200, "application/json", (payload + "\n").encode()
+
+    return handle
 
 
 def _reserve(address: Address) -> tuple[socket.socket, Address]:
@@ -88,7 +126,7 @@ def _reserve(address: Address) -> tuple[socket.socket, Address]:
     return sock, Address(host=address.host, port=sock.getsockname()[1])
 
 
-async def _parent(settings: Sink, address: Address, workers: int, out: TextIO) -> dict:
+async def _parent(settings: Sink, address: Address, workers: int, out: TextIO, seed: int) -> dict:
     stop = _stop_event()
     loop = asyncio.get_running_loop()
     reserved, address = _reserve(address)
@@ -120,11 +158,16 @@ async def _parent(settings: Sink, address: Address, workers: int, out: TextIO) -
                     done.set()
 
     json_settings = settings.model_dump_json()
+    controls = []
     for i in range(workers):
         recv_end, send_end = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=worker_main, args=(json_settings, address, send_end), name=f"smtpbench-sink-{i}")
+        control_recv, control_send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=worker_main, args=(json_settings, address, send_end, seed + i, control_recv),
+                           name=f"smtpbench-sink-{i}")
         proc.start()
         send_end.close()
+        control_recv.close()
+        controls.append(control_send)
         procs.append(proc)
         conns.append(recv_end)
         loop.add_reader(recv_end.fileno(), reader, i, recv_end)
@@ -137,7 +180,14 @@ async def _parent(settings: Sink, address: Address, workers: int, out: TextIO) -
     finally:
         reserved.close()
     print(_listening(names[0], address) + f" ({workers} workers)", file=out, flush=True)
-    monitor = Monitor(settings, lambda: merge(latest), out)
+    def forward(rules: list, payload: str) -> None:
+        for c in controls:
+            try:
+                c.send(("faults", payload))
+            except OSError:
+                pass
+
+    monitor = Monitor(settings, lambda: merge(latest), out, faults=_fault_endpoint(forward))
     await monitor.start()
     stopper = asyncio.ensure_future(stop.wait())
     dead = asyncio.ensure_future(done.wait())
@@ -158,8 +208,8 @@ async def _parent(settings: Sink, address: Address, workers: int, out: TextIO) -
     return await monitor.stop()
 
 
-def run_sink(settings: Sink, address: Address, workers: int, out: TextIO = sys.stdout) -> dict:
+def run_sink(settings: Sink, address: Address, workers: int, out: TextIO = sys.stdout, seed: int = 1) -> dict:
     """Run until SIGINT/SIGTERM; return the final (merged) counters."""
     if workers <= 1:
-        return eventloop.run(_single(settings, address, out))
-    return eventloop.run(_parent(settings, address, workers, out))
+        return eventloop.run(_single(settings, address, out, seed))
+    return eventloop.run(_parent(settings, address, workers, out, seed))

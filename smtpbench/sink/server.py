@@ -12,6 +12,7 @@ from ..protocol.server import Envelope, ServerConfig, ServerHooks
 from ..scenario import Sink
 from .capture import Capture, open_capture
 from .connection import SinkConnection
+from .faults import FaultHooks, FaultPolicy
 from .stats import SinkStats
 
 
@@ -61,18 +62,30 @@ def server_config(settings: Sink, keep_body: bool) -> ServerConfig:
 class SinkServer:
     """The sink in one process (a worker, or the only process)."""
 
-    def __init__(self, settings: Sink, stats: SinkStats | None = None):
+    def __init__(self, settings: Sink, stats: SinkStats | None = None, seed: int = 1):
         self.settings = settings
         self.stats = stats or SinkStats()
         self.capture = open_capture(settings.capture)
         self.config = server_config(settings, self.capture.keep_body)
         self.hooks = SinkHooks(self.capture, self.stats, settings.auth_users)
+        policy = FaultPolicy(settings, seed, self.stats)
+        self.policy = policy if policy.active else None
         self.ssl = self._tls_context(settings)
         self.max_connections = settings.max_connections
         self.connections: set[SinkConnection] = set()
         self.draining = False
         self._servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.Task | None = None
+
+    def fault_hooks(self, client: str) -> FaultHooks:
+        return FaultHooks(self.policy, self.hooks, client)
+
+    def set_faults(self, rules: list) -> None:
+        """Replace the fault rules while running (the HTTP endpoint's PUT /faults)."""
+        if self.policy is None:
+            self.policy = FaultPolicy(self.settings.model_copy(update={"faults": rules}), 1, self.stats)
+        else:
+            self.policy.set_rules(rules)
 
     def _implicit(self):
         return self.ssl if self.settings.implicit_tls else None

@@ -1,0 +1,137 @@
+"""The scenario's description of a misbehaving sink: ``[[sink.faults]]`` and friends.
+
+Only the schema lives here (validated with the rest of the scenario); the
+sink's seeded fault policy (``smtpbench.sink.faults``) applies it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from .units import parse_duration, parse_size
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+#: Where a rule can act: the connection, the greeting, each command, and the end of the data.
+STAGES = ("connect", "banner", "EHLO", "HELO", "LHLO", "MAIL", "RCPT", "DATA", "BDAT", "end-of-data",
+          "RSET", "NOOP", "QUIT", "AUTH", "STARTTLS", "VRFY")
+
+
+class _Table(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DelayDistribution(_Table):
+    """A delay drawn per use: exactly one of ``uniform = [min, max]``,
+    ``lognormal = { median, p99 }`` or ``exponential = { mean }``."""
+
+    uniform: tuple[Duration, Duration] | None = None
+    lognormal: dict[str, Duration] | None = None
+    exponential: dict[str, Duration] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "DelayDistribution":
+        forms = [f for f in ("uniform", "lognormal", "exponential") if getattr(self, f) is not None]
+        if len(forms) != 1:
+            raise ValueError("give exactly one of uniform = [min, max], lognormal = { median, p99 }, "
+                             "exponential = { mean }")
+        if self.lognormal is not None and set(self.lognormal) != {"median", "p99"}:
+            raise ValueError("lognormal needs exactly 'median' and 'p99'")
+        if self.exponential is not None and set(self.exponential) != {"mean"}:
+            raise ValueError("exponential needs exactly 'mean'")
+        return self
+
+
+def _reply_text(v: str) -> str:
+    if v and not (len(v) >= 3 and v[:3].isdigit() and v[0] in "2345" and (len(v) == 3 or v[3] == " ")):
+        raise ValueError(f"expected an SMTP reply such as '451 4.7.1 try again later', got {v!r}")
+    return v
+
+
+Reply = Annotated[str, BeforeValidator(_reply_text)]
+
+
+class Fault(_Table):
+    """One ``[[sink.faults]]`` rule.
+
+    ``action``: ``reply`` (answer ``reply`` instead), ``delay`` (answer after
+    ``delay``, normally or with ``reply``), ``close`` (421 and close),
+    ``disconnect`` (drop without a word), ``tarpit`` (answer at ``rate`` octets/s),
+    ``bandwidth`` (on ``connect``: read the client at ``rate`` octets/s).
+    ``match`` is a regular expression searched in the command's argument (the
+    sender for MAIL, the recipient for RCPT, the client address for connect).
+    """
+
+    on: Literal[STAGES]  # type: ignore[valid-type]
+    action: Literal["reply", "delay", "close", "disconnect", "tarpit", "bandwidth"] = "reply"
+    probability: float = Field(1.0, ge=0.0, le=1.0)
+    match: str = ""
+    reply: Reply = ""
+    delay: Duration | DelayDistribution = 0.0
+    rate: Size = 0
+
+    @model_validator(mode="after")
+    def _complete(self) -> "Fault":
+        if self.action == "reply" and not self.reply:
+            raise ValueError("action 'reply' needs reply = \"CODE X.Y.Z text\"")
+        if self.action == "delay" and self.delay == 0.0:
+            raise ValueError("action 'delay' needs delay = a duration or a distribution")
+        if self.action in ("tarpit", "bandwidth") and self.rate <= 0:
+            raise ValueError(f"action '{self.action}' needs rate = octets per second, e.g. \"100\" or \"1KiB\"")
+        if self.action == "bandwidth" and self.on != "connect":
+            raise ValueError("action 'bandwidth' acts on = \"connect\" (the whole connection)")
+        if self.match:
+            import re
+
+            try:
+                re.compile(self.match)
+            except re.error as e:
+                raise ValueError(f"match is not a valid regular expression: {e}") from None
+        return self
+
+
+class Greylist(_Table):
+    """``[sink.greylist]``: the first try of a (client, sender, recipient) triple gets 451."""
+
+    enabled: bool = True
+    retry_after: Duration = 5.0
+    expire: Duration = 3600.0
+    max_entries: int = Field(100_000, ge=1)
+    reply: Reply = "451 4.7.1 Greylisted, try again later"
+
+
+class RateLimit(_Table):
+    """``[sink.rate_limit]``: beyond these the sink answers ``reply`` (per worker process)."""
+
+    messages_per_second: float = Field(0.0, ge=0.0)   # 0: no limit (token bucket, 1 s burst)
+    connections_per_client: int = Field(0, ge=0)      # 0: no limit
+    reply: Reply = "451 4.7.0 Rate limit exceeded, try again later"
+    connection_reply: Reply = "421 4.7.0 Too many connections from your address"
+
+
+class Capacity(_Table):
+    """``[sink.capacity]``: a server with ``concurrency`` workers each taking ``service_time``
+    per message (answered at end of data), so latency grows with load like a real server's."""
+
+    service_time: Duration | DelayDistribution
+    concurrency: int = Field(1, ge=1)
+
+
+class RecipientOutcomes(_Table):
+    """``[sink.recipient_outcomes]``: recipients choose their fate by local-part prefix,
+    e.g. ``tempfail+x@…`` gets 451, ``reject+x@…`` 550, ``disconnect+x@…`` a dropped connection."""
+
+    enabled: bool = True
+    tempfail: Reply = "451 4.2.0 Mailbox temporarily unavailable"
+    reject: Reply = "550 5.1.1 Mailbox unavailable"
+
+    @field_validator("tempfail", "reject")
+    @classmethod
+    def _codes(cls, v: str, info) -> str:
+        want = "4" if info.field_name == "tempfail" else "5"
+        if not v.startswith(want):
+            raise ValueError(f"{info.field_name} must be a {want}xx reply")
+        return v
