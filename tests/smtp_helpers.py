@@ -174,9 +174,25 @@ def message(tag: str, extra: bytes = b"") -> bytes:
             b"." + b"\r\n" + extra + b"last line\r\n")
 
 
-def run_cli(*args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "smtpbench", *args], capture_output=True,
-                          text=True, timeout=timeout)
+def run_clis(argvs: list[list[str]], timeout: float = 60.0) -> list[subprocess.CompletedProcess]:
+    """Run several ``smtpbench`` command lines at once (each its own process); their results."""
+    procs = [subprocess.Popen([sys.executable, "-m", "smtpbench", *argv], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for argv in argvs]
+    done = []
+    try:
+        for argv, proc in zip(argvs, procs):
+            out, err = proc.communicate(timeout=timeout)
+            done.append(subprocess.CompletedProcess(argv, proc.returncode, out, err))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    return done
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return run_clis([list(args)])[0]
 
 
 def spawn_sink(listen: str, stats_file: str, *args: str) -> subprocess.Popen:

@@ -19,7 +19,9 @@ import urllib.request
 import pytest
 
 from conftest import SinkProcess, free_port, require_command, wait_port
-from smtp_helpers import Wire, child_workers, established, rss_kib, run_cli, spawn_sink, wait_for
+from smtp_helpers import (
+    Wire, child_workers, established, rss_kib, run_cli, run_clis, spawn_sink, wait_for,
+)
 
 MSG = b"Subject: behaviour\r\n\r\nbody\r\n"
 
@@ -156,8 +158,10 @@ def test_idle_timeout(start_sink):
     assert final["timeouts"] == 1
 
 
-def test_graceful_shutdown_lets_data_in_flight_finish(start_sink):
-    sink = start_sink()
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_graceful_shutdown_lets_data_in_flight_finish(start_sink, workers):
+    sink = start_sink("--workers", workers)
+    assert "listening" in sink.proc.stdout.readline()  # every worker is up
     idle = greeted((sink.host, sink.port))
     w = greeted((sink.host, sink.port))
     assert w.command(b"EHLO client.example") == 250
@@ -176,6 +180,43 @@ def test_graceful_shutdown_lets_data_in_flight_finish(start_sink):
     assert sink.proc.returncode == 0
     assert final["messages"] == 1
     assert "smtpbench sink:" in sink.output and re.search(r"^\s+messages\s+1$", sink.output, re.M)
+
+
+def test_grace_period_expires_for_a_stuck_transaction(start_sink):
+    sink = start_sink("--grace", "1s")
+    with greeted((sink.host, sink.port)) as w:
+        w.send(b"HELO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\nnever ends\r\n")
+        assert [w.code() for _ in range(4)] == [250, 250, 250, 354]
+        sink.proc.send_signal(signal.SIGTERM)
+        code, lines = w.reply()  # the grace period ran out
+        assert code == 421 and b"shutting down" in lines[0]
+        w.expect_close()
+    final = sink.stop(timeout=10)
+    assert sink.proc.returncode == 0
+    assert final["messages"] == 0 and final["connections_current"] == 0
+
+
+ABANDONED = [
+    b"",
+    b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\nhalf a body",
+    b"EHLO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nBDAT 1000\r\nabc",
+    b"NOOP with a line that does not end",
+]
+
+
+def test_abrupt_disconnects_are_forgotten(start_sink):
+    sink = start_sink()
+    for script in ABANDONED:
+        for reset in (False, True):
+            w = greeted((sink.host, sink.port))
+            w.send(script)
+            if reset:  # SO_LINGER 0: close with RST
+                w.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            w.close()
+    send_messages(sink.host, sink.port, 1)
+    final = sink.stop()
+    assert final["connections_current"] == 0
+    assert final["messages"] == 1 and final["transactions"] == 1
 
 
 def _refused(host: str, port: int) -> bool:
@@ -234,15 +275,22 @@ def get(url: str) -> tuple[int, str, str]:
         return e.code, e.headers["Content-Type"], e.read().decode()
 
 
-def test_http_stats_endpoint(start_sink):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_http_stats_endpoint(start_sink, workers):
     port = free_port()
-    sink = start_sink("--stats-listen", f"127.0.0.1:{port}")
+    sink = start_sink("--stats-listen", f"127.0.0.1:{port}", "--workers", workers)
     wait_port("127.0.0.1", port)
-    send_messages(sink.host, sink.port, 3, rcpts=2)
-    status, ctype, body = get(f"http://127.0.0.1:{port}/stats")
-    assert status == 200 and ctype.startswith("application/json")
-    stats = json.loads(body)
-    assert (stats["messages"], stats["recipients"], stats["replies"]["354"]) == (3, 6, 3)
+    for _ in range(3):  # separate connections, so that with workers both may count
+        send_messages(sink.host, sink.port, 1, rcpts=2)
+
+    def stats():  # workers report to the parent every 250 ms
+        status, ctype, body = get(f"http://127.0.0.1:{port}/stats")
+        assert status == 200 and ctype.startswith("application/json")
+        snap = json.loads(body)
+        return snap if snap["messages"] == 3 else None
+
+    stats = wait_for(stats)
+    assert stats and (stats["recipients"], stats["replies"]["354"]) == (6, 3)
     status, ctype, body = get(f"http://127.0.0.1:{port}/metrics")
     assert status == 200 and ctype.startswith("text/plain")
     samples = [line for line in body.splitlines() if not line.startswith("#")]
@@ -265,7 +313,7 @@ def test_stats_interval_prints_lines(start_sink):
 
 # -- configuration errors -------------------------------------------------------------
 
-@pytest.mark.parametrize("content, expected", [
+BAD_SCENARIOS = [
     ("[sink]\nbogus = 1\n", "unknown key 'sink.bogus'"),
     ("[sink]\nmax_recipients = 5\n", "'sink.max_recipients'"),
     ("[sink]\nidle_timeout = \"soon\"\n", "'sink.idle_timeout'"),
@@ -273,19 +321,8 @@ def test_stats_interval_prints_lines(start_sink):
     ("[sink]\ncapture = \"tape:/dev/null\"\n", "'sink.capture'"),
     ("[sink\nworkers = 2\n", "not valid TOML"),
     (None, "no such scenario file"),
-])
-def test_bad_scenario_exits_2_with_one_line(tmp_path, content, expected):
-    path = tmp_path / "scenario.toml"
-    if content is not None:
-        path.write_text(content)
-    done = run_cli("sink", "--scenario", str(path), "--listen", "127.0.0.1:0")
-    assert done.returncode == 2
-    assert "Traceback" not in done.stderr and done.stdout == ""
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and str(path) in lines[0] and expected in lines[0], done.stderr
-
-
-@pytest.mark.parametrize("flags, key", [
+]
+BAD_FLAGS = [
     (["--idle-timeout", "soon"], "sink.idle_timeout"),
     (["--workers", "0"], "sink.workers"),
     (["--capture", "tape:/dev/null"], "sink.capture"),
@@ -297,24 +334,59 @@ def test_bad_scenario_exits_2_with_one_line(tmp_path, content, expected):
     (["--advertise", "PIPELINING,TELEPATHY"], "sink.advertise"),
     (["--stats-interval", "often"], "sink.stats_interval"),
     (["--workers", "2", "--listen", "unix:/tmp/smtpbench-never.sock"], "sink.workers"),
-])
-def test_bad_flag_value_exits_2_with_one_line(flags, key):
-    done = run_cli("sink", *flags)
-    assert done.returncode == 2
-    assert "Traceback" not in done.stderr and done.stdout == ""
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and key in lines[0], done.stderr
-
-
-@pytest.mark.parametrize("flags, named", [
+]
+UNPARSEABLE_FLAGS = [
     (["--max-connections", "many"], "--max-connections"),
     (["--no-such-flag"], "--no-such-flag"),
     (["--loop", "trio"], "--loop"),
-])
-def test_unparseable_flag_exits_2(flags, named):
-    done = run_cli("sink", *flags)
+]
+
+
+@pytest.fixture(scope="module")
+def cli_errors(tmp_path_factory):
+    """Every bad configuration above, each in its own ``smtpbench sink`` process, run at once."""
+    folder = tmp_path_factory.mktemp("scenarios")
+    argvs, paths = [], []
+    for i, (content, _) in enumerate(BAD_SCENARIOS):
+        path = folder / f"scenario-{i}.toml"
+        if content is not None:
+            path.write_text(content)
+        paths.append(str(path))
+        argvs.append(["sink", "--scenario", str(path), "--listen", "127.0.0.1:0"])
+    argvs += [["sink", *flags] for flags, _ in BAD_FLAGS + UNPARSEABLE_FLAGS]
+    done = run_clis(argvs)
+    n = len(BAD_SCENARIOS)
+    return {"scenario": list(zip(paths, done[:n])), "flag": done[n:n + len(BAD_FLAGS)],
+            "unparseable": done[n + len(BAD_FLAGS):]}
+
+
+def one_error_line(done: subprocess.CompletedProcess) -> str:
+    """Exit 2, nothing on stdout, no traceback, and exactly one line on stderr."""
+    assert done.returncode == 2, done
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("case", range(len(BAD_SCENARIOS)))
+def test_bad_scenario_exits_2_with_one_line(cli_errors, case):
+    path, done = cli_errors["scenario"][case]
+    line = one_error_line(done)
+    assert path in line and BAD_SCENARIOS[case][1] in line
+
+
+@pytest.mark.parametrize("case", range(len(BAD_FLAGS)))
+def test_bad_flag_value_exits_2_with_one_line(cli_errors, case):
+    assert BAD_FLAGS[case][1] in one_error_line(cli_errors["flag"][case])
+
+
+@pytest.mark.parametrize("case", range(len(UNPARSEABLE_FLAGS)))
+def test_unparseable_flag_exits_2(cli_errors, case):
+    done = cli_errors["unparseable"][case]
     assert done.returncode == 2
-    assert "Traceback" not in done.stderr and named in done.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in done.stderr
+    assert UNPARSEABLE_FLAGS[case][1] in done.stderr.strip().splitlines()[-1]
 
 
 def test_port_in_use_exits_2(start_sink):
