@@ -152,6 +152,8 @@ class Load(_Table):
     tls_resume: bool = True    # offer the last TLS session again (resumption)
     auth: Auth | None = None
     bdat: Literal["when-offered", "never"] = "when-offered"  # RFC 3030 CHUNKING instead of DATA
+    retries: int = Field(0, ge=0)  # resend a message deferred with 4xx this many times at most
+    retry_schedule: list[Duration] = Field(default_factory=lambda: [1.0])  # wait before retry k (last repeats)
     timeouts: Timeouts = Field(default_factory=Timeouts)
 
     @model_validator(mode="after")

@@ -17,9 +17,10 @@ from ..protocol.client import BANNER, CLOSED, DONE, FAILED, READY, REPLY, TLS_ST
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("runner", "session", "transport", "mark", "deadline", "txn_intended", "txn_start",
-                 "txn_size", "txn", "pending", "sent", "closed", "opened_at", "t0", "rec", "_paused", "idle")
+                 "txn_size", "txn", "out", "attempt", "retry", "pending", "sent", "closed", "opened_at", "t0", "rec", "_paused", "idle")
 
-    def __init__(self, runner, session: ClientSession, opened_at: int, pending: int | None = None):
+    def __init__(self, runner, session: ClientSession, opened_at: int, pending: int | None = None,
+                 retry: tuple | None = None):
         self.runner = runner
         self.pending = pending         # µs: intended time of the message waiting for this connection (None: none)
         self.rec = runner.recorder
@@ -33,6 +34,9 @@ class ClientConnection(asyncio.Protocol):
         self.txn_start = 0
         self.txn_size = 0
         self.txn: Transaction | None = None
+        self.out = None                # the message in flight (kept for a retry)
+        self.attempt = 0               # 0 for a first try
+        self.retry = retry             # (outgoing, attempt) the pending message is a retry of
         self.sent = 0                  # transactions started on this connection
         self.closed = False
         self.idle = False

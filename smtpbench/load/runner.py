@@ -23,7 +23,7 @@ from collections import deque
 from time import monotonic_ns
 
 from ..addresses import Address
-from ..protocol.client import BANNER, PHASES, ClientSession, Transaction
+from ..protocol.client import BANNER, PHASES, S_READY, ClientSession, Transaction
 from ..scenario import Scenario
 from .connection import ClientConnection
 from .pacing import Profile, Schedule
@@ -113,6 +113,8 @@ class Runner:
         self.connections: set[ClientConnection] = set()
         self.idle: deque[ClientConnection] = deque()
         self.waiting: deque[int] = deque()   # open loop: intended times of arrivals without a connection
+        self.retry_ready: deque[tuple] = deque()  # open loop: (intended, outgoing, attempt) due again
+        self.retrying: dict[object, tuple] = {}   # timer handle -> (intended, outgoing, attempt) waiting to retry
         self.opening = 0
         self.issued = 0      # messages begun or failed before begin (counts toward the limit)
         self.in_flight = 0
@@ -132,13 +134,13 @@ class Runner:
         self.opening += 1
         asyncio.ensure_future(self._open(pending))
 
-    async def _open(self, pending: int) -> None:
+    async def _open(self, pending: int | None, retry: tuple | None = None) -> None:
         loop = asyncio.get_running_loop()
         started = self.now()
         implicit = self.load.tls == "implicit"
         session = ClientSession(self.load.helo, self.load.pipelining, self.lmtp, tls=self.load.tls,
                                 auth=self.auth, tls_active=implicit)
-        factory = lambda: ClientConnection(self, session, started, pending)  # noqa: E731
+        factory = lambda: ClientConnection(self, session, started, pending, retry)  # noqa: E731
         try:
             t = self.target
             coro = (loop.create_unix_connection(factory, t.path) if t.path
@@ -208,7 +210,8 @@ class Runner:
             return
         intended, conn.pending = conn.pending, None
         if intended is not None:
-            self._begin(conn, intended, now, start=conn.opened_at)
+            retry, conn.retry = conn.retry, None
+            self._begin(conn, intended, now, start=conn.opened_at, retry=retry)
         else:
             conn.quit()
 
@@ -270,13 +273,19 @@ class Runner:
     def _may_begin(self, now: int) -> bool:
         return not self.stopping and now < self.end_us and self.issued < self.limit
 
-    def _begin(self, conn: ClientConnection, intended: int, now: int, start: int | None = None) -> None:
-        out = self.factory.next()
+    def _begin(self, conn: ClientConnection, intended: int, now: int, start: int | None = None,
+               retry: tuple | None = None) -> None:
+        """Start a message on a READY connection: a new one, or ``retry`` = (outgoing, attempt)."""
+        out, attempt = retry if retry is not None else (self.factory.next(), 0)
         bdat = self.factory.bdat_pieces(out) if self.bdat and conn.session.capabilities.has("CHUNKING") else None
-        txn = Transaction(out.mail_from, out.rcpts, out.pieces, out.size, out.smtputf8, out.eight_bit, bdat)
+        # Octets as sent: BDAT carries the message unstuffed, so it is shorter than the DATA form.
+        size = out.size if bdat is None else sum(map(len, bdat))
+        txn = Transaction(out.mail_from, out.rcpts, out.pieces, size, out.smtputf8, out.eight_bit, bdat)
         self.in_flight += 1
         self.recorder.started(now)
         conn.txn = txn
+        conn.out = out
+        conn.attempt = attempt
         conn.begin(txn, intended, now)
         if start is not None:
             conn.txn_start = start
@@ -290,6 +299,16 @@ class Runner:
         if ok:
             rec.ok(intended, conn.txn_start, now, conn.txn_size)
             self.ok += 1
+        elif 400 <= failure[1].code < 500 and conn.attempt < self.load.retries and failure[1].code != 421:
+            # Deferred (RFC 5321 §4.2.5: 4xx means try again later) and the scenario asks to:
+            # the same message goes again after the schedule's wait; its intended start stays,
+            # so the wait shows in its response time.
+            phase, reply = failure
+            rec.error(now, phase, reply.code, "deferred", reply.text)
+            rec.totals["retries"] += 1
+            self._schedule_retry(conn, intended, conn.out, conn.attempt + 1)
+            self._check_done()
+            return
         else:
             phase, reply = failure
             self._fail(now, intended, phase, reply.code, "reply", reply.text, counted=True)
@@ -320,6 +339,40 @@ class Runner:
                     self._begin(conn, intended_next, now)
         self._check_done()
 
+    def _schedule_retry(self, conn: ClientConnection, intended: int, out, attempt: int) -> None:
+        schedule = self.load.retry_schedule or [1.0]
+        wait = schedule[min(attempt - 1, len(schedule) - 1)]
+        item = (intended, out, attempt)
+        loop = asyncio.get_running_loop()
+        if self.open_loop:
+            # The connection serves other arrivals meanwhile.
+            if self.mpc and conn.sent >= self.mpc:
+                conn.quit()
+            else:
+                self._make_idle(conn)
+            handle = loop.call_later(wait, self._retry_due, None, item)
+        else:
+            # Closed loop: the session itself waits, then sends the same message again.
+            handle = loop.call_later(wait, self._retry_due, conn, item)
+        self.retrying[handle] = item
+        if self.open_loop:
+            self._dispatch()
+
+    def _retry_due(self, conn: ClientConnection | None, item: tuple) -> None:
+        for handle, it in list(self.retrying.items()):
+            if it is item:
+                del self.retrying[handle]
+                break
+        intended, out, attempt = item
+        if conn is None:
+            self.retry_ready.append(item)
+            self._dispatch()
+        elif not conn.closed and conn.session.state == S_READY:
+            self._begin(conn, intended, self.now(), retry=(out, attempt))
+        else:
+            self.opening += 1
+            asyncio.ensure_future(self._open(intended, retry=(out, attempt)))
+
     def _think_over(self, conn: ClientConnection, intended: int) -> None:
         if conn.closed:
             self._fail(self.now(), intended, "connect", 0, "closed", "connection closed during think time")
@@ -334,12 +387,16 @@ class Runner:
 
     def _dispatch(self) -> None:
         now = self.now()
-        while self.waiting and self.idle:
+        while (self.retry_ready or self.waiting) and self.idle:
             conn = self.idle.popleft()
             if conn.closed:
                 continue
-            self._begin(conn, self.waiting.popleft(), now)
-        want = len(self.waiting) - self.opening
+            if self.retry_ready:
+                intended, out, attempt = self.retry_ready.popleft()
+                self._begin(conn, intended, now, retry=(out, attempt))
+            else:
+                self._begin(conn, self.waiting.popleft(), now)
+        want = len(self.waiting) + len(self.retry_ready) - self.opening
         room = self.load.max_connections // self.count + (1 if self.index < self.load.max_connections % self.count else 0)
         room = max(room, 1) - len(self.connections) - self.opening
         for _ in range(max(0, min(want, room))):
@@ -379,7 +436,8 @@ class Runner:
         return sum(1 for c in self.connections if c.pending is not None)
 
     def _check_done(self) -> None:
-        if self.stopping and self.in_flight == 0 and not self._pending() and not self.waiting and self.opening == 0:
+        if (self.stopping and self.in_flight == 0 and not self._pending() and not self.waiting and self.opening == 0
+                and not self.retrying and not self.retry_ready):
             self._all_done.set()
 
     async def _tick(self) -> None:
@@ -462,6 +520,12 @@ class Runner:
                 conn.pending = None
         while self.waiting:
             self._fail(now, self.waiting.popleft(), "queue", 0, "not_sent", "run ended before a connection was free")
+        for handle, (intended, _, _) in list(self.retrying.items()):
+            handle.cancel()
+            self._fail(now, intended, "retry", 0, "not_sent", "run ended before the retry was due")
+        self.retrying.clear()
+        while self.retry_ready:
+            self._fail(now, self.retry_ready.popleft()[0], "retry", 0, "not_sent", "run ended before the retry was sent")
         # Let QUITs finish so servers see clean closes (bounded).
         for _ in range(50):
             if not self.connections:
