@@ -143,6 +143,40 @@ def test_max_connections(start_sink):
     assert final["replies"]["421"] == final["connections_refused"]
 
 
+def test_size_and_recipient_limits_with_smtplib(start_sink):
+    sink = start_sink("--max-message-size", "2KiB", "--max-recipients", "100")
+    rcpts = [f"r{i}@example.net" for i in range(101)]
+    big = MSG + b"x" * 3000 + b"\r\n"
+    with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
+        client.ehlo()
+        assert client.esmtp_features["size"] == "2048"
+        refused = client.sendmail("a@example.org", rcpts, MSG)  # RFC 5321 §4.5.3.1.10
+        assert list(refused) == [rcpts[-1]] and refused[rcpts[-1]][0] == 452
+        with pytest.raises(smtplib.SMTPSenderRefused) as e:  # smtplib declares SIZE=: refused at MAIL
+            client.sendmail("a@example.org", rcpts[:1], big)
+        assert e.value.smtp_code == 552
+        client.rset()
+        # Not declared: the whole body is read, then refused after the terminator.
+        assert client.docmd("MAIL", "FROM:<a@example.org>")[0] == 250
+        assert client.docmd("RCPT", "TO:<b@example.net>")[0] == 250
+        assert client.data(big)[0] == 552
+        assert client.sendmail("a@example.org", rcpts[:1], MSG) == {}
+    final = sink.stop()
+    assert (final["messages"], final["recipients"]) == (2, 101)
+    assert final["replies"]["552"] == 2 and final["replies"]["452"] == 1
+
+
+def test_hidden_extensions_are_not_offered(start_sink):
+    sink = start_sink("--hide", "SMTPUTF8", "--hide", "PIPELINING")
+    with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
+        client.ehlo()
+        assert not client.has_extn("smtputf8") and not client.has_extn("pipelining")
+        assert client.has_extn("size") and client.has_extn("8bitmime")
+        with pytest.raises(smtplib.SMTPNotSupportedError):
+            client.sendmail("δ@example.org", ["b@example.net"], MSG, mail_options=["SMTPUTF8"])
+    sink.stop()
+
+
 def test_idle_timeout(start_sink):
     sink = start_sink("--idle-timeout", "1s")
     idle = greeted((sink.host, sink.port))
