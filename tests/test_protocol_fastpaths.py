@@ -6,12 +6,15 @@ check the claims against the general code, on inputs drawn to hit the
 edges (special characters, limits, splits), not on speed.
 """
 
+import re
+
 import pytest
 from hypothesis import given, strategies as st
 
 from smtpbench.protocol.commands import _SIMPLE_PATHS, _parse_path, parse_path_and_params
+from smtpbench.protocol.data import TERMINATOR, _long_line_after, find_terminator
 from smtpbench.protocol.errors import ProtocolError
-from smtpbench.protocol.limits import MAX_PATH
+from smtpbench.protocol.limits import MAX_PATH, MAX_TEXT_LINE
 
 PATH_PIECES = st.lists(
     st.sampled_from([b"a", b"Z", b"0", b"_", b".", b"..", b"+", b"=", b"-", b"@", b"<", b">", b'"', b"\\",
@@ -49,3 +52,34 @@ def test_parse_path_and_params_matches_general_parser(arg):
         assert (got.value.code, got.value.status, got.value.text) == (e.code, e.status, e.text)
     else:
         assert parse_path_and_params(arg, b"FROM:", True) == expected
+
+
+# -- DATA: terminator search and the 1000-octet line check --------------------
+
+BODY = st.lists(
+    st.sampled_from([b"x", b".", b"..", b"\r", b"\n", b"\r\n", b"\r\n.", b".\r\n", b"\r\n.\r\n", b"\n.\n",
+                     b"x" * 80, b"x" * (MAX_TEXT_LINE - 2), b"x" * (MAX_TEXT_LINE - 1), b"x" * MAX_TEXT_LINE]),
+    max_size=30,
+).map(b"".join)
+
+# The plain statement of the rule: an LF followed by MAX_TEXT_LINE non-LF octets.
+LONG_LINE = re.compile(rb"\n[^\n]{%d}" % MAX_TEXT_LINE)
+
+
+@given(BODY)
+def test_find_terminator_is_find(body):
+    assert find_terminator(body) == body.find(TERMINATOR)
+
+
+def test_find_terminator_after_many_dots():
+    body = b"a. b. c. d. e. f. g. h. i. j. k.\r\n.x\r\n..\r\n.\r\nMAIL"
+    assert find_terminator(body) == body.find(TERMINATOR) > 0
+
+
+@given(BODY, st.integers(0, 40), st.integers(0, 40))
+def test_long_line_after_is_the_regex(body, skip, cut):
+    end = max(0, len(body) - cut)
+    lf = body.find(b"\n", min(skip, end), end)
+    if lf < 0:
+        return
+    assert _long_line_after(body, lf, end) == bool(LONG_LINE.search(body[:end], lf))
