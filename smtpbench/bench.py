@@ -104,3 +104,52 @@ def crosscheck(result: dict, sink: dict) -> dict:
 
         result["verdict"] = verdict(result)
     return check
+
+
+def wait_for_delivery(sink: EmbeddedSink, run_id: str, accepted: int, drain: float, poll: float = 0.5) -> tuple[float, bool]:
+    """Relay mode: wait until the sink saw ``accepted`` stamped messages of this run, or ``drain`` s.
+
+    Returns (seconds waited, drained). The sink's stats file is rewritten every second.
+    """
+    started = time.monotonic()
+    while True:
+        seen = sink.final().get("relay_runs", {}).get(run_id, 0)
+        waited = time.monotonic() - started
+        if seen >= accepted:
+            return waited, True
+        if waited >= drain:
+            return waited, False
+        time.sleep(poll)
+
+
+def relay_run(scenario: Scenario, folder: str, run_id: str, target: Address, listen: str | None, execute) -> dict:
+    """``bench --relay``: load against the server under test, the sink as its final destination.
+
+    ``execute(scenario, target)`` runs the load and returns the result (with the
+    generator's record of accepted messages in ``result["_relay_accepted"]``).
+    """
+    from .relay import relay_section
+    from .sink.relay import read_relay_log
+
+    os.makedirs(folder, exist_ok=True)
+    log = os.path.abspath(os.path.join(folder, "relay.log"))
+    sink_scenario = scenario.model_copy(update={"sink": scenario.sink.model_copy(update={"relay_log": log})})
+    sink = EmbeddedSink(sink_scenario, folder, listen or scenario.relay.listen)
+    sink.start()
+    try:
+        result = execute(scenario, target)
+        accepted = result.pop("_relay_accepted")
+        waited, drained = wait_for_delivery(sink, run_id, len(accepted), scenario.relay.drain)
+    finally:
+        final = sink.stop()
+    arrivals = read_relay_log(log, run_id)
+    t0 = result["totals"].get("t0_wall_us", 0)
+    section = relay_section(accepted, arrivals, t0, drain_s=waited, drained=drained,
+                            clock_offset_ms=scenario.relay.clock_offset_ms,
+                            same_host=scenario.relay.clock_offset_ms == 0)
+    result["sink"] = final
+    result["relay"] = section
+    from .results import verdict
+
+    result["verdict"] = verdict(result)
+    return result

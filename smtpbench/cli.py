@@ -73,6 +73,10 @@ def _bench_parser(sub) -> None:
     _add_load_flags(p)
     p.add_argument("--listen", metavar="ADDR", help="where the embedded sink listens (default 127.0.0.1 on a free port)")
     p.add_argument("--no-report", action="store_true", help="write result.json only")
+    p.add_argument("--relay", action="store_true", default=None,
+                   help="relay benchmark: load --target, the sink as its final destination ([relay] table)")
+    p.add_argument("--relay-listen", metavar="ADDR", help="where the final-destination sink listens (default [relay] listen)")
+    p.add_argument("--drain", metavar="DURATION", help="relay: how long to wait for the queue to drain")
 
 
 def _add_load_flags(p: argparse.ArgumentParser) -> None:
@@ -133,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("scenarios", help="list the scenario library", description="List scenarios with their descriptions.")
     p.add_argument("--dir", default=None, help="folder to list (default: ./scenarios)")
     _report_parsers(sub)
+    _locust_parser(sub)
     return parser
 
 
@@ -197,7 +202,8 @@ def _new_run_id(name: str) -> str:
 
 
 def _exit_code(result: dict) -> int:
-    return {"ok": EXIT_OK, "thresholds_failed": EXIT_THRESHOLDS, "invalid": EXIT_INVALID}[result["verdict"]]
+    return {"ok": EXIT_OK, "thresholds_failed": EXIT_THRESHOLDS, "delivery_failed": EXIT_THRESHOLDS,
+            "invalid": EXIT_INVALID}[result["verdict"]]
 
 
 def execute_load(scenario, target, kind: str, run_id: str) -> dict:
@@ -234,14 +240,23 @@ def _one_run(scenario, args, kind: str, folder: str, run_id: str, target=None) -
     from .bench import EmbeddedSink, crosscheck
     from .results import save
 
-    sink = None
-    if target is None:
-        sink = EmbeddedSink(scenario, folder, args.listen or "127.0.0.1:0")
-        target = sink.start()
-    try:
-        result = execute_load(scenario, target, kind, run_id)
-    finally:
-        final = sink.stop() if sink else None
+    sink = final = None
+    if scenario.relay.enabled:
+        if target is None:
+            raise ScenarioError("relay mode measures a server under test: give --target HOST:PORT "
+                                "(the server that relays to the sink at [relay] listen)")
+        from .bench import relay_run
+
+        result = relay_run(scenario, folder, run_id, target, getattr(args, "relay_listen", None),
+                           lambda sc, t: execute_load(sc, t, kind, run_id))
+    else:
+        if target is None:
+            sink = EmbeddedSink(scenario, folder, args.listen or "127.0.0.1:0")
+            target = sink.start()
+        try:
+            result = execute_load(scenario, target, kind, run_id)
+        finally:
+            final = sink.stop() if sink else None
     if final is not None:
         crosscheck(result, final)
     path = save(result, folder)
@@ -276,12 +291,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .console import summary_text
+    from .console import relay_text, summary_text
 
     if args.scenario_file and args.scenario:
         raise ScenarioError("give the scenario once: as SCENARIO or as --scenario")
     args.scenario = args.scenario_file or args.scenario
     scenario, source = _scenario_with_flags(args)
+    if args.relay or args.drain or args.relay_listen:
+        scenario = override(scenario, f"{source} (with command-line flags)", relay__enabled=True if args.relay else None,
+                            relay__drain=args.drain, relay__listen=args.relay_listen)
     target = _target(args, scenario, source) if args.target else None
     if scenario.sweep is not None:
         return _sweep(scenario, args, "bench", target)
@@ -292,6 +310,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         c = result["crosscheck"]
         state = "ok" if c["passed"] else "MISMATCH"
         print(f"  cross-check: client saw {c['client_ok']:,} accepted, sink counted {c['sink_messages']:,} [{state}]")
+    if result.get("relay"):
+        print(relay_text(result["relay"]))
     if result.get("report"):
         print(f"  report: {result['report']}")
     return _exit_code(result)
@@ -399,8 +419,57 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _locust_parser(sub) -> None:
+    p = sub.add_parser("locust", help="run a scenario on Locust: a local master and N worker processes",
+                       description="Start a headless Locust master with --expect-workers N and N worker processes on "
+                                   "this machine, run the scenario with the ready locustfile, and write the same "
+                                   "result.json as `run` (see README: Distributed runs with Locust).")
+    p.add_argument("scenario_file", nargs="?", metavar="SCENARIO", help="scenario TOML file")
+    p.add_argument("--scenario", "-s", metavar="FILE", help=argparse.SUPPRESS)
+    p.add_argument("--workers", "-w", metavar="N",
+                   help="Locust worker processes, or 'auto' (= CPU count); 0 = one --headless process "
+                        "(default: the scenario's load.processes)")
+    p.add_argument("--target", "-t", metavar="ADDR", help="HOST:PORT, [IPv6]:PORT or unix:/path (default: the scenario's [target])")
+    p.add_argument("--duration", "-d", metavar="DURATION", help="stop after this long, e.g. 30s")
+    p.add_argument("--out", "-o", metavar="DIR", help="run folder (default: results/<run-id>)")
+    p.add_argument("--phases", action="store_true", help="also one Locust request per SMTP phase")
+    p.add_argument("--locust-arg", action="append", default=[], metavar="ARG",
+                   help="pass ARG on to the Locust master (repeatable), e.g. --locust-arg=--csv=results/locust")
+    p.add_argument("--no-report", action="store_true", help="write result.json only")
+
+
+def cmd_locust(args: argparse.Namespace) -> int:
+    import os
+
+    from .integrations.cluster import launch
+
+    if args.scenario_file and args.scenario:
+        raise ScenarioError("give the scenario once: as SCENARIO or as --scenario")
+    path = args.scenario_file or args.scenario
+    source = path or "<defaults>"
+    scenario = override(load(path), f"{source} (with command-line flags)", load__duration=args.duration)
+    target = _target(args, scenario, source)
+    text = args.workers or str(scenario.load.processes)
+    if text != "auto" and not text.isdigit():
+        raise ScenarioError(f"--workers: expected a number of processes (0 = one --headless process) or 'auto', got {text!r}")
+    workers = resolve_workers(text) if text != "0" else 0
+    run_id = _new_run_id(scenario.name)
+    folder = args.out or f"results/{run_id}"
+    code = launch(scenario, str(target), workers, folder, run_id, args.phases, args.locust_arg)
+    result_path = os.path.join(folder, "result.json")
+    if not os.path.exists(result_path):
+        print(f"smtpbench locust: no result was written (Locust exited with {code}); see {folder}/", file=sys.stderr)
+        return code or EXIT_INVALID
+    if not args.no_report:
+        report = _write_report(result_path, os.path.join("reports", run_id))
+        if report:
+            print(f"  report: {report}")
+    return code
+
+
 COMMANDS = {"sink": cmd_sink, "run": cmd_run, "bench": cmd_bench, "validate": cmd_validate,
-            "scenarios": cmd_scenarios, "report": cmd_report, "compare": cmd_compare}
+            "scenarios": cmd_scenarios, "report": cmd_report, "compare": cmd_compare,
+            "locust": cmd_locust}
 
 
 def main(argv: list[str] | None = None) -> int:

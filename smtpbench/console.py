@@ -41,6 +41,23 @@ def summary_text(result: dict, path: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def relay_text(relay: dict) -> str:
+    """The relay section of a bench summary: accepted vs delivered, and how long delivery took."""
+    lat, q = relay["delivery_latency"], relay["queue_time"]
+    state = "ok" if relay["passed"] else "FAILED"
+    lines = [
+        f"  relay: accepted {relay['accepted']:,}  delivered {relay['delivered']:,}  lost {relay['lost']:,}"
+        f"  duplicated {relay['duplicates']:,}  unexpected {relay['unexpected']:,}  [{state}]",
+        f"    drained in {relay['drain_s']:.1f}s" + ("" if relay["drained"] else " (NOT drained: drain period ended)"),
+    ]
+    for label, s in (("delivery", lat), ("queued", q)):
+        if s.get("count"):
+            lines.append(f"    {label:<10}" + "".join(f"{format_us(s[p]):>10}" for p in PCTS))
+    if relay["lost_examples"]:
+        lines.append(f"    lost seq (first {len(relay['lost_examples'])}): {relay['lost_examples']}")
+    return "\n".join(lines)
+
+
 class Progress:
     """A live progress bar on a terminal (elapsed, sent, OK, failed, rate, p99); silent when piped."""
 

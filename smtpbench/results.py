@@ -113,6 +113,8 @@ def build_result(scenario: Scenario, merged: dict, *, run_id: str, kind: str, co
              for (p, c, k), (n, first, last, text) in merged["errors"].items()),
             key=lambda e: -e["count"]),
     }
+    if scenario.relay.enabled:
+        result["_relay_accepted"] = merged.get("relay_accepted", [])  # bench --relay joins and removes it
     result["health"] = _health(result, merged, series)
     result["thresholds"] = evaluate(scenario.thresholds, result)
     result["verdict"] = verdict(result)
@@ -129,6 +131,8 @@ def verdict(result: dict) -> str:
         return "invalid"
     if any(not t["passed"] for t in result["thresholds"]):
         return "thresholds_failed"
+    if "relay" in result and not result["relay"]["passed"]:
+        return "delivery_failed"  # messages the server accepted were lost or duplicated
     return "ok"
 
 

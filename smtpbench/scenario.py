@@ -92,6 +92,7 @@ class Sink(_Table):
     auth_mechanisms: list[Literal["PLAIN", "LOGIN"]] = Field(default_factory=lambda: ["PLAIN", "LOGIN"])
     auth_required: bool = False  # 530 to MAIL before AUTH (RFC 4954 §6)
     auth_users: dict[str, str] = Field(default_factory=dict)  # empty: any credentials pass
+    relay_log: str = ""  # relay mode: log stamped arrivals here (see smtpbench.sink.relay)
     faults: list[Fault] = Field(default_factory=list)
     greylist: Greylist | None = None
     rate_limit: RateLimit | None = None
@@ -306,6 +307,15 @@ class Sweep(_Table):
     values: list[Union[int, float, str]] = Field(min_length=1)
 
 
+class Relay(_Table):
+    """``[relay]``: measure delivery through the server under test to the sink (``bench --relay``)."""
+
+    enabled: bool = False
+    listen: str = "127.0.0.1:2526"   # where the sink (the final destination) listens
+    drain: Duration = 30.0           # after the load: how long to wait for the queue to empty
+    clock_offset_ms: float = 0.0     # sink clock minus generator clock, when on different machines
+
+
 class Scenario(_Table):
     """A whole scenario file, resolved: every default filled in."""
 
@@ -318,6 +328,7 @@ class Scenario(_Table):
     message: Message = Field(default_factory=Message)
     thresholds: dict[str, Union[str, float]] = Field(default_factory=dict)
     sweep: Sweep | None = None
+    relay: Relay = Field(default_factory=Relay)
 
     @model_validator(mode="after")
     def _sweep_values(self) -> "Scenario":

@@ -17,7 +17,7 @@ from ..protocol.client import BANNER, CLOSED, DONE, FAILED, READY, REPLY, TLS_ST
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("runner", "session", "transport", "mark", "deadline", "txn_intended", "txn_start",
-                 "txn_size", "txn", "out", "attempt", "retry", "pending", "sent", "closed", "opened_at", "t0", "rec", "_paused", "idle")
+                 "txn_size", "txn", "out", "attempt", "retry", "sent_wall", "begun", "pending", "sent", "closed", "opened_at", "t0", "rec", "_paused", "idle")
 
     def __init__(self, runner, session: ClientSession, opened_at: int, pending: int | None = None,
                  retry: tuple | None = None):
@@ -36,6 +36,8 @@ class ClientConnection(asyncio.Protocol):
         self.txn: Transaction | None = None
         self.out = None                # the message in flight (kept for a retry)
         self.attempt = 0               # 0 for a first try
+        self.sent_wall = 0             # wall-clock µs the message in flight was stamped with
+        self.begun = 0                 # µs: when it was begun on this connection
         self.retry = retry             # (outgoing, attempt) the pending message is a retry of
         self.sent = 0                  # transactions started on this connection
         self.closed = False
@@ -102,6 +104,7 @@ class ClientConnection(asyncio.Protocol):
         """Start a transaction (MAIL…DATA go out now, pipelined when offered)."""
         self.txn_intended = intended
         self.txn_start = now
+        self.begun = now
         self.txn_size = txn.size
         self.sent += 1
         self.idle = False

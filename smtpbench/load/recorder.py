@@ -177,7 +177,9 @@ def merge_exports(exports: list[dict]) -> dict:
     intervals: dict[int, dict] = {}
     for ex in exports:
         for k, v in ex["totals"].items():
-            if k == "first_end":
+            if k == "t0_wall_us":
+                out["totals"][k] = min(out["totals"].get(k) or v, v)
+            elif k == "first_end":
                 out["totals"][k] = min(out["totals"].get(k) or 1 << 62, v)
             elif k == "last_end":
                 out["totals"][k] = max(out["totals"].get(k, 0), v)
@@ -209,6 +211,7 @@ def merge_exports(exports: list[dict]) -> dict:
                 e[0] += count
                 e[1] = min(e[1], first)
                 e[2] = max(e[2], last)
+    out["relay_accepted"] = [row for ex in exports for row in ex.get("relay_accepted", ())]
     out["hist"] = hists
     out["phase_hist"] = phases
     out["interval_data"] = intervals

@@ -110,6 +110,7 @@ class Runner:
             self.ssl = client_context(load.tls_verify, load.tls_resume)
         self.auth = (load.auth.mechanism, load.auth.username, load.auth.password) if load.auth else None
         self.bdat = load.bdat == "when-offered"
+        self.relay_log: list[tuple[int, int, int]] | None = [] if scenario.relay.enabled else None
         self.connections: set[ClientConnection] = set()
         self.idle: deque[ClientConnection] = deque()
         self.waiting: deque[int] = deque()   # open loop: intended times of arrivals without a connection
@@ -277,10 +278,21 @@ class Runner:
                retry: tuple | None = None) -> None:
         """Start a message on a READY connection: a new one, or ``retry`` = (outgoing, attempt)."""
         out, attempt = retry if retry is not None else (self.factory.next(), 0)
+        # The send time (wall clock, µs) as the first header line: a sink behind the server
+        # under test reads it to measure delivery latency (relay mode).
+        sent_wall = time.time_ns() // 1000
+        stamp = b"X-Smtpbench-Sent: %d\r\n" % sent_wall
         bdat = self.factory.bdat_pieces(out) if self.bdat and conn.session.capabilities.has("CHUNKING") else None
-        # Octets as sent: BDAT carries the message unstuffed, so it is shorter than the DATA form.
-        size = out.size if bdat is None else sum(map(len, bdat))
-        txn = Transaction(out.mail_from, out.rcpts, out.pieces, size, out.smtputf8, out.eight_bit, bdat)
+        if bdat is None:
+            pieces = (stamp, *out.pieces)
+            size = out.size + len(stamp)
+        else:
+            # Octets as sent: BDAT carries the message unstuffed, so it is shorter than the DATA form.
+            bdat = (stamp, *bdat)
+            pieces = out.pieces
+            size = sum(map(len, bdat))
+        txn = Transaction(out.mail_from, out.rcpts, pieces, size, out.smtputf8, out.eight_bit, bdat)
+        conn.sent_wall = sent_wall
         self.in_flight += 1
         self.recorder.started(now)
         conn.txn = txn
@@ -299,6 +311,9 @@ class Runner:
         if ok:
             rec.ok(intended, conn.txn_start, now, conn.txn_size)
             self.ok += 1
+            if self.relay_log is not None:
+                # What the server under test accepted, when (wall clock): joined with the sink's arrivals.
+                self.relay_log.append((conn.out.seq, conn.sent_wall, conn.sent_wall + now - conn.begun))
         elif 400 <= failure[1].code < 500 and conn.attempt < self.load.retries and failure[1].code != 421:
             # Deferred (RFC 5321 §4.2.5: 4xx means try again later) and the scenario asks to:
             # the same message goes again after the schedule's wait; its intended start stays,
@@ -535,4 +550,7 @@ class Runner:
             t.cancel()
         self.recorder.totals["duration_us"] = self.now()
         self.recorder.totals["issued"] = self.issued
-        return self.recorder.export()
+        self.recorder.totals["t0_wall_us"] = time.time_ns() // 1000 - self.now()
+        export = self.recorder.export()
+        export["relay_accepted"] = self.relay_log or []
+        return export

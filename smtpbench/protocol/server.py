@@ -45,6 +45,7 @@ class ServerConfig:
     max_recipients: int = 1000  # at least MIN_RECIPIENTS (RFC 5321 §4.5.3.1.8)
     max_errors: int = 20  # then 421 and close, as Postfix's smtpd_hard_error_limit
     keep_body: bool = False
+    keep_head: int = 0  # octets of each message's start kept even in discard mode (header parsing)
     check_line_length: bool = True
     lmtp: bool = False
     tls_active: bool = False
@@ -82,6 +83,7 @@ class Envelope:
     rcpt_to: list[str] = field(default_factory=list)
     helo: str = ""
     smtputf8: bool = False
+    head: bytes = b""  # the first octets of the message, when the config keeps them (relay mode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -482,13 +484,15 @@ class ServerSession:
         if self._bdat_size:
             raise ProtocolError(503, "5.5.1", "DATA after BDAT (RFC 3030 4.2)")
         self._data = DataReceiver(self.config.keep_body, self.config.max_message_size,
-                                  self.config.check_line_length)
+                                  self.config.check_line_length, self.config.keep_head)
         self.state = DATA
         self.reply(354, "", "End data with <CR><LF>.<CR><LF>")
 
     def _end_of_data(self) -> None:
         rx = self._data
         self._data = None
+        if rx.head_limit:
+            self.envelope.head = rx.head()
         if rx.oversize:
             self._finish(None, rx.size, (552, "5.3.4", "Message size exceeds fixed limit"))
         elif rx.long_line:
@@ -579,6 +583,9 @@ class ServerSession:
             self._bdat_size += take
             if self.config.keep_body and self._bdat_size <= self.config.max_message_size:
                 self._bdat_parts.append(bytes(buf[pos:pos + take]))
+            elif self.config.keep_head and len(self.envelope.head) < self.config.keep_head:
+                room = self.config.keep_head - len(self.envelope.head)
+                self.envelope.head += bytes(buf[pos:pos + min(take, room)])
         pos += take
         if self._bdat_left == 0:
             self._bdat_done()

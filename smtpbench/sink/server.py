@@ -13,18 +13,23 @@ from ..scenario import Sink
 from .capture import Capture, open_capture
 from .connection import SinkConnection
 from .faults import FaultHooks, FaultPolicy
+from .relay import HEAD_OCTETS, RelayLog
 from .stats import SinkStats
 
 
 class SinkHooks(ServerHooks):
     """Policy for the sink: store accepted messages when capturing."""
 
-    def __init__(self, capture: Capture, stats: SinkStats, users: dict[str, str] | None = None):
+    def __init__(self, capture: Capture, stats: SinkStats, users: dict[str, str] | None = None,
+                 relay: RelayLog | None = None):
         self.capture = capture
         self.stats = stats
         self.users = users or {}
+        self.relay = relay
 
     def message(self, envelope: Envelope, body: bytes | None, size: int):
+        if self.relay is not None:
+            self.relay.record(envelope.head or body or b"")
         if body is not None:
             try:
                 self.capture.store(envelope, body)
@@ -51,6 +56,7 @@ def server_config(settings: Sink, keep_body: bool) -> ServerConfig:
         max_message_size=settings.max_message_size,
         max_recipients=settings.max_recipients,
         keep_body=keep_body,
+        keep_head=HEAD_OCTETS if settings.relay_log else 0,
         check_line_length=settings.check_line_length,
         lmtp=settings.lmtp,
         tls_active=settings.implicit_tls,
@@ -67,7 +73,8 @@ class SinkServer:
         self.stats = stats or SinkStats()
         self.capture = open_capture(settings.capture)
         self.config = server_config(settings, self.capture.keep_body)
-        self.hooks = SinkHooks(self.capture, self.stats, settings.auth_users)
+        self.relay = RelayLog(settings.relay_log, self.stats) if settings.relay_log else None
+        self.hooks = SinkHooks(self.capture, self.stats, settings.auth_users, self.relay)
         policy = FaultPolicy(settings, seed, self.stats)
         self.policy = policy if policy.active else None
         self.ssl = self._tls_context(settings)
@@ -143,11 +150,14 @@ class SinkServer:
         """Close connections idle for longer than ``idle_timeout`` (RFC 5321 §4.5.3.2.7).
 
         One timer for all connections, not one per read: a read only sets a flag.
+        The relay log is flushed on the same beat.
         """
         timeout = self.settings.idle_timeout
         step = min(1.0, max(timeout / 4, 0.05))
         while True:
             await asyncio.sleep(step)
+            if self.relay is not None:
+                self.relay.flush()
             for conn in list(self.connections):
                 if conn.active:
                     conn.active = False
@@ -182,3 +192,5 @@ class SinkServer:
             self._sweeper.cancel()
         await asyncio.sleep(0.05)  # let transports flush the 421s
         self.capture.close()
+        if self.relay is not None:
+            self.relay.close()

@@ -9,7 +9,7 @@ dicts to the parent, which sums them with :func:`merge`.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..protocol.server import ServerCounters
 
@@ -18,6 +18,7 @@ COUNTERS = (
     "connections_current", "connections_total", "connections_refused", "transactions",
     "messages", "recipients", "bytes", "bdat_chunks", "protocol_errors", "timeouts",
     "tls_handshakes", "tls_failures", "auth_ok", "auth_failed", "faults_injected", "capture_errors",
+    "relay_matched", "relay_foreign",
 )
 
 
@@ -33,10 +34,14 @@ class SinkStats(ServerCounters):
     auth_failed: int = 0
     faults_injected: int = 0
     capture_errors: int = 0
+    relay_matched: int = 0
+    relay_foreign: int = 0
+    relay_runs: dict = field(default_factory=dict)  # run id -> stamped messages seen (relay mode)
 
     def snapshot(self) -> dict:
         snap = {name: getattr(self, name) for name in COUNTERS}
         snap["replies"] = {str(k): v for k, v in sorted(self.replies.items())}
+        snap["relay_runs"] = dict(self.relay_runs)
         return snap
 
 
@@ -44,12 +49,16 @@ def merge(snapshots: list[dict]) -> dict:
     """Sum snapshots from several workers (counters add; reply codes add per code)."""
     total: dict = {name: 0 for name in COUNTERS}
     replies: dict[str, int] = {}
+    runs: dict[str, int] = {}
     for snap in snapshots:
         for name in COUNTERS:
             total[name] += snap.get(name, 0)
         for code, n in snap.get("replies", {}).items():
             replies[code] = replies.get(code, 0) + n
+        for run, n in snap.get("relay_runs", {}).items():
+            runs[run] = runs.get(run, 0) + n
     total["replies"] = dict(sorted(replies.items()))
+    total["relay_runs"] = runs
     return total
 
 
