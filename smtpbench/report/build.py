@@ -1,0 +1,79 @@
+"""Writing report folders: ``index.html`` plus the PNG/SVG plots and data exports beside it.
+
+These are the entry points the CLI calls. Only the functions here write files; the other
+modules compute (``figures``, ``tables``, ``compare``) or format (``html``, ``exports``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import compare as cmp
+from . import exports, figures, html, plots, tables
+
+REPORTS_DIR = "reports"
+
+
+def read_runs(paths: list[str]) -> list[dict]:
+    """Load result files or run folders; ValueError naming the path when one is missing or not a result."""
+    from ..results import load_result
+
+    out = []
+    for path in paths:
+        try:
+            out.append(load_result(path))
+        except FileNotFoundError:
+            raise ValueError(f"{path}: no such result file or run folder") from None
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: cannot read a result: {e}") from None
+    return out
+
+
+def report_dir(result: dict, base: str = REPORTS_DIR) -> str:
+    """Where a run's report goes by default: ``reports/<run_id>``."""
+    return os.path.join(base, result["run_id"])
+
+
+def _write(folder: str, name: str, text: str) -> str:
+    path = os.path.join(folder, name)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def build_report(result: dict, folder: str | None = None) -> str:
+    """Write the report of one run into ``folder`` (default ``reports/<run_id>``); return the index.html path."""
+    folder = folder or report_dir(result)
+    os.makedirs(folder, exist_ok=True)
+    figs = figures.figures(result)
+    pngs = plots.save_all(figs, folder)
+    files = exports.write_exports(result, figs, folder)
+    files += [f"{name}.{ext}" for name in figs for ext in ("png", "svg")]
+    page = html.run_page(result, tables.overview(result), tables.verdict_lines(result), tables.tables(result),
+                         figs, pngs, files)
+    return _write(folder, "index.html", page)
+
+
+def comparison_dir(results: list[dict], base: str = REPORTS_DIR) -> str:
+    """Default folder of a comparison: ``reports/compare-<baseline>-vs-<contender>[-and-N-more]``."""
+    more = f"-and-{len(results) - 2}-more" if len(results) > 2 else ""
+    return os.path.join(base, f"compare-{results[0]['run_id']}-vs-{results[1]['run_id']}{more}")
+
+
+def build_comparison(results: list[dict], folder: str | None = None,
+                     comparison: cmp.Comparison | None = None) -> str:
+    """Write the comparison of ``results[0]`` (baseline) with the others; return the index.html path."""
+    folder = folder or comparison_dir(results)
+    os.makedirs(folder, exist_ok=True)
+    comparison = comparison or cmp.compare(results[0], results[1:])
+    figs = figures.comparison_figures(results, comparison.labels)
+    pngs = plots.save_all(figs, folder)
+    files = [f"{name}.{ext}" for name in figs for ext in ("png", "svg")]
+    _write(folder, "figures.json", exports.figures_json(figs))
+    _write(folder, "comparison.json", cmp.to_json(comparison))
+    files = ["comparison.json", "figures.json", *files]
+    page = html.comparison_page(results, comparison.warnings, cmp.comparison_tables(results, comparison),
+                                figs, pngs, files)
+    return _write(folder, "index.html", page)

@@ -1,0 +1,270 @@
+"""Comparing runs: headline metrics side by side, a verdict with its confidence interval, fairness warnings.
+
+For each headline metric the whole-run figures are shown with their ratio (contender / baseline).
+The verdict comes from the per-interval samples (1 s intervals after the warm-up: msgs/s, and
+each interval's own response/service percentiles from its histogram): Welch's t-test on the
+difference of means (see ``stats.py`` for why Welch and why no scipy). A difference is called
+"faster"/"slower" (or "better"/"worse" for the error rate) only when its 95 % confidence interval
+excludes zero *and* it is at least :data:`NEGLIGIBLE` of the baseline: intervals of one run
+understate run-to-run noise, so a 1 % "significant" difference is not one a benchmark should claim.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from . import data
+from .stats import Difference, welch
+from .tables import Table, describe_load, describe_message
+
+NEGLIGIBLE = 0.02
+CONFIDENCE = 0.95
+#: Scenario keys that do not change what is measured (where to send, what to call it, what to pass).
+IGNORED_KEYS = ("name", "description", "target.", "thresholds.", "sink.listen", "sink.stats_")
+ENVIRONMENT_KEYS = ("cpu_count", "loop", "processes", "machine", "platform", "hostname", "python", "smtpbench",
+                    "uvloop", "numpy")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A headline metric: how to read it whole-run and per interval, and which direction is good."""
+
+    key: str                  # data.interval_values key
+    label: str
+    unit: str                 # "msgs/s", "ms" or "%"
+    higher_is_better: bool
+    words: tuple[str, str] = ("faster", "slower")
+
+    @property
+    def scale(self) -> float:
+        """From result units (msgs/s, fraction, µs) to display units (msgs/s, %, ms)."""
+        return {"%": 100.0, "ms": 0.001}.get(self.unit, 1.0)
+
+    def overall(self, result: dict) -> float:
+        """The whole-run value (warm-up excluded) in display units."""
+        if self.key in ("msgs_per_s", "error_rate"):
+            return result["totals"][self.key] * self.scale
+        name, pct = self.key.split(".", 1)
+        return result["latency"][name][pct] * self.scale
+
+    def samples(self, result: dict):
+        """Per-interval values in display units."""
+        return data.interval_values(result, self.key) * self.scale
+
+    def fmt(self, value: float | None) -> str:
+        if value is None:
+            return "–"
+        return {"msgs/s": f"{value:,.1f}", "ms": f"{value:,.3f}", "%": f"{value:.3f}%"}[self.unit]
+
+
+METRICS = (
+    Metric("msgs_per_s", "throughput", "msgs/s", True),
+    Metric("response.p50", "response p50", "ms", False),
+    Metric("response.p99", "response p99", "ms", False),
+    Metric("response.p99.9", "response p99.9", "ms", False),
+    Metric("service.p99", "service p99", "ms", False),
+    Metric("error_rate", "error rate", "%", False, ("better", "worse")),
+)
+
+
+@dataclass
+class Cell:
+    """One contender's figures for one metric."""
+
+    value: float
+    ratio: float | None
+    diff: Difference | None
+    verdict: str
+
+
+@dataclass
+class Row:
+    metric: Metric
+    baseline: float
+    cells: list[Cell]
+
+
+@dataclass
+class Comparison:
+    """Everything a comparison shows: labels (baseline first), rows per metric, warnings."""
+
+    labels: list[str]
+    run_ids: list[str]
+    rows: list[Row]
+    warnings: list[str] = field(default_factory=list)
+
+
+def decide(metric: Metric, diff: Difference | None) -> str:
+    """faster/slower (better/worse), 'no significant difference', or 'not enough data'."""
+    if diff is None:
+        return "not enough data"
+    if not diff.significant:
+        return "no significant difference"
+    rel = diff.relative()
+    if rel is not None and abs(rel[0]) < NEGLIGIBLE:
+        return "no significant difference"
+    improved = (diff.diff > 0) == metric.higher_is_better
+    return metric.words[0] if improved else metric.words[1]
+
+
+def _flatten(value, prefix: str = "") -> dict:
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: value}
+
+
+def scenario_differences(a: dict, b: dict) -> dict[str, tuple]:
+    """``{dotted key: (baseline value, contender value)}`` for scenario keys that change the measurement."""
+    fa, fb = _flatten(a.get("scenario", {})), _flatten(b.get("scenario", {}))
+    return {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb))
+            if fa.get(k) != fb.get(k) and not k.startswith(IGNORED_KEYS)}
+
+
+def _changes(diffs: dict[str, tuple]) -> str:
+    return "; ".join(f"{k} {a!r} → {b!r}" for k, (a, b) in diffs.items())
+
+
+def fairness_warnings(baseline: dict, contender: dict, label: str) -> list[str]:
+    """Why comparing ``contender`` with ``baseline`` may be unfair (empty when like for like)."""
+    out = []
+    diffs = scenario_differences(baseline, contender)
+    groups = {"message": "messages differ (msgs/s and per-message latency are not like for like; see MB/s)",
+              "load": "offered load differs", "sink": "sink settings differ"}
+    for prefix, what in groups.items():
+        part = {k: v for k, v in diffs.items() if k.startswith(prefix + ".")}
+        if part:
+            out.append(f"{label}: {what}: {_changes(part)}")
+    rest = {k: v for k, v in diffs.items() if k.split(".")[0] not in groups}
+    if rest:
+        out.append(f"{label}: scenario differs: {_changes(rest)}")
+    if not diffs and baseline.get("scenario_hash") != contender.get("scenario_hash"):
+        out.append(f"{label}: scenario hash differs ({baseline.get('scenario_hash')} vs {contender.get('scenario_hash')})")
+    lb, lc = baseline["load"], contender["load"]
+    if lb["model"] != lc["model"]:
+        out.append(f"{label}: load models differ ({describe_load(baseline)} vs {describe_load(contender)}): a closed "
+                   "loop slows down with the server, an open loop does not")
+    eb, ec = baseline.get("environment", {}), contender.get("environment", {})
+    env = {k: (eb.get(k), ec.get(k)) for k in ENVIRONMENT_KEYS if eb.get(k) != ec.get(k)}
+    if env:
+        out.append(f"{label}: environment differs: {_changes(env)}")
+    for who, r in (("baseline", baseline), (label, contender)):
+        if r.get("verdict") == "invalid":
+            out.append(f"{who} is an INVALID run: " + "; ".join(r["health"].get("reasons", [])))
+    return out
+
+
+def _labels(results: list[dict]) -> list[str]:
+    return ["baseline"] + [f"contender {i}" if len(results) > 2 else "contender" for i in range(1, len(results))]
+
+
+def compare(baseline: dict, contenders: list[dict]) -> Comparison:
+    """Compare each contender with the baseline on every headline metric."""
+    results = [baseline, *contenders]
+    labels = _labels(results)
+    rows = []
+    for metric in METRICS:
+        base_value = metric.overall(baseline)
+        base_samples = metric.samples(baseline)
+        cells = []
+        for contender in contenders:
+            value = metric.overall(contender)
+            diff = welch(base_samples, metric.samples(contender), CONFIDENCE)
+            ratio = value / base_value if base_value else None
+            cells.append(Cell(value, ratio, diff, decide(metric, diff)))
+        rows.append(Row(metric, base_value, cells))
+    warnings = [w for c, label in zip(contenders, labels[1:]) for w in fairness_warnings(baseline, c, label)]
+    for r, label in zip(results, labels):
+        n = int(data.measured(r).sum())
+        if n < 3:
+            warnings.append(f"{label} has {n} measured 1 s interval(s): too few for a confident verdict "
+                            "(run longer, or shorten the warm-up)")
+    return Comparison(labels, [r["run_id"] for r in results], rows, list(dict.fromkeys(warnings)))
+
+
+def fmt_ratio(ratio: float | None) -> str:
+    return "–" if ratio is None else f"{ratio:.3f}×"
+
+
+def fmt_ci(diff: Difference | None) -> str:
+    """``-12.3% [-15.0%, -9.6%]`` relative to the baseline's per-interval mean (absolute when that is 0)."""
+    if diff is None:
+        return "–"
+    rel = diff.relative()
+    if rel is None:
+        return f"{diff.diff:+.4g} [{diff.low:+.4g}, {diff.high:+.4g}]"
+    return f"{rel[0]:+.1%} [{rel[1]:+.1%}, {rel[2]:+.1%}]"
+
+
+def runs_rows(results: list[dict], labels: list[str]) -> list[list[str]]:
+    """label, run id, load, messages, verdict — one row per run (shown above the comparison)."""
+    return [[label, r["run_id"], describe_load(r), describe_message(r), r["verdict"]] for label, r in zip(labels, results)]
+
+
+def comparison_tables(results: list[dict], comparison: Comparison) -> dict[str, Table]:
+    """The runs compared, and one table per contender of metric, values, ratio, CI and verdict."""
+    out = {"runs": Table("Runs", ["", "run", "load", "messages", "verdict"], runs_rows(results, comparison.labels),
+                         classes=["fail" if r["verdict"] != "ok" else "" for r in results], align="lllll")}
+    for i, label in enumerate(comparison.labels[1:]):
+        rows, classes = [], []
+        for row in comparison.rows:
+            cell = row.cells[i]
+            d = cell.diff
+            p = "–" if d is None else ("< 0.001" if d.p < 0.001 else f"{d.p:.3f}")
+            n = "–" if d is None else f"{d.n_a} / {d.n_b}"
+            rows.append([f"{row.metric.label} ({row.metric.unit})", row.metric.fmt(row.baseline),
+                         row.metric.fmt(cell.value), fmt_ratio(cell.ratio), fmt_ci(cell.diff), p, n, cell.verdict])
+            classes.append({"faster": "pass", "better": "pass", "slower": "fail", "worse": "fail"}.get(cell.verdict, ""))
+        key = "comparison" if len(comparison.labels) == 2 else f"comparison-{i + 1}"
+        out[key] = Table(f"{label.capitalize()} vs baseline", ["metric", "baseline", label, "ratio",
+                                                                "difference [95% CI]", "p", "intervals", "verdict"],
+                         rows, classes=classes, align="lrrrrrrl",
+                         note=f"ratio: whole-run figures, {label} / baseline. Difference: per-1 s-interval means "
+                              f"(warm-up and partial intervals left out), Welch's t-test, {CONFIDENCE:.0%} confidence "
+                              f"interval, relative to the baseline. Differences under {NEGLIGIBLE:.0%} count as none; "
+                              "intervals of one run understate run-to-run noise, so repeat runs before trusting a "
+                              "small difference.")
+    return out
+
+
+def summary_text(results: list[dict], comparison: Comparison, path: str | None = None) -> str:
+    """The one-screen text summary `smtpbench compare` prints."""
+    lines = [f"{label:<12} {row[1]}  ({row[2]}; {row[3]}; verdict {row[4]})"
+             for label, row in zip(comparison.labels, runs_rows(results, comparison.labels))]
+    for i, label in enumerate(comparison.labels[1:]):
+        lines += ["", f"  {label} vs baseline      {'baseline':>11} {label:>12} {'ratio':>8}   "
+                      f"{'difference [95% CI]':<28} verdict"]
+        for row in comparison.rows:
+            cell = row.cells[i]
+            name = f"{row.metric.label} ({row.metric.unit})"
+            lines.append(f"  {name:<24} {row.metric.fmt(row.baseline):>11} {row.metric.fmt(cell.value):>12} "
+                         f"{fmt_ratio(cell.ratio):>8}   {fmt_ci(cell.diff):<28} {cell.verdict}")
+    if comparison.warnings:
+        lines.append("")
+        lines += [f"  WARNING: {w}" for w in comparison.warnings]
+    lines.append(f"\n  verdicts: Welch's t-test on per-1 s-interval values, {CONFIDENCE:.0%} confidence; "
+                 f"differences under {NEGLIGIBLE:.0%} count as none")
+    if path:
+        lines.append(f"  report: {path}")
+    return "\n".join(lines)
+
+
+def to_json(comparison: Comparison) -> str:
+    """The comparison as JSON (beside the HTML, for scripts)."""
+    rows = []
+    for row in comparison.rows:
+        cells = []
+        for label, cell in zip(comparison.labels[1:], row.cells):
+            d = cell.diff
+            cells.append({"label": label, "value": cell.value, "ratio": cell.ratio, "verdict": cell.verdict,
+                          "difference": None if d is None else {
+                              "mean_baseline": d.mean_a, "mean_contender": d.mean_b, "diff": d.diff, "low": d.low,
+                              "high": d.high, "confidence": d.confidence, "t": d.t if abs(d.t) != float("inf") else None,
+                              "df": d.df, "p": d.p, "n_baseline": d.n_a, "n_contender": d.n_b}})
+        rows.append({"metric": row.metric.key, "label": row.metric.label, "unit": row.metric.unit,
+                     "baseline": row.baseline, "contenders": cells})
+    return json.dumps({"labels": comparison.labels, "run_ids": comparison.run_ids, "metrics": rows,
+                       "warnings": comparison.warnings}, indent=1)

@@ -1,0 +1,212 @@
+"""The data behind every plot, by name: what a report draws, what ``figures.json`` holds, what tests check.
+
+A :class:`Figure` is plain data (labels, series of x/y lists, axis scales, a shaded span);
+``plots.py`` turns it into matplotlib drawings. Latencies are in milliseconds, rates in msgs/s
+per 1 s interval, and an interval with nothing to show is ``None`` (a gap, never a fake 0 ms).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from . import data
+
+LATENCY_PCTS = ("p50", "p90", "p99", "p99.9", "max")
+TIME = "time since start (s)"
+
+
+@dataclass
+class Series:
+    """One line, bar set or step outline: ``x`` and ``y`` (for ``stairs``, x holds the n+1 bin edges)."""
+
+    x: list
+    y: list
+    dashed: bool = False
+    secondary: bool = False  # drawn against the right-hand axis
+    color: str | None = None
+
+
+@dataclass
+class Figure:
+    """A plot as data; ``kind`` is line, bars (grouped, x = categories), stacked (bars) or stairs."""
+
+    name: str
+    title: str
+    xlabel: str
+    ylabel: str
+    series: dict[str, Series]
+    kind: str = "line"
+    xlog: bool = False
+    ylog: bool = False
+    shade: tuple[float, float] | None = None  # e.g. the warm-up, labelled ``shade_label``
+    shade_label: str = ""
+    y2label: str = ""
+    xticks: dict[float, str] = field(default_factory=dict)
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["xticks"] = [[k, v] for k, v in self.xticks.items()]
+        return out
+
+
+def _list(values) -> list:
+    """JSON-friendly list: numpy scalars to Python numbers, NaN to None."""
+    out = []
+    for v in np.asarray(values, dtype=float).tolist():
+        out.append(None if v != v else (int(v) if float(v).is_integer() else round(v, 6)))
+    return out
+
+
+def _ms(values_us, present=None) -> list:
+    ms = np.asarray(values_us, dtype=float) / 1000.0
+    if present is not None:
+        ms = np.where(np.asarray(present, dtype=bool), ms, np.nan)
+    return _list(ms)
+
+
+def _times(result: dict) -> list:
+    """Interval midpoints in seconds since the start: a rate over [t, t+1) is drawn at t + 0.5."""
+    ts = result["timeseries"]
+    step = ts.get("interval_s", 1)
+    return _list(np.asarray(ts["t"], dtype=float) + step / 2)
+
+
+def _warmup(result: dict) -> tuple[float, float] | None:
+    warm = result["load"].get("warmup_s") or 0
+    return (0.0, float(warm)) if warm > 0 else None
+
+
+def spectrum_ticks(max_x: float) -> dict[float, str]:
+    """Tick positions on a 1/(1-p) axis labelled as percentiles: 2 -> '50%', 100 -> '99%'…"""
+    ticks, x = {}, 1.0
+    for label in ("", "90%", "99%", "99.9%", "99.99%", "99.999%", "99.9999%"):
+        if x > max(max_x, 1.0) * 1.0001:
+            break
+        if label:
+            ticks[x] = label
+        x *= 10
+    ticks.setdefault(2.0, "50%")
+    return dict(sorted(ticks.items()))
+
+
+def spectrum_series(result: dict, name: str, **style) -> Series:
+    """Latency (ms) against 1/(1-p) for a histogram, the p = 1 row left out (it has no finite x)."""
+    s = data.spectrum(data.histogram(result, name))
+    keep = s["percentile"] < 1.0
+    x = 1.0 / (1.0 - s["percentile"][keep])
+    return Series(_list(x), _ms(s["value"][keep]), **style)
+
+
+def throughput(result: dict) -> Figure:
+    ts = result["timeseries"]
+    step = ts.get("interval_s", 1)
+    t = _times(result)
+    series = {key: Series(t, _list(np.asarray(ts[key], dtype=float) / step)) for key in ("offered", "sent", "ok", "failed")}
+    if result["load"]["model"] == "closed":
+        series.pop("offered")  # a closed loop offers no rate: each session sends when the last reply came
+    return Figure("throughput", "Throughput over time", TIME, "messages/s", series,
+                  shade=_warmup(result), shade_label="warm-up")
+
+
+def latency_over_time(result: dict) -> Figure:
+    ts = result["timeseries"]
+    present = np.asarray(ts["ok"]) > 0
+    t = _times(result)
+    series = {f"response {p}": Series(t, _ms(ts["response"][p], present)) for p in LATENCY_PCTS}
+    series["service p99"] = Series(t, _ms(ts["service"]["p99"], present), dashed=True)
+    return Figure("latency_over_time", "Latency percentiles per interval", TIME, "latency (ms)",
+                  series, ylog=True, shade=_warmup(result), shade_label="warm-up")
+
+
+def spectrum_figure(result: dict) -> Figure:
+    series = {"response (corrected)": spectrum_series(result, "response"),
+              "service (uncorrected)": spectrum_series(result, "service", dashed=True)}
+    top = max((max(s.x) for s in series.values() if s.x), default=1.0)
+    return Figure("spectrum", "Latency by percentile (warm-up excluded)", "percentile", "latency (ms)", series,
+                  xlog=True, ylog=True, xticks=spectrum_ticks(top),
+                  note="response time counts from each message's intended start (coordinated-omission "
+                       "corrected); service time from the actual send")
+
+
+def phases(result: dict) -> Figure:
+    rows = [(name, s) for name, s in result["latency"]["phases"].items() if s.get("count") and s.get("p99")]
+    cats = [name for name, _ in rows]
+    series = {p: Series(cats, _ms([s[p] for _, s in rows])) for p in ("p50", "p99")}
+    timed = {name for name, _ in rows}
+    untimed = [name for name, s in result["latency"]["phases"].items() if s.get("count") and name not in timed]
+    note = f"not timed on their own (pipelined or no reply awaited): {', '.join(untimed)}" if untimed else ""
+    return Figure("phases", "Latency per SMTP phase", "phase", "latency (ms)", series, kind="bars", ylog=True,
+                  note=note)
+
+
+def histogram_figure(result: dict) -> Figure:
+    series = {}
+    for name, dashed, color in (("response", False, "C0"), ("service", True, "C1")):
+        edges, counts = data.log_bins(data.histogram(result, name))
+        series[name] = Series(_list(edges / 1000.0), _list(counts), dashed=dashed, color=color)
+    return Figure("histogram", "Latency distribution (log bins, warm-up excluded)", "latency (ms)", "messages",
+                  series, kind="stairs", xlog=True)
+
+
+def errors_over_time(result: dict) -> Figure:
+    ts = result["timeseries"]
+    t = _times(result)
+    colors = {"4xx": "#e6a817", "5xx": "#c0392b", "other": "#7f8c8d"}
+    series = {cls: Series(t, _list(ts[f"errors_{cls}"]), color=colors[cls]) for cls in ("4xx", "5xx", "other")}
+    return Figure("errors", "Failed transactions per interval, by reply class", TIME,
+                  "failures", series, kind="stacked", shade=_warmup(result), shade_label="warm-up",
+                  note="other: timeouts, resets and unparseable replies")
+
+
+def concurrency(result: dict) -> Figure:
+    ts = result["timeseries"]
+    t = _times(result)
+    series = {"messages in flight": Series(t, _list(ts["in_flight"])), "connections": Series(t, _list(ts["connections"]))}
+    return Figure("concurrency", "In-flight messages and open connections", TIME, "count",
+                  series, shade=_warmup(result), shade_label="warm-up")
+
+
+def health(result: dict) -> Figure:
+    ts = result["timeseries"]
+    t = _times(result)
+    series = {"generator CPU (% of a core)": Series(t, _list(np.asarray(ts["cpu"], dtype=float) * 100)),
+              "event-loop lag, max (ms)": Series(t, _ms(ts["loop_lag_us"]), secondary=True, dashed=True)}
+    return Figure("health", "Generator health", TIME, "CPU (%)", series,
+                  y2label="loop lag (ms)", shade=_warmup(result), shade_label="warm-up")
+
+
+BUILDERS = (throughput, latency_over_time, spectrum_figure, phases, histogram_figure, errors_over_time,
+            concurrency, health)
+
+
+def figures(result: dict) -> dict[str, Figure]:
+    """Every plot of a run report, by name, in page order."""
+    out = {}
+    for build in BUILDERS:
+        fig = build(result)
+        out[fig.name] = fig
+    return out
+
+
+def comparison_figures(results: list[dict], labels: list[str]) -> dict[str, Figure]:
+    """Overlays of several runs (baseline first): percentile spectra, throughput and p99 over time."""
+    spectra, rates, p99s = {}, {}, {}
+    for i, (result, label) in enumerate(zip(results, labels)):
+        color = f"C{i % 10}"
+        spectra[f"{label} response"] = spectrum_series(result, "response", color=color)
+        spectra[f"{label} service"] = spectrum_series(result, "service", color=color, dashed=True)
+        ts = result["timeseries"]
+        t = _times(result)
+        rates[label] = Series(t, _list(np.asarray(ts["ok"], dtype=float) / ts.get("interval_s", 1)), color=color)
+        p99s[label] = Series(t, _ms(ts["response"]["p99"], np.asarray(ts["ok"]) > 0), color=color)
+    top = max((max(s.x) for s in spectra.values() if s.x), default=1.0)
+    figs = [
+        Figure("spectrum", "Latency by percentile: response (solid) and service (dashed)", "percentile",
+               "latency (ms)", spectra, xlog=True, ylog=True, xticks=spectrum_ticks(top)),
+        Figure("throughput", "Completed messages per second", TIME, "messages/s (OK)", rates),
+        Figure("latency_p99", "Response p99 per interval", TIME, "latency (ms)", p99s, ylog=True),
+    ]
+    return {f.name: f for f in figs}

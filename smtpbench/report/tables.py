@@ -1,0 +1,207 @@
+"""The rows of every table of a run report, as text (``html.py`` lays them out; tests read them).
+
+Latencies are shown in ms with three decimals (µs resolution) so columns line up and sort by eye;
+a missing figure is an en dash, never a made-up zero.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..units import format_size
+from . import data
+
+PERCENTILES = ("p50", "p90", "p99", "p99.9", "p99.99", "max")
+DASH = "–"
+
+
+@dataclass
+class Table:
+    """A titled table: ``columns`` and ``rows`` of strings, and an optional note under it."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    note: str = ""
+    classes: list[str] = field(default_factory=list)  # per row: "", "fail" or "pass" (for colouring)
+    align: str = ""  # per column "l" or "r"; default: label column left, figures right
+
+
+def ms(us) -> str:
+    """Microseconds as milliseconds with µs resolution: ``1663`` -> ``1.663``."""
+    return DASH if us is None else f"{us / 1000:,.3f}"
+
+
+def rate(value, unit: str = "msgs/s") -> str:
+    return DASH if value is None else f"{value:,.1f} {unit}"
+
+
+def describe_load(result: dict) -> str:
+    """One line: the load model and its parameters."""
+    load = result["load"]
+    if load["model"] == "closed":
+        text = f"closed loop, {load['sessions']} sessions"
+    else:
+        text = f"open loop, {load['rate']:g} msgs/s {load['arrival']} arrivals" if load.get("rate") else "open loop"
+        if load.get("stages"):
+            text += ", stages " + " → ".join(f"{s['rate']:g}/s for {s['duration']:g}s" + (" (ramp)" if s.get("ramp") else "")
+                                             for s in load["stages"])
+    mpc = load.get("messages_per_connection")
+    text += f", {mpc} msgs/connection" if mpc else ", connections kept open"
+    text += ", pipelining" if load.get("pipelining") else ", no pipelining"
+    text += f", {load['processes']} process{'es' if load['processes'] != 1 else ''}"
+    if load.get("duration_s"):
+        text += f", {load['duration_s']:g} s"
+    if load.get("messages"):
+        text += f", at most {load['messages']:,} messages"
+    if load.get("warmup_s"):
+        text += f" ({load['warmup_s']:g} s warm-up)"
+    return text
+
+
+def describe_message(result: dict) -> str:
+    """One line: message size and recipients as the scenario gives them."""
+    msg = result.get("scenario", {}).get("message", {})
+
+    def form(value, size: bool) -> str:
+        if isinstance(value, dict):
+            kind, spec = next(((k, v) for k, v in value.items() if v is not None), ("?", None))
+            return f"{kind} {spec}"
+        return format_size(value) if size else str(value)
+
+    if not msg:
+        return DASH
+    return f"{form(msg.get('size'), True)} messages, {form(msg.get('recipients'), False)} recipient(s), body {msg.get('body', '?')}"
+
+
+def overview(result: dict) -> list[tuple[str, str]]:
+    """The header's label/value pairs: what ran, where, how, on what."""
+    env = result.get("environment", {})
+    versions = ", ".join(f"{k} {env[k]}" for k in ("smtpbench", "python", "uvloop", "numpy") if env.get(k))
+    return [
+        ("run", f"{result['run_id']} ({result.get('kind', 'run')}, started {result.get('started_at', '?')})"),
+        ("target", str(result.get("target", DASH))),
+        ("scenario", f"{result['name']}  ·  hash {result.get('scenario_hash', DASH)}"),
+        ("command", result.get("command", DASH)),
+        ("load", describe_load(result)),
+        ("messages", describe_message(result)),
+        ("versions", versions or DASH),
+        ("environment", f"{env.get('cpu_count', '?')} CPUs, {env.get('loop', '?')} loop, {env.get('processes', '?')} "
+                        f"generator process(es), {env.get('machine', '?')}, {env.get('platform', '?')}, "
+                        f"host {env.get('hostname', '?')}"),
+    ]
+
+
+def verdict_lines(result: dict) -> list[str]:
+    """Why the verdict is what it is: invalidity reasons and failed thresholds (empty when ok)."""
+    lines = list(result["health"].get("reasons", []))
+    for th in result.get("thresholds", []):
+        if not th["passed"]:
+            lines.append(f"threshold {th['metric']} (limit {th['limit']}) failed: observed {th.get('shown', th['observed'])}")
+    relay = result.get("relay")
+    if isinstance(relay, dict) and relay.get("passed") is False:
+        lines.append(f"delivery check failed: {relay.get('lost', '?')} lost, {relay.get('duplicates', '?')} duplicated "
+                     f"of {relay.get('accepted', '?')} accepted")
+    return lines  # a failed sink cross-check is among the health reasons already
+
+
+def throughput(result: dict) -> Table:
+    t, h = result["totals"], result["health"]
+    model = result["load"]["model"]
+    offered = rate(h.get("offered_rate")) if model == "open" else f"{DASH} (closed loop: {result['load']['sessions']} sessions)"
+    achieved = h.get("achieved_rate")
+    rows = [
+        ["offered rate", offered],
+        ["achieved send rate", rate(achieved if achieved is not None else data.measured_rate(result, "sent"))],
+        ["completed", f"{rate(t['msgs_per_s'])}  ·  {t['mb_per_s']:,.3f} MB/s"],
+        ["OK / failed", f"{t['ok']:,} / {t['failed']:,}  (error rate {t['error_rate']:.3%})"],
+        ["recipients refused", f"{t.get('rcpt_failed', 0):,}"],
+        ["warm-up (not counted above)", f"{t.get('warmup_ok', 0):,} OK / {t.get('warmup_failed', 0):,} failed"],
+        ["measured", f"{t['measured_seconds']:,.3f} s  ·  {t.get('bytes', 0) / 1e6:,.2f} MB"],
+    ]
+    return Table("Throughput", ["", "value"], rows,
+                 note="achieved send rate: messages issued per second (open loop: over the schedule; closed loop: "
+                      "mean of the measured 1 s intervals)")
+
+
+def latency(result: dict) -> Table:
+    lat = result["latency"]
+    names = [n for n in ("response", "service", "send_lag") if n in lat]
+    rows = [[p] + [ms(lat[n].get(p)) for n in names] for p in ("min", "mean", *PERCENTILES)]
+    rows.append(["count"] + [f"{lat[n].get('count', 0):,}" for n in names])
+    heads = {"response": "response (corrected)", "service": "service (uncorrected)", "send_lag": "send lag"}
+    return Table("Latency (ms), warm-up excluded", ["percentile"] + [heads[n] for n in names], rows,
+                 note="response: from the intended start (coordinated-omission corrected); service: from the actual "
+                      "send; send lag: actual − intended start")
+
+
+def phases(result: dict) -> Table:
+    rows = [[name, f"{s.get('count', 0):,}"] + [ms(s.get(p)) for p in ("mean", *PERCENTILES)]
+            for name, s in result["latency"]["phases"].items()]
+    return Table("Latency per phase (ms)", ["phase", "count", "mean", *PERCENTILES], rows,
+                 note="phases answered in one pipelined batch (RFC 2920) are timed together and show 0 on their own")
+
+
+def errors(result: dict) -> Table:
+    rows = [[e["phase"], str(e["code"] or DASH), e["kind"], f"{e['count']:,}", f"{e['first_s']:.3f}",
+             f"{e['last_s']:.3f}", e.get("example", "")] for e in result.get("errors", [])]
+    return Table("Errors by phase and reply code", ["phase", "code", "kind", "count", "first seen (s)",
+                                                    "last seen (s)", "example"], rows,
+                 note="" if rows else "no failed transactions", align="lllrrrl")
+
+
+def thresholds(result: dict) -> Table:
+    ths = result.get("thresholds", [])
+    rows = [[th["metric"], str(th["limit"]), str(th.get("shown", th["observed"])), "pass" if th["passed"] else "FAIL"]
+            for th in ths]
+    return Table("Thresholds", ["metric", "limit", "observed", "result"], rows, align="lrrl",
+                 note="" if rows else "the scenario sets no thresholds",
+                 classes=["pass" if th["passed"] else "fail" for th in ths])
+
+
+def health(result: dict) -> Table:
+    h, lat = result["health"], result["latency"]
+    cpu = ", ".join(f"#{i}: {c:.0%}" for i, c in enumerate(h.get("cpu_by_process", []))) or DASH
+    rows = [["valid", "yes" if h["valid"] else "NO"],
+            ["CPU per process (median share of a core)", cpu]]
+    for key, label in (("loop_lag", "event-loop lag"), ("sched_lag", "schedule pick-up lag (open loop)"),
+                       ("send_lag", "send lag")):
+        s = lat.get(key) or {}
+        if s.get("count"):
+            rows.append([label, f"p50 {ms(s['p50'])} ms  ·  p99 {ms(s['p99'])} ms  ·  max {ms(s['max'])} ms"])
+    rows += [[f"reason {i + 1}", r] for i, r in enumerate(h.get("reasons", []))]
+    return Table("Generator health", ["", "value"], rows, classes=["" if h["valid"] else "fail"] + [""] * (len(rows) - 1))
+
+
+def _value(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, (int, float)):
+        return f"{v:,}"
+    if isinstance(v, dict) and "p50" in v:  # a latency summary (µs)
+        return "  ·  ".join(f"{p} {ms(v[p])} ms" for p in ("p50", "p99", "max") if p in v)
+    if isinstance(v, dict):
+        return ", ".join(f"{k}: {_value(x)}" for k, x in v.items())
+    return str(v)
+
+
+def _counters(title: str, values: dict, note: str = "") -> Table:
+    rows = [[str(k), _value(v)] for k, v in values.items()]
+    return Table(title, ["counter", "value"], rows, note=note, align="lr")
+
+
+def tables(result: dict) -> dict[str, Table]:
+    """Every table of a run report by name, in page order; ``sink``, ``crosscheck``, ``relay`` when the result has them."""
+    out = {"throughput": throughput(result), "latency": latency(result), "phases": phases(result),
+           "errors": errors(result), "thresholds": thresholds(result), "health": health(result)}
+    if isinstance(result.get("sink"), dict):
+        out["sink"] = _counters("Sink counters", result["sink"])
+    if isinstance(result.get("crosscheck"), dict):
+        cross = result["crosscheck"]
+        out["crosscheck"] = _counters("Cross-check: client vs sink", cross,
+                                      note="every message the client saw accepted must be counted by the sink")
+        out["crosscheck"].classes = ["fail" if cross.get("passed") is False else ""] * len(cross)
+    if isinstance(result.get("relay"), dict):
+        out["relay"] = _counters("Relay: accepted vs delivered", result["relay"],
+                                 note="messages the server under test accepted, as counted at the final destination")
+    return out
