@@ -1,0 +1,141 @@
+"""Report sections that a clean loopback run does not exercise: errors, failed thresholds, open loop,
+sink counters and cross-check, idle intervals, escaping, and the CLI with several runs or a bad path.
+
+The results are synthetic but schema-true: a real Recorder fed known transactions, turned into a
+result by the real ``build_result`` (see report_helpers.synthetic_result).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from report_helpers import PageReader, synthetic_result, write_result
+
+from smtpbench.cli import main
+from smtpbench.metrics import Histogram
+from smtpbench.report import data, exports, figures, tables
+from smtpbench.report.build import build_report
+
+FAILURES = {1: [("rcpt", 451, "reply"), ("end_of_data", 0, "timeout")], 2: [("mail", 550, "reply")],
+            3: [("rcpt", 451, "reply")]}
+
+
+@pytest.fixture(scope="module")
+def failing() -> dict:
+    """4 s, 1 s warm-up, four failures, a p99 threshold that fails, and bench's sink sections."""
+    result = synthetic_result([100, 200, 300, 300], 2.0, warmup=1, failures=FAILURES,
+                              thresholds={"response.p99": "1ms", "error_rate": 0.5})
+    result["sink"] = {"messages": 899, "connections": 3, "replies": {"250": 1800}}
+    result["crosscheck"] = {"client_ok": 900, "sink_messages": 899, "difference": -1, "passed": False}
+    result["health"]["valid"] = False
+    result["health"]["reasons"].append("1 message(s) the client saw accepted were not counted by the sink")
+    result["verdict"] = "invalid"
+    return result
+
+
+def test_errors_table_and_plot(failing):
+    rows = tables.errors(failing).rows
+    assert [r[:4] for r in rows] == [["rcpt", "451", "reply", "2"], ["end_of_data", "–", "timeout", "1"],
+                                     ["mail", "550", "reply", "1"]]
+    assert rows[0][4:6] == ["1.001", "3.001"]  # first and last seen (s)
+    errs = figures.figures(failing)["errors"].series
+    assert sum(errs["4xx"].y) == 2 and sum(errs["5xx"].y) == 1 and sum(errs["other"].y) == 1
+    assert errs["4xx"].y[1] == 1 and errs["other"].y[1] == 1
+    t = failing["totals"]
+    assert sum(sum(s.y) for s in errs.values()) == t["failed"] + t["warmup_failed"] == 4
+
+
+def test_thresholds_verdict_sink_and_crosscheck(failing):
+    ths = tables.thresholds(failing)
+    assert [r[0] for r in ths.rows] == ["response.p99", "error_rate"]
+    assert [r[-1] for r in ths.rows] == ["FAIL", "pass"] and ths.classes == ["fail", "pass"]
+    lines = tables.verdict_lines(failing)
+    assert any("not counted by the sink" in line for line in lines)
+    assert any(line.startswith("threshold response.p99 (limit 1ms) failed") for line in lines)
+    all_tables = tables.tables(failing)
+    assert list(all_tables)[-2:] == ["sink", "crosscheck"]
+    assert ["messages", "899"] in all_tables["sink"].rows
+    assert ["passed", "False"] in all_tables["crosscheck"].rows and "fail" in all_tables["crosscheck"].classes
+
+
+def test_full_report_of_a_failing_run(failing, tmp_path):
+    path = build_report(failing, str(tmp_path / "r"))
+    page = PageReader(open(path, encoding="utf-8").read())
+    assert "INVALID RUN" in page.text and "not counted by the sink" in page.text
+    for name in ("errors", "thresholds", "sink", "crosscheck"):
+        assert page.tables[f"table-{name}"], name
+    assert page.rows("table-errors")["rcpt"][:3] == ["451", "reply", "2"]
+    assert len(page.images) == len(figures.BUILDERS)
+
+
+def test_open_loop_shows_offered_rate():
+    result = synthetic_result([100, 100, 100], 1.0, open_rate=100)
+    thr = figures.throughput(result).series
+    assert sum(thr["offered"].y) == 300 == sum(thr["sent"].y)
+    assert tables.throughput(result).rows[0] == ["offered rate", "100.0 msgs/s"]
+    assert tables.describe_load(result).startswith("open loop, 100 msgs/s constant arrivals")
+
+
+def test_idle_interval_is_a_gap_and_left_out_of_statistics():
+    result = synthetic_result([100, 0, 100, 100], 1.0)
+    p99 = figures.latency_over_time(result).series["response p99"].y
+    idle = result["timeseries"]["t"].index(1)
+    assert p99[idle] is None and p99[idle + 1] is not None
+    assert data.interval_values(result, "msgs_per_s").tolist() == [100, 0, 100, 100]
+    assert len(data.interval_values(result, "response.p99")) == 3  # no percentile of nothing
+
+
+def test_hgrm_rows_are_the_histogram_percentiles():
+    result = synthetic_result([500, 500], 3.0, spread=0.8)
+    h = data.histogram(result, "response")
+    rows = exports.parse_hgrm(exports.hgrm(h))
+    assert rows[0][1] == 0.0 and rows[-1] == (h.max / 1000, 1.0, h.total)
+    for value, pct, count in rows[:-1]:
+        assert value == round(h.percentile(pct * 100) / 1000, 3)
+        assert count >= int(np.ceil(pct * h.total))
+    # five levels per halving: 0, .1 … .5, .55 … .75, .775 …
+    assert [round(p, 4) for _, p, _ in rows[:8]] == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6]
+
+
+def test_spectrum_and_log_bins_of_a_known_histogram():
+    h = Histogram()
+    h.record_many([100] * 50 + [1000] * 40 + [10000] * 9 + [100000])
+    s = data.spectrum(h)
+    assert s["value"][list(s["percentile"]).index(0.5)] == 100
+    assert s["value"][-1] == 100000 and s["count"][-1] == 100
+    edges, counts = data.log_bins(h)
+    assert counts.sum() == 100 and np.all(np.diff(edges) > 0)
+    assert counts[np.searchsorted(edges, 1001.5, side="right") - 1] == 40  # 1000 µs: bucket [1000, 1003]
+
+
+def test_text_from_the_result_is_escaped():
+    result = synthetic_result([10, 10], 1.0)
+    result["command"] = "smtpbench run <script>alert(1)</script>"
+    result["errors"] = [{"phase": "mail", "code": 550, "kind": "reply", "count": 1, "first_s": 0.1, "last_s": 0.1,
+                         "example": "550 <img src=x onerror=alert(1)>"}]
+    from smtpbench.report import html
+
+    text = html.run_page(result, tables.overview(result), [], tables.tables(result), {}, {}, [])
+    assert "<script>" not in text and "<img src=x" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+def test_cli_writes_one_report_per_run(tmp_path, capsys):
+    runs = [write_result(tmp_path / f"run{i}", synthetic_result([50, 50], 1.0 + i, run_id=f"r{i}")) for i in (1, 2)]
+    assert main(["report", str(runs[0]), str(runs[1] / "result.json"), "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    for i in (1, 2):
+        index = tmp_path / "out" / f"r{i}" / "index.html"
+        assert f"report: {index}" in out and index.is_file()
+        assert (index.parent / "response.hgrm").is_file() and (index.parent / "spectrum.svg").is_file()
+        assert json.loads((index.parent / "figures.json").read_text())["throughput"]["series"]["ok"]["y"][:2] == [50, 50]
+
+
+def test_cli_rejects_what_is_not_a_result(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "no such result file or run folder" in capsys.readouterr().err
+    (tmp_path / "bad.json").write_text('{"schema": "other"}')
+    assert main(["report", str(tmp_path / "bad.json")]) == 2
+    assert "not a smtpbench result" in capsys.readouterr().err
