@@ -55,11 +55,17 @@ def run_load(out: Path, *args: str, timeout: float = 60.0) -> LoadRun:
     """``python -m smtpbench run ARGS --out OUT``; the result file is read when there is one."""
     cmd = [sys.executable, "-m", "smtpbench", "run", *args, "--out", str(out)]
     started = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f"smtpbench run did not end within {timeout:g}s: {cmd}\n{stdout}\n{stderr}")
     wall = time.monotonic() - started
     path = out / "result.json"
     result = json.loads(path.read_text()) if path.exists() else None
-    return LoadRun(proc.returncode, proc.stdout, proc.stderr, wall, result)
+    return LoadRun(proc.returncode, stdout, stderr, wall, result)
 
 
 def write_scenario(folder: Path, text: str, name: str = "scenario.toml") -> str:

@@ -1,0 +1,129 @@
+"""The generator against ``smtpbench sink`` over loopback: every message the generator counts
+as OK is one the sink received (closed and open loop, with and without pipelining, DATA and
+BDAT, a connection per message, two processes), the open loop offers what it was asked to,
+and result.json holds what a user reads with jq."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from load_helpers import assert_accounted, assert_exit, run_load
+
+PHASES = ("connect", "banner", "ehlo", "mail", "rcpt", "data", "end_of_data", "quit")
+PERCENTILES = ("p50", "p90", "p99", "p99.9", "max")
+
+
+def run_against_sink(start_sink, tmp_path, *args: str, sink_args: tuple[str, ...] = ()):
+    """Run the generator against a fresh sink; return (result, the sink's final counters)."""
+    sink = start_sink(*sink_args)
+    run = run_load(tmp_path / "out", "--target", sink.address, *args)
+    final = sink.stop()
+    assert "Traceback" not in run.stderr, run
+    assert_exit(run, 0)
+    assert_accounted(run.result)
+    return run.result, final
+
+
+@pytest.mark.parametrize("args, sink_args", [
+    ((), ()),
+    (("--no-pipelining",), ()),
+    ((), ("--hide", "CHUNKING")),                              # DATA instead of BDAT
+    (("--no-pipelining",), ("--hide", "PIPELINING", "--hide", "CHUNKING")),
+    (("--messages-per-connection", "1"), ()),
+    (("--processes", "2"), ()),
+    (("--recipients", "3", "--size", "10KiB"), ()),
+], ids=["pipelined", "no-pipelining", "data", "not-offered", "connection-per-message", "two-processes",
+        "three-rcpts-10k"])
+def test_closed_loop_ok_equals_received(start_sink, tmp_path, args, sink_args):
+    result, final = run_against_sink(start_sink, tmp_path, "--sessions", "5", "--messages", "300", *args,
+                                     sink_args=sink_args)
+    totals = result["totals"]
+    assert totals["issued"] == 300
+    assert totals["ok"] == 300 and totals["failed"] == 0
+    assert final["messages"] == totals["ok"]
+    assert final["recipients"] == totals["ok"] * (3 if "--recipients" in args else 1)
+    assert final["bytes"] == totals["bytes"]
+    assert final["protocol_errors"] == 0
+    probe = 1  # start_sink's readiness check connects once
+    if "--messages-per-connection" in args:
+        assert final["connections_total"] == 300 + probe
+    else:
+        assert final["connections_total"] == 5 + probe  # one per session, whatever the processes
+
+
+def test_open_loop_offers_rate_times_duration(start_sink, tmp_path):
+    rate, duration = 300, 3
+    result, final = run_against_sink(start_sink, tmp_path, "--rate", str(rate), "--duration", f"{duration}s")
+    totals = result["totals"]
+    assert abs(totals["issued"] - rate * duration) <= 0.01 * rate * duration
+    assert totals["failed"] == 0
+    assert totals["ok"] == totals["issued"] == final["messages"]
+    assert sum(result["timeseries"]["offered"]) == totals["issued"]
+    # Achieved throughput over the measured span, with room for a noisy machine.
+    assert totals["msgs_per_s"] == pytest.approx(rate, rel=0.1)
+
+
+def test_open_loop_two_processes_share_the_schedule(start_sink, tmp_path):
+    result, final = run_against_sink(start_sink, tmp_path, "--rate", "200", "--duration", "2s",
+                                     "--processes", "2", "--arrival", "poisson")
+    totals = result["totals"]
+    assert totals["ok"] == totals["issued"] == final["messages"]
+    # Poisson arrivals: 400 expected; a 4-sigma band (sqrt(400) = 20).
+    assert 320 <= totals["issued"] <= 480
+
+
+def check_summary(name: str, summary: dict) -> None:
+    assert summary["count"] > 0, name
+    values = [summary[p] for p in PERCENTILES]
+    assert all(isinstance(v, int) and v >= 0 for v in values), (name, summary)
+    assert values == sorted(values), (name, summary)
+    assert summary["min"] <= summary["p50"], (name, summary)
+
+
+def test_result_file_has_what_users_read(start_sink, tmp_path):
+    result, final = run_against_sink(start_sink, tmp_path, "--sessions", "3", "--messages", "60",
+                                     "--no-pipelining", "--messages-per-connection", "10",
+                                     sink_args=("--hide", "CHUNKING"))
+    totals = result["totals"]
+    assert totals["ok"] == 60 == final["messages"] and totals["failed"] == 0
+    assert totals["msgs_per_s"] > 0
+    latency = result["latency"]
+    check_summary("response", latency["response"])
+    check_summary("service", latency["service"])
+    assert latency["response"]["count"] == 60
+    for phase in PHASES:
+        check_summary(phase, latency["phases"][phase])
+    # One MAIL, RCPT, DATA and end-of-data reply per message; a banner, EHLO and QUIT per connection
+    # (at most 10 messages each; a session's last connection may carry fewer).
+    for phase in ("mail", "rcpt", "data", "end_of_data"):
+        assert latency["phases"][phase]["count"] == 60, phase
+    connections = latency["phases"]["connect"]["count"]
+    assert 6 <= connections <= 6 + 3
+    for phase in ("banner", "ehlo", "quit"):
+        assert latency["phases"][phase]["count"] == connections, phase
+    # A transaction takes at least as long as its end-of-data reply.
+    assert latency["service"]["max"] >= latency["phases"]["end_of_data"]["min"]
+    assert result["health"]["valid"] in (True, False) and isinstance(result["health"]["reasons"], list)
+    assert result["verdict"] in ("ok", "invalid")
+
+
+def test_result_file_with_jq(start_sink, tmp_path):
+    jq = shutil.which("jq")
+    if jq is None:
+        pytest.skip("jq is not installed")
+    result, _ = run_against_sink(start_sink, tmp_path, "--sessions", "2", "--messages", "20",
+                                 sink_args=("--hide", "CHUNKING"))
+    path = tmp_path / "out" / "result.json"
+    query = ("[.totals.ok, .totals.failed, .totals.msgs_per_s, .latency.response.p50, .latency.response.p90,"
+             " .latency.response.p99, .latency.response[\"p99.9\"], .latency.response.max,"
+             " .latency.phases.end_of_data.p99, .latency.phases.connect.max]")
+    out = subprocess.run([jq, "-c", query, str(path)], capture_output=True, text=True, check=True).stdout
+    values = json.loads(out)
+    assert values[:2] == [20, 0]
+    assert all(isinstance(v, (int, float)) and v > 0 for v in [values[2], *values[3:]]), values
+    assert values[3] <= values[4] <= values[5] <= values[6] <= values[7]
+    assert values[8] == result["latency"]["phases"]["end_of_data"]["p99"]
