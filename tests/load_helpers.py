@@ -28,6 +28,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from conftest import wait_port
 from smtpbench.protocol.server import DATA, DEFAULT_EXTENSIONS, ServerConfig, ServerSession
 
 #: Scripted servers offer DATA only (no CHUNKING), so "mid-DATA" means after a 354.
@@ -127,7 +128,15 @@ class PostfixSink:
     def address(self) -> str:
         return f"{HOST}:{self.port}"
 
+    def wait_ready(self) -> None:
+        try:
+            wait_port(HOST, self.port)
+        except TimeoutError:
+            self.proc.kill()
+            raise RuntimeError(f"smtp-sink did not start: {self.proc.communicate()[0]!r}")
+
     def stop(self) -> int:
+        """Stop it; the number of messages it received (its last ``mesg=`` counter)."""
         if self.proc.poll() is None:
             self.proc.terminate()
         out, _ = self.proc.communicate(timeout=10)
