@@ -66,13 +66,18 @@ BODY = st.lists(
 LONG_LINE = re.compile(rb"\n[^\n]{%d}" % MAX_TEXT_LINE)
 
 
-@given(BODY)
-def test_find_terminator_is_find(body):
+PAD = b"y\r\n" * 1500  # long chunks take the dot-by-dot search, short ones the general one
+
+
+@given(BODY, st.booleans())
+def test_find_terminator_is_find(body, long):
+    body = PAD + body if long else body
     assert find_terminator(body) == body.find(TERMINATOR)
 
 
-def test_find_terminator_after_many_dots():
-    body = b"a. b. c. d. e. f. g. h. i. j. k.\r\n.x\r\n..\r\n.\r\nMAIL"
+@pytest.mark.parametrize("pad", [b"", PAD])
+def test_find_terminator_after_many_dots(pad):
+    body = pad + b"a. b. c. d. e. f. g. h. i. j. k.\r\n.x\r\n..\r\n.\r\nMAIL"
     assert find_terminator(body) == body.find(TERMINATOR) > 0
 
 

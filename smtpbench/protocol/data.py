@@ -47,12 +47,15 @@ def find_terminator(chunk: bytes) -> int:
     each one beats the general substring search, which stalls on every
     CRLF. After a few dots that were not the terminator the rest goes to
     the general search, so a dotty body costs a few checks more, no more.
+    A short chunk goes to the general search at once (it is as fast there).
     """
+    if len(chunk) < 4096:
+        return chunk.find(TERMINATOR)
     dot = chunk.find(b".", 2)
     for _ in range(8):
         if dot < 0:
             return -1
-        if chunk[dot - 2:dot] == b"\r\n" and chunk[dot + 1:dot + 3] == b"\r\n":
+        if chunk.startswith(TERMINATOR, dot - 2):
             return dot - 2
         dot = chunk.find(b".", dot + 1)
     # Any terminator left has its "." at ``dot`` or later.
