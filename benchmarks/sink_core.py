@@ -45,7 +45,9 @@ WORKLOADS = {  # key -> (title, payload octets, messages timed)
 def replay(payload: int, messages: int) -> float:
     """Feed ``messages`` transactions into one session; return the CPU seconds taken."""
     server = SinkServer(Sink())
-    session = ServerSession(server.config, server.stats, server.hooks)
+    # As SinkConnection does: per-connection fault hooks when a fault policy is active.
+    hooks = server.hooks if server.policy is None else server.fault_hooks("127.0.0.1")
+    session = ServerSession(server.config, server.stats, hooks)
     session.greeting()
     session.feed(b"EHLO client.localhost\r\n")
     body = smtp_source_body(payload)
