@@ -76,7 +76,7 @@ class Profile:
         """Λ⁻¹(n): when ``n`` arrivals are expected; inf when the profile ends first."""
         cum = self._cum
         for i, s in enumerate(self.segments):
-            if n <= cum[i + 1]:
+            if n <= cum[i + 1] and cum[i + 1] > cum[i]:  # a zero-rate stage holds no arrival
                 return s.start + s.time_for(n - cum[i])
         return math.inf
 
