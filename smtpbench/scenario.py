@@ -204,7 +204,7 @@ PATTERN_FIELDS = ("n", "seq", "process")
 GENERATED_HEADERS = {
     "date": "", "message-id": "", "from": "sender", "to": "recipient", "subject": "subject",
     "mime-version": "", "content-type": "body/attachments", "content-transfer-encoding": "body/attachments",
-    "x-smtpbench-run": "", "x-smtpbench-seq": "",
+    "x-smtpbench-run": "", "x-smtpbench-seq": "", "x-smtpbench-sent": "",
 }
 
 

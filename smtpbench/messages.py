@@ -1,0 +1,607 @@
+"""The messages the generator sends: envelopes, headers and bodies, made cheaply.
+
+A load generator that spends its CPU building messages measures itself, not
+the server. So whatever does not change between messages is made once: a body
+is rendered and dot-stuffed once per distinct size, and the very same ``bytes``
+object is written on every send; the constant header lines are rendered once
+per factory. Per message only a small header block is formatted (Date,
+Message-ID, From, To, Subject, sequence number): 2-3 µs a message.
+
+The DATA payload is handed out as ``pieces``, ready for
+``transport.writelines()``: the header block, then the body, each piece
+dot-stuffed on its own (RFC 5321 §4.5.2; every piece starts at a line start and
+ends with CRLF, so stuffing them apart equals stuffing them together), the last
+one ending with the ``.\\r\\n`` that closes DATA (RFC 5321 §4.1.1.4). A body
+over 64 KiB is the same shared 64 KiB block several times and a short tail of
+its own, so even a heavy-tailed size mix (a lognormal with a p99 of megabytes)
+renders little and keeps little in memory.
+
+Sizes and recipient counts are drawn from the scenario's distributions with a
+numpy Generator seeded from (seed, process index): a run can be repeated
+exactly, and processes never share a stream. Sequence numbers interleave across
+processes (process p of P sends p, p+P, p+2P, ...) so every message of a run has
+its own number, Message-ID and, where the patterns use ``{n}``/``{seq}``,
+addresses.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+import re
+import string
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import cache
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .protocol.data import dot_stuff, normalise_crlf, unstuff
+from .scenario import PATTERN_FIELDS, Distribution, Message, ScenarioError
+
+#: z of the 99th percentile of the standard normal: a lognormal's p99 is exp(mu + Z99 * sigma).
+Z99 = 2.3263478740408408
+
+#: Rendered bodies kept per process (shared by all factories in it), least recently used out first.
+#: Shared blocks are not counted; the body in use by a factory is always kept.
+BODY_CACHE_BYTES = 64 * 1024 * 1024
+
+#: A body longer than this is made of shared blocks of about this size and a tail of its own.
+BLOCK_OCTETS = 64 * 1024
+
+#: Sizes drawn from a continuous distribution are rounded to 64 steps per power of two (a relative
+#: error of at most 0.8%), so a run renders a few hundred distinct bodies, not one per message.
+SIZE_STEPS_PER_OCTAVE = 64
+_STEP_BITS = SIZE_STEPS_PER_OCTAVE.bit_length()  # a value of this many bits or fewer is kept exact
+
+#: Values drawn per numpy call.
+DRAW_BATCH = 1024
+
+#: Body text lines are at most this many octets before CRLF: under RFC 5322 §2.1.1's 78
+#: characters, and far under its (and RFC 5321 §4.5.3.1.6's) limit of 998 octets.
+LINE_OCTETS = 76
+
+#: With ``body = "utf8"``, the default ASCII sender and recipient patterns give way to these,
+#: so a UTF-8 run exercises RFC 6531 addresses too. Any other pattern is kept as written.
+UTF8_SENDER = "expéditeur{n}@smtpbench.example"
+UTF8_RECIPIENT = "empfänger{n}@smtpbench.example"
+
+# RFC 2046 §5.1.1: a boundary must not occur in the parts. "=_" cannot start a base64 line
+# nor occur in the generated text, and "=" makes the quotes required (RFC 2045 §5.1 tspecials).
+BOUNDARY = "=_smtpbench_mixed"
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+@dataclass(slots=True)
+class Outgoing:
+    """One message, ready to send.
+
+    ``pieces`` is the DATA payload to write after the 354 reply: dot-stuffed and
+    ending with ``b".\\r\\n"`` (so CRLF.CRLF overall); write it with
+    ``transport.writelines(pieces)``. ``size`` is the octet count as sent, without
+    that 3-octet terminator (what RFC 1870 ``SIZE=`` declares and the wire carries).
+    """
+
+    seq: int  #: sequence number, unique across the processes of a run
+    mail_from: str  #: reverse-path for MAIL FROM
+    rcpts: list[str]  #: forward-paths, one RCPT TO each
+    pieces: tuple[bytes, ...]  #: DATA payload: header block, body pieces; dot-stuffed, ends with b".\r\n"
+    size: int  #: octets as sent: sum of len(pieces) minus 3
+    smtputf8: bool  #: addresses or headers are UTF-8: send SMTPUTF8 (RFC 6531 §3.4)
+    eight_bit: bool  #: octets above 127 in the content: send BODY=8BITMIME (RFC 6152)
+
+    def raw(self) -> bytes:
+        """The message itself: unstuffed, without the terminator (what a capturing sink stores)."""
+        return unstuff(b"".join(self.pieces)[:-3])
+
+
+class MessageFactory:
+    """Makes the :class:`Outgoing` messages one process of a run sends.
+
+    ``spec`` is the scenario's ``[message]`` table; ``seed`` the scenario seed;
+    ``run_id`` goes into every message (``X-Smtpbench-Run`` and the Message-ID) so a
+    sink can match what it received; process ``process_index`` of ``process_count``
+    numbers its messages ``process_index + k * process_count``.
+
+    Patterns: ``{seq}`` is the sequence number; ``{n}`` is the sequence number in the
+    sender and subject, and in the recipient a recipient counter interleaved across
+    processes the same way (so with ``{n}`` no two recipients of a run are alike);
+    ``{process}`` is the process index.
+
+    Size is the octet count as sent (:attr:`Outgoing.size`): exact for a fixed size
+    or a ``choices`` value, rounded to SIZE_STEPS_PER_OCTAVE steps for ``uniform``
+    and ``lognormal``; never less than the header block and, with attachments, the
+    MIME skeleton.
+
+    With ``eml_dir`` set, every ``*.eml`` file there is read once, here: CRLF-normalised
+    and dot-stuffed. Messages cycle through the files (message ``seq`` sends file
+    ``seq % count`` in name order); ``size`` is then unused, the envelope still comes
+    from the patterns, and ``X-Smtpbench-Run``/``X-Smtpbench-Seq`` are put in front.
+    A folder that is missing or has no ``.eml`` file raises :class:`ScenarioError`.
+    """
+
+    def __init__(self, spec: Message, seed: int, run_id: str, process_index: int = 0, process_count: int = 1):
+        if process_count < 1 or not 0 <= process_index < process_count:
+            raise ValueError(f"process_index must be in 0..{process_count - 1}, got {process_index}")
+        if not run_id or not run_id.isascii() or not run_id.isprintable():
+            raise ValueError(f"run_id must be printable ASCII, got {run_id!r}")
+        self.spec = spec
+        self.run_id = run_id
+        self._p = process_index
+        self._P = process_count
+        self._k = 0  # messages made so far
+        self._r = 0  # recipients made so far
+        self._date_t = -1
+        self._date = ""
+
+        # Independent streams for sizes and recipient counts, so changing one
+        # distribution leaves the other's draws as they were.
+        size_seq, count_seq = np.random.SeedSequence([seed % 2**64, process_index]).spawn(2)
+        self._size = max(1, spec.size) if isinstance(spec.size, int) else 0  # 0: draw; 0 and 1 give the same
+        self._sizes = None if self._size else _draws(spec.size, np.random.default_rng(size_seq), sizes=True)
+        self._nrcpt = spec.recipients if isinstance(spec.recipients, int) else 0
+        self._counts = None if self._nrcpt else _draws(spec.recipients, np.random.default_rng(count_seq), sizes=False)
+
+        sender, recipient = spec.sender, spec.recipient
+        if spec.body == "utf8":
+            if sender == Message.model_fields["sender"].default:
+                sender = UTF8_SENDER
+            if recipient == Message.model_fields["recipient"].default:
+                recipient = UTF8_RECIPIENT
+        self._sender = _compile(sender, process_index)
+        self._rcpt = _compile(recipient, process_index)
+        self._subject = _compile(spec.subject, process_index)
+        addr_utf8 = not (sender.isascii() and recipient.isascii())
+        # RFC 6531 §3.4, RFC 6532 §3: with SMTPUTF8, header fields may carry raw UTF-8.
+        self._smtputf8 = spec.body == "utf8" or addr_utf8
+        self._encode_subject = not self._smtputf8 and not spec.subject.isascii()
+
+        self._last_len = -1
+        self._last_body: tuple[bytes, ...] = ()
+        self._last_octets = 0
+        self._unstuffed: dict[tuple[int, bool], tuple[bytes, bytes]] = {}
+        self._eml: list[tuple[bytes, bool, bool]] | None = None
+        self._head_dots = False
+        if spec.eml_dir:
+            self._eml = _load_eml(spec.eml_dir)
+            return
+
+        kind, atts = spec.body, spec.attachments
+        self._kind = kind
+        self._atts = atts
+        self._min_body = _multipart_minimum(kind, atts) if atts else 0
+        user_8bit = any(not v.isascii() for v in spec.headers.values()) or not spec.subject.isascii()
+        self._eight_bit = kind != "7bit" or (self._smtputf8 and (addr_utf8 or user_8bit))
+
+        tail = [f"X-Smtpbench-Run: {run_id}"]
+        for name, value in spec.headers.items():
+            # RFC 2047 §4.1: non-ASCII in a header of a message sent without SMTPUTF8 is encoded.
+            tail.append(f"{name}: {value if self._smtputf8 or value.isascii() else _encoded_words(value)}")
+        tail.extend(_mime_headers(kind, atts))
+        tail_text = "\r\n".join(tail) + "\r\n\r\n"
+        # A user header may start with "." (RFC 5322 §3.6.8 ftext allows it): stuff the constant lines once.
+        self._head_dots = tail_text.startswith(".") or "\r\n." in tail_text
+        self._tail = ("." if tail_text.startswith(".") else "") + tail_text.replace("\r\n.", "\r\n..")
+        # RFC 5322 §3.6.4: the id-left of a msg-id is dot-atom-text; the run id is made to fit.
+        self._mid = re.sub(r"[^A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+", "-", run_id) + "@smtpbench"
+
+    def next(self) -> Outgoing:
+        """The next message of this process (a few µs; only the header block is new)."""
+        k = self._k
+        self._k = k + 1
+        P, p = self._P, self._p
+        seq = p + k * P
+        nr = self._nrcpt or next(self._counts)  # type: ignore[arg-type]
+        r = self._r
+        self._r = r + nr
+        rcpt = self._rcpt
+        if nr == 1:
+            rcpts = [rcpt(r * P + p, seq)]
+        else:
+            rcpts = [rcpt((r + j) * P + p, seq) for j in range(nr)]
+        mail_from = self._sender(seq, seq)
+        if self._eml is not None:
+            return self._next_eml(seq, mail_from, rcpts)
+
+        now = int(time.time())
+        if now != self._date_t:
+            self._date_t = now
+            self._date = _rfc5322_date(now)
+        subject = self._subject(seq, seq)
+        if self._encode_subject:
+            subject = _encoded_words(subject)
+        # RFC 5322 §3.6: Date and From are required; Message-ID is a SHOULD we rely on.
+        head = (f"Date: {self._date}\r\nMessage-ID: <{seq}.{self._mid}>\r\nFrom: {mail_from}\r\n"
+                f"To: {rcpts[0]}\r\nSubject: {subject}\r\nX-Smtpbench-Seq: {seq}\r\n{self._tail}").encode()
+        want = (self._size or next(self._sizes)) - len(head)  # type: ignore[arg-type]
+        if want != self._last_len:
+            self._last_body, self._last_octets = self._body(want)
+            self._last_len = want
+        return Outgoing(seq, mail_from, rcpts, (head, *self._last_body), len(head) + self._last_octets - 3,
+                        self._smtputf8, self._eight_bit)
+
+    def bdat_pieces(self, out: Outgoing) -> tuple[bytes, ...]:
+        """The message of ``out`` unstuffed, as pieces, for BDAT chunks (RFC 3030 §2: no stuffing).
+
+        Their lengths add up to ``len(out.raw())``. Body pieces are unstuffed once each and
+        reused, so this costs little more than :meth:`next`.
+        """
+        pieces = out.pieces
+        head = unstuff(pieces[0]) if self._head_dots else pieces[0]
+        last = len(pieces) - 1
+        return (head, *[self._unstuff(piece, i == last) for i, piece in enumerate(pieces[1:], 1)])
+
+    def _unstuff(self, piece: bytes, last: bool) -> bytes:
+        key = (id(piece), last)
+        entry = self._unstuffed.get(key)
+        if entry is None or entry[0] is not piece:
+            if len(self._unstuffed) >= 256:
+                self._unstuffed.clear()
+            # The entry holds the piece itself, so its id cannot be reused while cached.
+            entry = (piece, unstuff(piece[:-3] if last else piece))
+            self._unstuffed[key] = entry
+        return entry[1]
+
+    def _body(self, want: int) -> tuple[tuple[bytes, ...], int]:
+        if want < self._min_body:
+            want = self._min_body  # the message is at least its header block (and MIME skeleton)
+        elif want == 1:
+            want = 2  # the smallest non-empty body is one empty line
+        key = (self._kind, self._atts, want)
+        entry = _CACHE.get(key)
+        if entry is None:
+            pieces = _multipart(self._kind, self._atts, want) if self._atts else _plain(self._kind, want)
+            entry = (pieces, sum(map(len, pieces)))
+            _CACHE.put(key, entry)
+        return entry
+
+    def _next_eml(self, seq: int, mail_from: str, rcpts: list[str]) -> Outgoing:
+        eml = self._eml
+        body, utf8, eight = eml[seq % len(eml)]  # type: ignore[index]
+        head = f"X-Smtpbench-Run: {self.run_id}\r\nX-Smtpbench-Seq: {seq}\r\n".encode()
+        smtputf8 = utf8 or self._smtputf8
+        return Outgoing(seq, mail_from, rcpts, (head, body), len(head) + len(body) - 3, smtputf8, eight or smtputf8)
+
+
+def _compile(pattern: str, process: int) -> Callable[[int, int], str]:
+    """A ``{n}``/``{seq}``/``{process}`` pattern as a function ``(n, seq) -> str``.
+
+    It runs for every address of every message, and ``str.format`` with keywords costs
+    several times what an f-string does; so the pattern becomes an f-string. Only names
+    made here enter the compiled source: the pattern's own text is passed in as values.
+    """
+    values: dict[str, str] = {}
+    source = []
+    for literal, field, spec, conv in string.Formatter().parse(pattern):
+        if field == "process":
+            literal, field = literal + str(process), None
+        if literal:
+            name = f"_{len(values)}"
+            values[name] = literal
+            source.append("{%s}" % name)
+        if field is not None:
+            if field not in PATTERN_FIELDS or spec or conv:
+                raise ScenarioError(f"pattern {pattern!r}: unknown placeholder {{{field}}}")
+            source.append("{%s}" % field)
+    return eval("lambda n, seq: f'%s'" % "".join(source), values)  # noqa: S307 - no user text in the source
+
+
+class _LRU:
+    """Bodies by (kind, attachments, stuffed length), bounded by the octets they hold alone."""
+
+    def __init__(self, budget: int):
+        self.budget = budget
+        self.octets = 0
+        self._d: OrderedDict[tuple, tuple[tuple[bytes, ...], int]] = OrderedDict()
+
+    def get(self, key: tuple) -> tuple[tuple[bytes, ...], int] | None:
+        entry = self._d.get(key)
+        if entry is not None:
+            self._d.move_to_end(key)
+        return entry
+
+    def put(self, key: tuple, entry: tuple[tuple[bytes, ...], int]) -> None:
+        self._d[key] = entry
+        self.octets += _own_octets(entry[0])
+        while self.octets > self.budget and len(self._d) > 1:
+            _, old = self._d.popitem(last=False)
+            self.octets -= _own_octets(old[0])
+
+
+def _own_octets(pieces: tuple[bytes, ...]) -> int:
+    return sum(len(p) for p in pieces if not any(p is b for b in _SHARED))
+
+
+_CACHE = _LRU(BODY_CACHE_BYTES)
+_SHARED: list[bytes] = []  # the shared blocks, made on first use
+
+
+def _draws(dist: Distribution, rng: np.random.Generator, sizes: bool) -> Iterator[int]:
+    """Endless values from ``dist``, drawn DRAW_BATCH at a time (one numpy call per batch).
+
+    ``sizes``: round continuous draws to SIZE_STEPS_PER_OCTAVE steps; otherwise (recipient
+    counts) make every value at least 1.
+    """
+    while True:
+        if dist.uniform is not None:
+            lo, hi = dist.uniform
+            v = rng.integers(lo, hi + 1, size=DRAW_BATCH)
+        elif dist.lognormal is not None:
+            median, p99 = dist.lognormal["median"], dist.lognormal["p99"]
+            # median = exp(mu), p99 = exp(mu + Z99 * sigma)
+            v = np.rint(rng.lognormal(math.log(median), math.log(p99 / median) / Z99, size=DRAW_BATCH))
+        else:
+            values = np.array([c[0] for c in dist.choices], dtype=np.int64)  # type: ignore[union-attr]
+            weights = np.array([c[1] for c in dist.choices], dtype=float)  # type: ignore[union-attr]
+            v = rng.choice(values, size=DRAW_BATCH, p=weights / weights.sum())
+        v = np.asarray(v, dtype=np.int64)
+        if sizes and dist.choices is None:
+            bits = np.floor(np.log2(np.maximum(v, 1))).astype(np.int64) + 1
+            step = np.left_shift(1, np.maximum(bits - _STEP_BITS, 0))
+            v = (v + step // 2) // step * step
+            if dist.uniform is not None:
+                v = np.clip(v, dist.uniform[0], dist.uniform[1])  # a range keeps its bounds
+        if not sizes:
+            v = np.maximum(v, 1)  # a message has at least one recipient
+        yield from v.tolist()
+
+
+def _rfc5322_date(t: int) -> str:
+    """RFC 5322 §3.3 date-time in UTC, independent of the locale (unlike strftime's %a, %b)."""
+    tm = time.gmtime(t)
+    return (f"{_DAYS[tm.tm_wday]}, {tm.tm_mday:02d} {_MONTHS[tm.tm_mon - 1]} {tm.tm_year} "
+            f"{tm.tm_hour:02d}:{tm.tm_min:02d}:{tm.tm_sec:02d} +0000")
+
+
+def _encoded_words(text: str) -> str:
+    """``text`` as RFC 2047 "B" encoded-words in UTF-8, folded one word a line.
+
+    RFC 2047 §2: an encoded-word is at most 75 characters; 11 characters are at most
+    44 octets of UTF-8, 60 of base64, 72 with the ``=?utf-8?b?...?=`` frame. §6.2:
+    the folding white space between two encoded-words is not part of the text.
+    """
+    return "\r\n ".join("=?utf-8?b?" + base64.b64encode(text[i:i + 11].encode()).decode() + "?="
+                        for i in range(0, len(text), 11))
+
+
+def _mime_headers(kind: str, attachments: int) -> list[str]:
+    """RFC 2045 §4-§6 header fields; none for plain 7-bit text (RFC 2045 §5.2's default)."""
+    if attachments:
+        lines = ["MIME-Version: 1.0", f'Content-Type: multipart/mixed; boundary="{BOUNDARY}"']
+        # RFC 2045 §6.4: a multipart's encoding is 7bit, 8bit or binary, and must cover its parts'.
+        return lines + (["Content-Transfer-Encoding: 8bit"] if kind != "7bit" else [])
+    if kind == "7bit":
+        return []
+    return ["MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 8bit"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Body text: one deterministic block of lines per body kind, repeated and cut to length. Some
+# lines start with "." (RFC 5321 §4.5.2 dot-stuffing), two are a lone ".", one starts with "From "
+# (mbox quoting, for capturing sinks).
+
+_ASCII_WORDS = (
+    "the quick brown fox jumps over a lazy dog while benchmark messages flow through the sink "
+    "latency throughput pipelining envelope recipient sender session transaction queue relay "
+    "lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt"
+).split()
+_EXTRA_WORDS = {
+    "7bit": (),
+    # Latin-1 range letters, UTF-8 encoded: 8-bit content (RFC 6152).
+    "8bit": ("Grüße", "Straße", "Käse", "Übermut", "naïve", "café", "façade", "smörgåsbord",
+             "Ærøskøbing", "jalapeño", "Ørsted", "señor", "garçon"),
+    # Many scripts, UTF-8 sequences of 2 to 4 octets (RFC 3629), for SMTPUTF8 runs.
+    "utf8": ("Grüße", "café", "Ελληνικά", "русский", "日本語", "中文", "한국어", "עברית", "العربية",
+             "हिन्दी", "✉", "😀", "🚀", "ﬁnance", "Ἀθῆναι"),
+}
+_SPECIAL_LINES = (".", ". a line that starts with a dot", "..two dots", ".", "From the sender, a line mbox quotes",
+                  "...three dots and a tab\t.")
+
+
+@cache
+def _master(kind: str) -> bytes:
+    """About 12 KiB of text lines of at most LINE_OCTETS octets each, ending with CRLF."""
+    words = list(_ASCII_WORDS) + list(_EXTRA_WORDS[kind]) * 3
+    rng = np.random.default_rng(5322)  # fixed: the same bodies in every run and process
+    picks = rng.integers(0, len(words), size=4096).tolist()
+    widths = rng.integers(20, LINE_OCTETS + 1, size=256).tolist()
+    lines, w = [], 0
+    for i, width in enumerate(widths):
+        if i % 8 == 5:
+            lines.append(_SPECIAL_LINES[(i // 8) % len(_SPECIAL_LINES)].encode())
+            continue
+        line = b""
+        while True:
+            word = words[picks[w % len(picks)]].encode()
+            w += 1
+            if len(line) + 1 + len(word) > width:
+                break
+            line = line + b" " + word if line else word
+        lines.append(line or b"-")
+    return b"\r\n".join(lines) + b"\r\n"
+
+
+@cache
+def _text_block(kind: str) -> bytes:
+    """Whole copies of the master text, about BLOCK_OCTETS, dot-stuffed: shared by every long body."""
+    master = _master(kind)
+    block = _stuff(master * max(1, round(BLOCK_OCTETS / len(master))))
+    _SHARED.append(block)
+    return block
+
+
+@cache
+def _attachment_block() -> tuple[bytes, bytes]:
+    """Pseudo-random bytes and their base64 lines (RFC 2045 §6.8), about BLOCK_OCTETS encoded.
+
+    57 bytes make one 76-character line, so the block ends on a line and a 3-byte
+    boundary: base64 of the block repeated is the block's base64 repeated.
+    """
+    data = np.random.default_rng(2049).bytes(57 * (BLOCK_OCTETS // 78))
+    block = base64.encodebytes(data).replace(b"\n", b"\r\n")
+    _SHARED.append(block)
+    return data, block
+
+
+def _stuff(raw: bytes) -> bytes:
+    """``raw`` (starting a line, ending with CRLF or empty) dot-stuffed, without the terminator."""
+    return dot_stuff(raw)[:-3]
+
+
+def _text(master: bytes, length: int) -> bytes:
+    """Exactly ``length`` octets of text (1 gives 2: one empty line), ending with CRLF."""
+    if length <= 0:
+        return b""
+    if length <= 2:
+        return b"\r\n"
+    cut = bytearray((master * ((length - 2) // len(master) + 1))[:length - 2])
+    # Do not leave half a UTF-8 sequence (RFC 3629) or a lone CR at the cut.
+    back = len(cut) - 1
+    while back >= 0 and 0x80 <= cut[back] < 0xC0 and len(cut) - back < 4:
+        back -= 1
+    if back >= 0 and cut[back] >= 0xC0:
+        need = 2 if cut[back] < 0xE0 else 3 if cut[back] < 0xF0 else 4
+        if len(cut) - back < need:
+            cut[back:] = b"x" * (len(cut) - back)
+    if cut.endswith(b"\r"):
+        cut[-1:] = b"x"
+    return bytes(cut) + b"\r\n"
+
+
+def _stuffed_len(raw: bytes) -> int:
+    """Octets of ``raw`` after dot-stuffing (RFC 5321 §4.5.2), ``raw`` starting a line."""
+    return len(raw) + raw.count(b"\r\n.") + raw.startswith(b".")
+
+
+def _text_stuffed(master: bytes, target: int) -> bytes:
+    """Text whose dot-stuffed size is exactly ``target`` octets (``target`` != 1)."""
+    # One more octet of text is one more stuffed octet, or two where it is the "." that
+    # starts a line. So: shrink by the stuffing, grow to reach the target, then take back
+    # any overshoot by turning line-leading dots into "-".
+    raw = _text(master, target)
+    length = target - (_stuffed_len(raw) - target)
+    raw = _text(master, length)
+    while (size := _stuffed_len(raw)) < target:
+        length += target - size
+        raw = _text(master, length)
+    if size > target:
+        buf = bytearray(raw)
+        for _ in range(size - target):
+            at = buf.rfind(b"\r\n.")
+            buf[at + 2 if at >= 0 else 0] = 0x2D
+        raw = bytes(buf)
+    return raw
+
+
+def _text_pieces(kind: str, target: int) -> list[bytes]:
+    """Stuffed text of exactly ``target`` octets: shared blocks, then a tail of its own."""
+    block = _text_block(kind)
+    count, rest = divmod(target, len(block))
+    if count and rest == 1:
+        count, rest = count - 1, rest + len(block)
+    return [block] * count + [_stuff(_text_stuffed(_master(kind), rest))]
+
+
+def _join(parts: list[bytes]) -> tuple[bytes, ...]:
+    """Stuffed parts as DATA pieces: shared blocks as they are, the rest joined, the terminator last."""
+    out, run = [], []
+    for part in parts:
+        if any(part is b for b in _SHARED):
+            if run:
+                out.append(b"".join(run))
+                run = []
+            out.append(part)
+        elif part:
+            run.append(part)
+    run.append(b".\r\n")  # RFC 5321 §4.1.1.4: CRLF "." CRLF ends the data
+    out.append(b"".join(run))
+    return tuple(out)
+
+
+def _plain(kind: str, target: int) -> tuple[bytes, ...]:
+    """A text/plain body of ``target`` octets stuffed, as DATA pieces."""
+    return _join(_text_pieces(kind, target))
+
+
+def _text_part_headers(kind: str) -> bytes:
+    cs, cte = ("us-ascii", "7bit") if kind == "7bit" else ("utf-8", "8bit")
+    return (f"--{BOUNDARY}\r\nContent-Type: text/plain; charset={cs}\r\n"
+            f"Content-Transfer-Encoding: {cte}\r\n\r\n").encode()
+
+
+def _attachment_headers(i: int) -> bytes:
+    return (f"--{BOUNDARY}\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n"
+            f'Content-Disposition: attachment; filename="smtpbench-{i}.bin"\r\n\r\n').encode()
+
+
+_CLOSE = f"--{BOUNDARY}--\r\n".encode()
+
+
+def _base64_len(n: int) -> int:
+    """Octets of ``n`` bytes in base64 with CRLF after every 76 characters (RFC 2045 §6.8)."""
+    chars = 4 * ((n + 2) // 3)
+    return chars + 2 * ((chars + 75) // 76)
+
+
+def _base64_pieces(n: int) -> list[bytes]:
+    """``n`` pseudo-random bytes in base64 lines: shared blocks, then a tail of its own."""
+    data, block = _attachment_block()
+    count, rest = divmod(n, len(data))
+    return [block] * count + ([base64.encodebytes(data[:rest]).replace(b"\n", b"\r\n")] if rest else [])
+
+
+def _multipart_minimum(kind: str, attachments: int) -> int:
+    """The smallest multipart body: an empty text line and one byte per attachment."""
+    fixed = len(_text_part_headers(kind)) + len(_CLOSE)
+    return fixed + 2 + sum(len(_attachment_headers(i)) + _base64_len(1) for i in range(1, attachments + 1))
+
+
+def _multipart(kind: str, attachments: int, target: int) -> tuple[bytes, ...]:
+    """multipart/mixed (RFC 2046 §5.1.3): a text part, then ``attachments`` base64 parts.
+
+    The stuffed size is exactly ``target``: the room left by the part headers is split
+    evenly over the text and the attachments, and the text takes up what base64's
+    4-octet granularity leaves over. The boundary lines start right after the CRLF
+    ending each part (RFC 2046 §5.1.1: that CRLF belongs to the boundary).
+    """
+    heads = [_attachment_headers(i) for i in range(1, attachments + 1)]
+    text_head = _text_part_headers(kind)
+    room = target - len(text_head) - len(_CLOSE) - sum(map(len, heads))
+    share = room // (attachments + 1)
+    parts: list[bytes] = []
+    encoded = 0
+    for head in heads:
+        n = max(1, share * 57 // 78)  # 57 bytes are one 76-character line and its CRLF
+        while _base64_len(n + 1) <= share:
+            n += 1
+        parts += [head, *_base64_pieces(n)]
+        encoded += _base64_len(n)
+    text = _text_pieces(kind, max(2, room - encoded))
+    return _join([text_head, *text, *parts, _CLOSE])
+
+
+def _load_eml(folder: str) -> list[tuple[bytes, bool, bool]]:
+    """Each ``*.eml`` in ``folder`` by name: (stuffed and terminated, needs SMTPUTF8, has 8-bit)."""
+    if not os.path.isdir(folder):
+        raise ScenarioError(f"key 'message.eml_dir': no such folder {folder!r}")
+    names = sorted(n for n in os.listdir(folder)
+                   if n.lower().endswith(".eml") and os.path.isfile(os.path.join(folder, n)))
+    if not names:
+        raise ScenarioError(f"key 'message.eml_dir': no .eml files in {folder!r}")
+    out = []
+    for name in names:
+        try:
+            with open(os.path.join(folder, name), "rb") as f:
+                data = normalise_crlf(f.read())
+        except OSError as e:
+            raise ScenarioError(f"key 'message.eml_dir': cannot read {name!r}: {e.strerror}") from None
+        end = data.find(b"\r\n\r\n")
+        header = data if end < 0 else data[:end]
+        # RFC 6532 §3: raw UTF-8 in header fields needs an SMTPUTF8 transaction.
+        out.append((dot_stuff(data), not header.isascii(), not data.isascii()))
+    return out
