@@ -105,6 +105,7 @@ class Cell:
 
 @dataclass
 class Row:
+    """One headline metric: the baseline's whole-run value and a cell per contender."""
     metric: Metric
     baseline: float
     cells: list[Cell]
@@ -214,6 +215,7 @@ def compare(baseline: dict, contenders: list[dict]) -> Comparison:
 
 
 def fmt_ratio(ratio: float | None) -> str:
+    """``0.450×``: contender / baseline, whole-run figures."""
     return "–" if ratio is None else f"{ratio:.3f}×"
 
 

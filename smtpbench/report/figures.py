@@ -101,6 +101,7 @@ def spectrum_series(result: dict, name: str, **style) -> Series:
 
 
 def throughput(result: dict) -> Figure:
+    """Offered (open loop), sent, OK and failed messages per second, per interval."""
     ts = result["timeseries"]
     step = ts.get("interval_s", 1)
     t = _times(result)
@@ -112,6 +113,7 @@ def throughput(result: dict) -> Figure:
 
 
 def latency_over_time(result: dict) -> Figure:
+    """Response p50…max and service p99 per interval (ms, log scale), the warm-up shaded."""
     ts = result["timeseries"]
     present = np.asarray(ts["ok"]) > 0
     t = _times(result)
@@ -122,6 +124,7 @@ def latency_over_time(result: dict) -> Figure:
 
 
 def spectrum_figure(result: dict) -> Figure:
+    """Response (corrected) and service (uncorrected) latency against 1/(1-p), log-log."""
     series = {"response (corrected)": spectrum_series(result, "response"),
               "service (uncorrected)": spectrum_series(result, "service", dashed=True)}
     top = max((max(s.x) for s in series.values() if s.x), default=1.0)
@@ -132,6 +135,7 @@ def spectrum_figure(result: dict) -> Figure:
 
 
 def phases(result: dict) -> Figure:
+    """p50 and p99 per SMTP phase (bars); phases never timed on their own are named in the note."""
     rows = [(name, s) for name, s in result["latency"]["phases"].items() if s.get("count") and s.get("p99")]
     cats = [name for name, _ in rows]
     series = {p: Series(cats, _ms([s[p] for _, s in rows])) for p in ("p50", "p99")}
@@ -143,6 +147,7 @@ def phases(result: dict) -> Figure:
 
 
 def histogram_figure(result: dict) -> Figure:
+    """Response and service latency counts on log bins (10 per decade)."""
     series = {}
     for name, dashed, color in (("response", False, "C0"), ("service", True, "C1")):
         edges, counts = data.log_bins(data.histogram(result, name))
@@ -152,6 +157,7 @@ def histogram_figure(result: dict) -> Figure:
 
 
 def errors_over_time(result: dict) -> Figure:
+    """Failed transactions per interval, stacked by reply class (4xx, 5xx, other)."""
     ts = result["timeseries"]
     t = _times(result)
     colors = {"4xx": "#e6a817", "5xx": "#c0392b", "other": "#7f8c8d"}
@@ -162,6 +168,7 @@ def errors_over_time(result: dict) -> Figure:
 
 
 def concurrency(result: dict) -> Figure:
+    """Messages in flight and open connections per interval (the maximum seen)."""
     ts = result["timeseries"]
     t = _times(result)
     series = {"messages in flight": Series(t, _list(ts["in_flight"])), "connections": Series(t, _list(ts["connections"]))}
@@ -170,6 +177,7 @@ def concurrency(result: dict) -> Figure:
 
 
 def health(result: dict) -> Figure:
+    """Generator CPU (% of a core) and event-loop lag (ms, right axis) per interval."""
     ts = result["timeseries"]
     t = _times(result)
     series = {"generator CPU (% of a core)": Series(t, _list(np.asarray(ts["cpu"], dtype=float) * 100)),

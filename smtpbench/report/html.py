@@ -75,11 +75,13 @@ def figure_html(fig: Figure, png: bytes) -> str:
 
 
 def kv_html(pairs: list[tuple[str, str]]) -> str:
+    """The header's label/value table (``id="overview"``)."""
     rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>" for k, v in pairs)
     return f'<table class="kv" id="overview"><tbody>{rows}</tbody></table>'
 
 
 def verdict_html(verdict: str, lines: list[str]) -> str:
+    """The verdict badge, and why: invalidity reasons and failed thresholds."""
     text = VERDICT_TEXT.get(verdict, verdict.replace("_", " ").upper())
     badge = f'<p id="verdict"><span class="verdict {esc(verdict)}">{esc(text)}</span></p>'
     if not lines:
@@ -88,6 +90,7 @@ def verdict_html(verdict: str, lines: list[str]) -> str:
 
 
 def warnings_html(warnings: list[str]) -> str:
+    """The comparison's fairness warnings as a highlighted block (nothing when there are none)."""
     if not warnings:
         return ""
     items = "".join(f"<li>{esc(w)}</li>" for w in warnings)
@@ -96,15 +99,18 @@ def warnings_html(warnings: list[str]) -> str:
 
 
 def links_html(files: list[str]) -> str:
+    """Links to the files written beside the page."""
     items = " · ".join(f'<a href="{esc(f)}">{esc(f)}</a>' for f in files)
     return f'<section id="exports"><h2>Files</h2><p>{items}</p></section>'
 
 
 def nav_html(targets: list[tuple[str, str]]) -> str:
+    """In-page links to each section."""
     return "<nav>" + "".join(f'<a href="#{esc(i)}">{esc(label)}</a>' for i, label in targets) + "</nav>"
 
 
 def details_json(title: str, value) -> str:
+    """A collapsed block showing ``value`` as JSON."""
     return f"<details><summary>{esc(title)}</summary><pre>{esc(json.dumps(value, indent=1))}</pre></details>"
 
 

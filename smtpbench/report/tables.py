@@ -33,6 +33,7 @@ def ms(us) -> str:
 
 
 def rate(value, unit: str = "msgs/s") -> str:
+    """``1,234.5 msgs/s``, or a dash when unknown."""
     return DASH if value is None else f"{value:,.1f} {unit}"
 
 
@@ -106,6 +107,7 @@ def verdict_lines(result: dict) -> list[str]:
 
 
 def throughput(result: dict) -> Table:
+    """Offered and achieved rates, completed msgs/s and MB/s, OK/failed, warm-up, measured window."""
     t, h = result["totals"], result["health"]
     model = result["load"]["model"]
     offered = rate(h.get("offered_rate")) if model == "open" else f"{DASH} (closed loop: {result['load']['sessions']} sessions)"
@@ -125,6 +127,7 @@ def throughput(result: dict) -> Table:
 
 
 def latency(result: dict) -> Table:
+    """Response, service and send-lag percentiles side by side (ms)."""
     lat = result["latency"]
     names = [n for n in ("response", "service", "send_lag") if n in lat]
     rows = [[p] + [ms(lat[n].get(p)) for n in names] for p in ("min", "mean", *PERCENTILES)]
@@ -136,6 +139,7 @@ def latency(result: dict) -> Table:
 
 
 def phases(result: dict) -> Table:
+    """Count and percentiles per SMTP phase (ms)."""
     rows = [[name, f"{s.get('count', 0):,}"] + [ms(s.get(p)) for p in ("mean", *PERCENTILES)]
             for name, s in result["latency"]["phases"].items()]
     return Table("Latency per phase (ms)", ["phase", "count", "mean", *PERCENTILES], rows,
@@ -143,6 +147,7 @@ def phases(result: dict) -> Table:
 
 
 def errors(result: dict) -> Table:
+    """Failures by phase, reply code and kind, with first/last seen (s since start) and an example."""
     rows = [[e["phase"], str(e["code"] or DASH), e["kind"], f"{e['count']:,}", f"{e['first_s']:.3f}",
              f"{e['last_s']:.3f}", e.get("example", "")] for e in result.get("errors", [])]
     return Table("Errors by phase and reply code", ["phase", "code", "kind", "count", "first seen (s)",
@@ -151,6 +156,7 @@ def errors(result: dict) -> Table:
 
 
 def thresholds(result: dict) -> Table:
+    """Each threshold with its limit, the observed value and pass/FAIL."""
     ths = result.get("thresholds", [])
     rows = [[th["metric"], str(th["limit"]), str(th.get("shown", th["observed"])), "pass" if th["passed"] else "FAIL"]
             for th in ths]
@@ -160,6 +166,7 @@ def thresholds(result: dict) -> Table:
 
 
 def health(result: dict) -> Table:
+    """Generator health: validity, CPU per process, loop/schedule/send lag, invalidity reasons."""
     h, lat = result["health"], result["latency"]
     cpu = ", ".join(f"#{i}: {c:.0%}" for i, c in enumerate(h.get("cpu_by_process", []))) or DASH
     rows = [["valid", "yes" if h["valid"] else "NO"],
