@@ -44,7 +44,7 @@ class Recorder:
 
     def __init__(self, warmup_us: int = 0):
         self.warmup_us = warmup_us
-        self._txn: list[tuple[int, int, int]] = []        # (intended, start, end) of OK transactions
+        self._txn: list[tuple[int, int, int, int]] = []   # (intended, start, end, octets) of OK transactions
         self._phase: dict[str, list[int]] = defaultdict(list)
         self._sched: list[int] = []
         self._loop_lag: list[int] = []
@@ -61,8 +61,7 @@ class Recorder:
     # -- hot path -------------------------------------------------------------
 
     def ok(self, intended: int, start: int, end: int, size: int) -> None:
-        self._txn.append((intended, start, end))
-        self.totals["bytes"] += size
+        self._txn.append((intended, start, end, size))
 
     def phase(self, name: str, us: int) -> None:
         self._phase[name].append(us)
@@ -115,7 +114,7 @@ class Recorder:
         if self._txn:
             arr = np.array(self._txn, dtype=np.int64)
             self._txn = []
-            intended, start, end = arr[:, 0], arr[:, 1], arr[:, 2]
+            intended, start, end, size = arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3]
             resp = end - intended
             serv = end - start
             lag = start - intended
@@ -126,10 +125,12 @@ class Recorder:
                 iv.response.record_many(resp[sel])
                 iv.service.record_many(serv[sel])
                 iv.counts["ok"] += int(sel.sum())
+                iv.counts["bytes"] += int(size[sel].sum())
             measured = intended >= self.warmup_us
             n_measured = int(measured.sum())
             self.totals["ok"] += n_measured
             self.totals["warmup_ok"] += int(arr.shape[0]) - n_measured
+            self.totals["bytes"] += int(size[measured].sum())  # MB/s is a headline figure: warm-up out
             if n_measured:
                 self.totals["first_end"] = min(self.totals.get("first_end") or 1 << 62, int(end[measured].min()))
                 self.totals["last_end"] = max(self.totals.get("last_end", 0), int(end[measured].max()))
