@@ -103,8 +103,13 @@ def test_421_mid_session_reconnects(tmp_path):
     finally:
         sink.stop()
     errors = errors_by(run.result)
-    assert set(errors) == {("rcpt", 421, "reply")}, errors
-    assert errors["rcpt", 421, "reply"] == run.result["totals"]["failed"] >= 10
+    refused = errors.pop(("rcpt", 421, "reply"))
+    assert refused >= 10
+    # Reconnecting as fast as it can, the generator may find smtp-sink slow to answer now and
+    # then (0.5 s timeouts here): counted as such, and rare.
+    assert all(kind == "timeout" for _, _, kind in errors), errors
+    assert refused + sum(errors.values()) == run.result["totals"]["failed"]
+    assert sum(errors.values()) <= 0.1 * refused
 
 
 def test_stall_shows_in_response_time_not_service_time(tmp_path):
