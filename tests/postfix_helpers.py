@@ -336,11 +336,11 @@ class PrivatePostfix:
         if self.root is not None:
             raise PostfixError("already started; stop() first (and use a fresh port to start again)")
         self._make_root()
-        self.write_config()
-        self.postfix("check")
-        self.postfix("start", timeout=timeout)
-        deadline = time.monotonic() + timeout
         try:
+            self.write_config()
+            self.postfix("check")
+            self.postfix("start", timeout=timeout)
+            deadline = time.monotonic() + timeout
             while True:
                 self.master_pid = self._read_master_pid()
                 if self.master_pid and self.running() and self._banner_is_ours():
@@ -350,7 +350,7 @@ class PrivatePostfix:
                                        f"\n--- maillog ---\n{self.log()[-4000:]}")
                 time.sleep(0.1)
         except BaseException:
-            self.stop()
+            self.stop()  # a half-started master too; and the temp dir goes (the log is kept)
             raise
 
     def _banner_is_ours(self) -> bool:
