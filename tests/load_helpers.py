@@ -9,7 +9,7 @@
 * :class:`ScriptedServer` is a tiny asyncio SMTP server in a thread, built on the
   sans-IO server core, with a fault mode: ``stall`` (stop answering for a while),
   ``reset`` (RST the connection mid-DATA), ``garbage`` (non-SMTP replies), ``silent``
-  (accept, never greet).
+  (accept, never greet), ``hang`` (stop answering after the 354).
 """
 
 from __future__ import annotations
@@ -92,6 +92,21 @@ def assert_accounted(result: dict) -> None:
     assert sum(e["count"] for e in result["errors"]) >= t["failed"] + t["warmup_failed"]
     assert sum(result["timeseries"]["ok"]) == t["ok"] + t["warmup_ok"]
     assert sum(result["timeseries"]["failed"]) == t["failed"] + t["warmup_failed"]
+
+
+def run_with_sink(start_sink, folder: Path, scenario: str, *flags: str,
+                  sink_args: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """Start ``smtpbench sink`` from ``scenario`` (text; plus ``sink_args``), run the generator
+    against it with ``flags``, stop the sink: (result, the sink's final counters). The run must
+    not crash and must account for every message."""
+    path = write_scenario(folder, scenario)
+    sink = start_sink("--scenario", path, *sink_args)
+    run = run_load(folder / "out", "--scenario", path, "--target", sink.address, *flags)
+    final = sink.stop()
+    assert "Traceback" not in run.stderr, run
+    assert run.result is not None, run
+    assert_accounted(run.result)
+    return run.result, final
 
 
 def errors_by(result: dict) -> dict[tuple[str, int, str], int]:
@@ -192,6 +207,9 @@ class _Conn(asyncio.Protocol):
         self.server.live.add(self)
         if self.server.mode == "silent":
             return
+        if self.server.greet_after:
+            asyncio.get_running_loop().call_later(self.server.greet_after, self._send, self.session.greeting())
+            return
         self._send(self.session.greeting())
 
     def data_received(self, data: bytes) -> None:
@@ -204,6 +222,8 @@ class _Conn(asyncio.Protocol):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.transport.abort()
             return
+        if mode == "hang" and self.session.state == DATA:
+            return  # take the message, never answer it
         replies = self.session.feed(data)
         if mode == "garbage" and self.session.envelope.helo:
             replies = [b"this is not smtp\r\n"] * len(replies)
@@ -231,16 +251,19 @@ class _Conn(asyncio.Protocol):
 
 
 class ScriptedServer:
-    """An SMTP server in a thread: ``mode`` is normal, stall, reset, garbage or silent.
+    """An SMTP server in a thread: ``mode`` is normal, stall, reset, garbage, silent or hang
+    (answers until the 354, then never again).
 
     In ``stall`` mode the server answers normally, except that from ``stall_after``
     seconds after its first connection it holds every reply for ``stall_for``
     seconds, then sends what it held (a GC pause, a full disk, a slow DNS lookup).
     """
 
-    def __init__(self, port: int, mode: str = "normal", stall_after: float = 1.5, stall_for: float = 1.0):
+    def __init__(self, port: int, mode: str = "normal", stall_after: float = 1.5, stall_for: float = 1.0,
+                 greet_after: float = 0.0):
         self.port = port
         self.mode = mode
+        self.greet_after = greet_after   # seconds before the 220 banner (a slow, tarpitting server)
         self.stall_after = stall_after
         self.stall_for = stall_for
         self.connections = 0

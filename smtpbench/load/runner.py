@@ -117,6 +117,7 @@ class Runner:
         self.retry_ready: deque[tuple] = deque()  # open loop: (intended, outgoing, attempt) due again
         self.retrying: dict[object, tuple] = {}   # timer handle -> (intended, outgoing, attempt) waiting to retry
         self.opening = 0
+        self.greeting: set[ClientConnection] = set()  # open loop: connected, not READY yet
         self.issued = 0      # messages begun or failed before begin (counts toward the limit)
         self.in_flight = 0
         self.stopping = False
@@ -178,6 +179,8 @@ class Runner:
                 self._check_done()
             return
         self.opening -= 1
+        if conn.session.state < S_READY:
+            self.greeting.add(conn)  # still on its way for _dispatch, which must not open another
 
     def start_tls(self, conn: ClientConnection, now: int) -> None:
         """The server said 220 to STARTTLS: upgrade (RFC 3207), then greet again."""
@@ -205,6 +208,7 @@ class Runner:
         self.recorder.totals["tls_resumed" if resumed else "tls_full"] += 1
 
     def conn_ready(self, conn: ClientConnection, now: int) -> None:
+        self.greeting.discard(conn)
         if self.open_loop:
             self._make_idle(conn)
             self._dispatch()
@@ -243,6 +247,7 @@ class Runner:
 
     def conn_lost(self, conn: ClientConnection, exc: Exception | None, now: int) -> None:
         self.connections.discard(conn)
+        self.greeting.discard(conn)
         if conn.idle:
             try:
                 self.idle.remove(conn)
@@ -411,7 +416,7 @@ class Runner:
                 self._begin(conn, intended, now, retry=(out, attempt))
             else:
                 self._begin(conn, self.waiting.popleft(), now)
-        want = len(self.waiting) + len(self.retry_ready) - self.opening
+        want = len(self.waiting) + len(self.retry_ready) - self.opening - len(self.greeting)
         room = self.load.max_connections // self.count + (1 if self.index < self.load.max_connections % self.count else 0)
         room = max(room, 1) - len(self.connections) - self.opening
         for _ in range(max(0, min(want, room))):
