@@ -45,12 +45,19 @@ def relay_section(accepted: list, arrivals: list, t0_wall_us: int, *, drain_s: f
     if delivered:
         arr = np.array([(first[s], acc[s][0], acc[s][1]) for s in delivered], dtype=np.int64)
         latency.record_many(arr[:, 0] - arr[:, 1])
-        queue.record_many(arr[:, 0] - arr[:, 2])
+        # A server may hand the message on before the generator has read its 250 (the
+        # generator's clock for "accepted" is when it processed the reply): count those
+        # as 0 queued, and say how many there were.
+        held = arr[:, 0] - arr[:, 2]
+        early = int((held < 0).sum())
+        queue.record_many(np.maximum(held, 0))
+    else:
+        early = 0
     series = _series(acc, first, t0_wall_us)
     duplicates = sum(n - 1 for n in counts.values() if n > 1)
     return {
         "accepted": len(acc), "delivered": len(delivered), "lost": len(lost), "duplicates": duplicates,
-        "unexpected": len(unexpected), "arrivals": len(arrivals),
+        "unexpected": len(unexpected), "arrivals": len(arrivals), "delivered_before_reply_read": early,
         "lost_examples": lost[:LOST_EXAMPLES], "duplicate_examples": sorted(s for s, n in counts.items() if n > 1)[:LOST_EXAMPLES],
         "delivery_latency": latency.summary(), "queue_time": queue.summary(),
         "histograms": {"delivery_latency": latency.to_dict(), "queue_time": queue.to_dict()},

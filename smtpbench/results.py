@@ -127,12 +127,14 @@ def _phase_order(item: tuple) -> int:
 
 
 def verdict(result: dict) -> str:
+    if "relay" in result and not result["relay"]["passed"]:
+        # Messages the server accepted were lost or duplicated: a finding about the server
+        # that stands whatever the generator's health.
+        return "delivery_failed"
     if not result["health"]["valid"]:
         return "invalid"
     if any(not t["passed"] for t in result["thresholds"]):
         return "thresholds_failed"
-    if "relay" in result and not result["relay"]["passed"]:
-        return "delivery_failed"  # messages the server accepted were lost or duplicated
     return "ok"
 
 
