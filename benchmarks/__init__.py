@@ -12,4 +12,5 @@ harness.Report`` and list it under its group in :data:`REGISTRY`.
 #: group -> modules (in this package) run for it, in order.
 REGISTRY: dict[str, tuple[str, ...]] = {
     "sink": ("sink_core", "sink_throughput", "sink_memory"),
+    "locust": ("locust_throughput",),
 }
