@@ -29,7 +29,9 @@ import time
 from time import monotonic_ns
 
 import gevent
+from gevent import monkey
 from gevent import ssl as gssl
+from gevent.event import Event
 from gevent.queue import Empty, PriorityQueue
 
 from ..addresses import parse_address
@@ -49,6 +51,41 @@ def make_setup(scenario: Scenario, run_id: str, target: str, t0_wall: float, dur
     """What the master tells each worker at test start (plain data, sent as a Locust message)."""
     return {"run_id": run_id, "scenario": scenario.model_dump_json(), "target": target, "t0_wall": t0_wall,
             "duration": duration, "slice": slice_index, "slices": slices, "phases": phases}
+
+
+class Clock:
+    """Wakes a greenlet at an exact time, from a real OS thread.
+
+    The hub's own timers fire up to a millisecond late (epoll's timeout is in milliseconds):
+    as much as the whole latency being measured on loopback. A thread sleeping in
+    ``clock_nanosleep`` wakes within tens of microseconds and hands the wake-up to the hub
+    at once (as the native runner's pacer thread does). One request at a time: the pacer's.
+    """
+
+    def __init__(self) -> None:
+        self._requests = monkey.get_original("queue", "SimpleQueue")()
+        self._sleep = monkey.get_original("time", "sleep")
+        self._loop = gevent.get_hub().loop
+        monkey.get_original("_thread", "start_new_thread")(self._run, ())
+
+    def _run(self) -> None:
+        while True:
+            item = self._requests.get()
+            if item is None:
+                return
+            deadline_ns, wake = item
+            wait = (deadline_ns - monotonic_ns()) / 1e9
+            if wait > 0:
+                self._sleep(wait)
+            self._loop.run_callback_threadsafe(wake)
+
+    def sleep_until(self, deadline_ns: int) -> None:
+        woken = Event()
+        self._requests.put((deadline_ns, woken.set))
+        woken.wait()
+
+    def close(self) -> None:
+        self._requests.put(None)
 
 
 def tls_context(verify: bool) -> gssl.SSLContext:
@@ -195,16 +232,19 @@ class Work:
         if load.stages:
             self.end_us = min(self.end_us, int(profile.length * 1e6))
         self._schedule = Schedule(profile, load.arrival, self.scenario.seed, self.slice, self.slices)
-        while True:
-            intended = self._next_intended()
-            if intended is None:
-                return
-            self._held = intended
-            wait = (intended - self.now()) / 1e6
-            if wait > 0:
-                gevent.sleep(wait)
-            self._held = None
-            self._release(intended, self.now())
+        clock = Clock()
+        try:
+            while True:
+                intended = self._next_intended()
+                if intended is None:
+                    return
+                self._held = intended
+                if intended > self.now():
+                    clock.sleep_until(self.t0_ns + intended * 1000)
+                self._held = None
+                self._release(intended, self.now())
+        finally:
+            clock.close()
 
     def _next_intended(self) -> int | None:
         if self.issued >= self.limit:
@@ -258,7 +298,9 @@ class Work:
 
         self._greenlets = [at_t0(self._tick), at_t0(self._watch_hub)]
         if self.open_loop:
-            self._greenlets.append(at_t0(self._pace))
+            # Started now, not at t0: it sleeps to each arrival itself (never early), and set up after
+            # t0 it would make the first arrivals late.
+            self._greenlets.append(gevent.spawn(self._pace))
 
     # -- deltas ----------------------------------------------------------------------
 
