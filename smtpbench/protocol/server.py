@@ -295,7 +295,7 @@ class ServerSession:
                         if not self._act(hooked, ("command", handler, arg)):
                             return
                     else:
-                        self._override(hooked)
+                        self._refuse(hooked, handler, arg)
                         return
             handler(arg)
         except ProtocolError as e:
@@ -305,6 +305,14 @@ class ServerSession:
         self.reply(*reply)
         if reply[0] == 421:  # RFC 5321 §3.8: 421 means the server closes
             self._close()
+
+    def _refuse(self, reply: tuple[int, str, str], handler, arg: bytes) -> None:
+        """Answer a command with a policy's reply instead of handling it. A refused BDAT's chunk
+        is still read and discarded (RFC 3030 §2): taken for commands, its octets would smuggle some in."""
+        if reply[0] != 421 and getattr(handler, "__func__", None) is ServerSession._bdat:
+            self._bdat(arg, refuse=reply)
+        else:
+            self._override(reply)
 
     def _act(self, action: Action, held: tuple) -> bool:
         """Apply a policy action; True when the command should still be handled now."""
@@ -316,7 +324,7 @@ class ServerSession:
         if kind == "tarpit":
             self.tarpit = action.rate
             if action.reply is not None:
-                self._override(action.reply)
+                self._refuse(action.reply, held[1], held[2])
                 return False
             return True
         if kind == "delay" and action.seconds > 0:
@@ -324,7 +332,7 @@ class ServerSession:
             self._held = (held, action.reply)
             return False
         if action.reply is not None:
-            self._override(action.reply)
+            self._refuse(action.reply, held[1], held[2])
             return False
         return True
 
@@ -338,7 +346,7 @@ class ServerSession:
             if held[0] == "message":
                 self._complete(reply)
             else:
-                self._override(reply)
+                self._refuse(reply, held[1], held[2])
         elif held[0] == "command":
             try:
                 held[1](held[2])
@@ -533,6 +541,9 @@ class ServerSession:
             c.messages += 1
             c.recipients += nrcpt
             c.bytes += size
+            # The error limit counts errors "without delivering mail" (Postfix's hard limit): with
+            # pipelining, each refused MAIL also costs 503s to its RCPTs and DATA/BDAT.
+            self.errors = 0
         if self.config.lmtp:
             # RFC 2033 §4.2: one reply per accepted recipient, in RCPT order.
             for rcpt in env.rcpt_to:
@@ -551,7 +562,8 @@ class ServerSession:
         self.state = READY
         self._reset()
 
-    def _bdat(self, arg: bytes) -> None:
+    def _bdat(self, arg: bytes, refuse: tuple[int, str, str] | None = None) -> None:
+        """BDAT size [LAST]; ``refuse``: a policy's reply, sent once the chunk is read."""
         if not self._has("CHUNKING"):
             raise ProtocolError(502, "5.5.1", "CHUNKING not offered")
         parts = arg.split()
@@ -568,9 +580,10 @@ class ServerSession:
         self._bdat_last = len(parts) == 2
         if self.state not in (RCPT,):
             # RFC 3030 §2: the chunk must still be read and discarded.
+            self.counters.protocol_errors += 1
             self._bdat_refuse = (503, "5.5.1", "Need RCPT command" if self.state == MAIL else "Need MAIL command")
         else:
-            self._bdat_refuse = None
+            self._bdat_refuse = refuse
         self._bdat_prev = self.state
         self.state = BDAT
         if size == 0:
@@ -594,8 +607,12 @@ class ServerSession:
     def _bdat_done(self) -> None:
         self.state = self._bdat_prev
         if self._bdat_refuse is not None:
-            self.counters.protocol_errors += 1
             self.reply(*self._bdat_refuse)
+            if self._bdat_prev == RCPT:
+                # A policy refused the chunk: the transaction failed, and chunks still in
+                # the pipeline are discarded (RFC 3030 §4.2), refused as out of sequence.
+                self._reset()
+                self.state = READY
             return
         self.counters.bdat_chunks += 1
         if not self._bdat_last:
