@@ -150,19 +150,23 @@ class SinkConnection(asyncio.Protocol):
         self._hold("tarpit")
         step = max(1, int(rate * TARPIT_TICK))
         loop = asyncio.get_running_loop()
+        start = loop.time()
+        size = len(blob)
 
+        # Each piece leaves when its last octet is due at ``rate`` (deadlines from the start, so
+        # timer jitter does not add up): never ahead of the rate, n octets take n/rate.
         def tick(pos: int) -> None:
             if self.closed:
                 return
-            self.transport.write(blob[pos:pos + step])
-            pos += step
-            if pos < len(blob):
-                loop.call_later(step / rate, tick, pos)
+            end = min(pos + step, size)
+            self.transport.write(blob[pos:end])
+            if end < size:
+                loop.call_at(start + min(end + step, size) / rate, tick, end)
                 return
             self._release("tarpit")
             self._carry_out([])
 
-        tick(0)
+        loop.call_at(start + min(step, size) / rate, tick, 0)
 
     def _hold(self, why: str) -> None:
         if not self._holds and self.transport is not None and not self.closed:

@@ -125,7 +125,8 @@ class FaultPolicy:
     def on_connect(self, client: str):
         """Decide at accept time: None, a reply tuple (send it and close), or an Action."""
         rl = self.rate_limit
-        if rl and rl.connections_per_client and self.per_client.get(client, 0) >= rl.connections_per_client:
+        # The count already includes this connection (client_opened runs first): N are allowed.
+        if rl and rl.connections_per_client and self.per_client.get(client, 0) > rl.connections_per_client:
             self.stats.faults_injected += 1
             return parse_reply(rl.connection_reply)
         return self.decide("connect", client)
