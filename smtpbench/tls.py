@@ -73,9 +73,10 @@ class ResumingContext(ssl.SSLContext):
         """Keep the connection's session for the next one; True when this one was resumed."""
         if ssl_object is None:
             return False
-        sess = ssl_object.session
-        if sess is not None and self.resume:
-            self.last_session = sess
+        if self.resume:  # reading .session copies it (~0.2 ms of CPU): only when it will be offered
+            sess = ssl_object.session
+            if sess is not None:
+                self.last_session = sess
         return bool(ssl_object.session_reused)
 
 

@@ -17,7 +17,8 @@ from ..protocol.client import BANNER, CLOSED, DONE, FAILED, READY, REPLY, TLS_ST
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("runner", "session", "transport", "mark", "deadline", "txn_intended", "txn_start",
-                 "txn_size", "txn", "out", "attempt", "retry", "sent_wall", "begun", "pending", "sent", "closed", "opened_at", "t0", "rec", "_paused", "idle")
+                 "txn_size", "txn", "out", "attempt", "retry", "sent_wall", "begun", "pending", "sent", "closed", "opened_at", "t0", "rec", "_paused", "idle",
+                 "upgrading")
 
     def __init__(self, runner, session: ClientSession, opened_at: int, pending: int | None = None,
                  retry: tuple | None = None):
@@ -43,6 +44,7 @@ class ClientConnection(asyncio.Protocol):
         self.closed = False
         self.idle = False
         self._paused = False
+        self.upgrading = False         # implicit TLS handshake in progress: hold writes (see flush)
 
     def now(self) -> int:
         return (monotonic_ns() - self.t0) // 1000
@@ -60,7 +62,7 @@ class ClientConnection(asyncio.Protocol):
         session = self.session
         events = session.receive(data)
         out = session.outbox
-        if out:
+        if out and not self.upgrading:
             self.transport.writelines(out)
             out.clear()
         rec = self.rec
@@ -85,7 +87,7 @@ class ClientConnection(asyncio.Protocol):
                 runner.start_tls(self, now)
                 return
         # Anything written by the runner's callbacks goes out in the same batch.
-        if out:
+        if out and not self.upgrading:
             self.transport.writelines(out)
             out.clear()
         expecting = session.expecting

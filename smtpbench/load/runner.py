@@ -151,10 +151,15 @@ class Runner:
             if implicit:
                 # RFC 8314 implicit TLS; the handshake is timed as its own phase.
                 t_tls = self.now()
+                # The banner may come with the end of the handshake, before start_tls returns the
+                # TLS transport: the EHLO it prompts must not go out on the raw socket.
+                conn.upgrading = True
                 conn.transport = await asyncio.wait_for(
                     loop.start_tls(transport, conn, self.ssl, server_hostname=t.host or None),
                     self.load.timeouts.connect)
+                conn.upgrading = False
                 self._tls_done(conn, t_tls)
+                conn.flush()
         except (OSError, asyncio.TimeoutError, ssl.SSLError) as e:
             self.opening -= 1
             now = self.now()
@@ -347,7 +352,8 @@ class Runner:
             intended_next = now + int(self.think * 1e6)
             if not self._may_begin(now):
                 conn.quit()
-            elif self.mpc and conn.sent >= self.mpc:
+            elif (self.mpc and conn.sent >= self.mpc) or conn.session.state != S_READY:
+                # (Not READY: a reply later in the same read ended the session; its event follows.)
                 conn.quit()
                 self.issued += 1
                 self.open(intended_next)
@@ -409,7 +415,7 @@ class Runner:
         now = self.now()
         while (self.retry_ready or self.waiting) and self.idle:
             conn = self.idle.popleft()
-            if conn.closed:
+            if conn.closed or conn.session.state != S_READY:  # ended by a later reply of its last read
                 continue
             if self.retry_ready:
                 intended, out, attempt = self.retry_ready.popleft()
