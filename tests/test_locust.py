@@ -272,3 +272,15 @@ def test_nothing_imports_the_locust_module():
             offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
     assert os.path.exists(LOCUSTFILE)
+
+
+def test_collector_reports_a_worker_that_could_not_start():
+    scenario = build({"load": {"model": "closed", "sessions": 2, "duration": "5s"}})
+    c = Collector(scenario, "r1", "127.0.0.1:2525", 0.0, "test", {"w-a": 0, "w-b": 1})
+    c.add("w-a", {"run_id": "r1", "seq": 1, "export": _export(5, 0), "final": True})
+    c.add("w-b", {"run_id": "r1", "seq": 0, "final": True, "error": "no such folder: eml"})
+    assert c.complete()
+    result = c.result()
+    assert result["totals"]["ok"] == 5
+    assert result["verdict"] == "invalid"
+    assert any("could not take part: no such folder" in r for r in result["health"]["reasons"])

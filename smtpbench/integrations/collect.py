@@ -40,13 +40,15 @@ class Collector:
         self.deltas: dict[str, dict[int, dict]] = {cid: {} for cid in slices}
         self.final_seq: dict[str, int] = {}      # client id -> number of deltas it sent in all
         self.info: dict[str, dict] = {cid: {} for cid in slices}
+        self.failures: dict[str, str] = {}      # client id -> why it could not take part
         self.duplicates = 0
         self.strays = 0                          # deltas of another run or from a worker not taking part
 
     # -- in ---------------------------------------------------------------------
 
     def add(self, client_id: str, part: dict) -> bool:
-        """Take one delta ``{run_id, seq, export, final?, info?}``; False when it is not for this run or seen before."""
+        """Take one delta ``{run_id, seq, export, final?, info?}`` (or a final ``{run_id, seq: 0, final, error}``
+        from a worker that could not start); False when it is not for this run or was seen before."""
         if part.get("run_id") != self.run_id or client_id not in self.slices:
             self.strays += 1
             return False
@@ -54,6 +56,10 @@ class Collector:
             self._note(client_id, part["info"])
         if part.get("final"):
             self.final_seq[client_id] = part["seq"]
+        if part.get("error"):
+            self.failures[client_id] = part["error"]
+        if "export" not in part:
+            return True
         got = self.deltas[client_id]
         if part["seq"] in got:
             self.duplicates += 1
@@ -123,6 +129,8 @@ class Collector:
         health["warnings"] = warnings
         reasons = [f"worker {self.slices[cid]} ({cid}): {what}; its figures are incomplete"
                    for cid, what in self.missing().items()]
+        reasons += [f"worker {self.slices[cid]} ({cid}) could not take part: {why}"
+                    for cid, why in self.failures.items()]
         reasons += extra_reasons or []
         if reasons:
             health["reasons"].extend(reasons)

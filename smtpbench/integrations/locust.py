@@ -124,6 +124,7 @@ def _init(environment, **_kw) -> None:
     P.role = "master" if isinstance(runner, MasterRunner) else "local"
     try:
         P.scenario = load(getattr(opts, "scenario", "") or None)
+        _target(environment)   # a bad --host fails now, not at test start
     except ScenarioError as e:
         logger.error("smtpbench: %s", e)
         sys.exit(2)
@@ -213,11 +214,21 @@ def _begin_work(setup: dict, environment) -> None:
         logger.warning("smtpbench: this worker joined run %s after it started; it sends nothing until the next run",
                        setup["run_id"])
     else:
-        P.work = Work(setup)
-        P.work.worker_index = getattr(environment.runner, "worker_index", None)
-        P.work.start()
-        if P.work.limit != float("inf"):
-            gevent.spawn(_watch_done, P.work, environment)
+        try:
+            P.work = Work(setup)
+        except Exception as e:   # e.g. the scenario's eml_dir is missing on this machine
+            P.work = None
+            logger.error("smtpbench: cannot take part in run %s: %s", setup["run_id"], e)
+            final = {"run_id": setup["run_id"], "seq": 0, "final": True, "error": str(e) or type(e).__name__}
+            if P.role == "worker":
+                environment.runner.send_message(MSG_FINAL, final)
+            elif P.collector is not None:
+                P.collector.add(environment.runner.client_id, final)
+        else:
+            P.work.worker_index = getattr(environment.runner, "worker_index", None)
+            P.work.start()
+            if P.work.limit != float("inf"):
+                gevent.spawn(_watch_done, P.work, environment)
     P.ready.set()
 
 
