@@ -17,7 +17,9 @@ Schema ``smtpbench.result/1`` (all latencies in integer microseconds):
   generator CPU and loop lag
 * ``intervals``: per-interval response and service histograms (sparse)
 * ``errors``: ``[{phase, code, kind, count, first_s, last_s, example}]``
-* ``health``: ``valid``, ``reasons``, CPU per process, offered vs achieved rate
+* ``health``: ``valid``, ``reasons``, CPU per process, offered vs achieved rate; Locust runs add
+  ``workers`` (per worker process: messages, CPU, Locust's CPU warnings) and ``warnings``
+* ``locust`` (Locust runs only): worker count, master host, reports merged
 * ``thresholds``: ``[{metric, limit, observed, passed}]``; ``verdict``: ok | thresholds_failed | invalid
 
 Read with jq, e.g. ``jq '.totals.msgs_per_s, .latency.response.p99' result.json``.
