@@ -1,0 +1,420 @@
+"""The sink's faults seen from outside, over loopback: each fault type fires at its configured
+rate (a fixed seed, and a stated binomial tolerance) and the generator accounts for every one
+where it happened (phase, code, kind); delays, tarpits and bandwidth caps show in the timings;
+greylisting passes on retry; rate limits, the capacity model, recipient outcomes by local
+part, and fault rules replaced live through ``PUT /faults``.
+
+Timing assertions are one-sided where they can be (a delay makes a phase *at least* so long)
+and generous on the other side: the machine is small and shared.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import smtplib
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import free_port
+from load_helpers import assert_accounted, errors_by, run_load, run_with_sink, write_scenario
+from smtp_helpers import Wire, wait_for
+
+SEED = 7
+#: Per-phase client timeouts: far above any fault's delay, far below the test's patience.
+TIMEOUTS = """
+[load.timeouts]
+connect = "3s"
+banner = "3s"
+command = "3s"
+data_init = "3s"
+data_end = "3s"
+"""
+
+
+def scenario_text(sink: str = "", load: str = "", message: str = "") -> str:
+    """One file for both halves: the sink's ``[sink]`` tables, the generator's ``[load]``."""
+    return f"seed = {SEED}\n{sink}\n[load]\n{load}\n{TIMEOUTS}\n[message]\n{message}\n"
+
+
+def scenario(tmp_path, sink: str = "", load: str = "", message: str = "") -> str:
+    return write_scenario(tmp_path, scenario_text(sink, load, message))
+
+
+def generate(start_sink, tmp_path, sink: str, *flags: str, load: str = "", message: str = "") -> tuple[dict, dict]:
+    """The generator against a sink with these ``[sink]`` tables; (result, sink's final stats)."""
+    return run_with_sink(start_sink, tmp_path, scenario_text(sink, load, message), *flags)
+
+
+def binomial_ok(k: int, n: int, p: float, sigmas: float = 4.0) -> bool:
+    """``k`` successes in ``n`` trials is within ``sigmas`` standard deviations of Binomial(n, p)."""
+    return abs(k - n * p) <= sigmas * math.sqrt(n * p * (1 - p))
+
+
+# -- each fault at its rate, accounted for exactly ---------------------------------------
+
+P = 0.2
+N = 1000
+
+RATE_CASES = [
+    # rule (without on/probability), stage, extra [load] keys, the generator's (phase, code, kinds)
+    pytest.param('reply = "451 4.3.0 Try again later"', "MAIL", "", ("mail", 451, {"reply"}), id="MAIL-reply-451"),
+    pytest.param('reply = "550 5.1.1 No such user"', "RCPT", "", ("rcpt", 550, {"reply"}), id="RCPT-reply-550"),
+    pytest.param('reply = "452 4.3.1 Out of memory"', "DATA", 'bdat = "never"', ("data", 452, {"reply"}),
+                 id="DATA-reply-452"),
+    pytest.param('reply = "554 5.7.1 Rejected"', "end-of-data", 'bdat = "never"', ("end_of_data", 554, {"reply"}),
+                 id="end-of-data-after-DATA-554"),
+    pytest.param('reply = "554 5.7.1 Rejected"', "end-of-data", "", ("bdat", 554, {"reply"}),
+                 id="end-of-data-after-BDAT-554"),
+    pytest.param('reply = "452 4.3.1 Out of memory"', "BDAT", "", ("bdat", 452, {"reply"}), id="BDAT-reply-452"),
+    pytest.param('action = "delay"\ndelay = "2ms"\nreply = "451 4.7.1 Slow down"', "RCPT", "",
+                 ("rcpt", 451, {"reply"}), id="RCPT-delay-then-451"),
+    pytest.param('action = "tarpit"\nrate = "20KiB"\nreply = "450 4.2.1 Mailbox busy"', "MAIL", "",
+                 ("mail", 450, {"reply"}), id="MAIL-tarpit-450"),
+    pytest.param('action = "close"', "RCPT", "", ("rcpt", 421, {"reply"}), id="RCPT-close-421"),
+    pytest.param('action = "disconnect"', "MAIL", "", ("mail", 0, {"reset", "closed"}), id="MAIL-disconnect"),
+    pytest.param('reply = "554 5.7.1 No service for you"', "banner", "", ("banner", 554, {"reply"}),
+                 id="banner-554"),
+    pytest.param('action = "close"', "connect", "", ("banner", 421, {"reply"}), id="connect-close-421"),
+]
+
+
+@pytest.mark.parametrize("rule, stage, load, expected", RATE_CASES)
+def test_fault_rate_and_exact_accounting(start_sink, tmp_path, rule, stage, load, expected):
+    """Probability 0.2 over ~1000 trials (seeded): the sink's count is within ±4 sigma of the
+    binomial mean, and the generator's errors for that phase and code equal it exactly."""
+    sink = f'[[sink.faults]]\non = "{stage}"\nprobability = {P}\n{rule}\n'
+    result, final = generate(start_sink, tmp_path, sink, "--messages", str(N),
+                             load=f"sessions = 4\nmessages_per_connection = 5\n{load}")
+    injected = final["faults_injected"]
+    # Trials: one per message for command and end-of-data stages, one per connection at connect.
+    trials = final["connections_total"] if stage in ("connect", "banner") else N
+    assert trials >= N // 5
+    assert binomial_ok(injected, trials, P), (injected, trials)
+    phase, code, kinds = expected
+    errors = errors_by(result)
+    assert {k for k in errors} <= {(phase, code, kind) for kind in kinds}, errors
+    assert sum(errors.values()) == injected
+    totals = result["totals"]
+    assert totals["issued"] == N
+    assert totals["failed"] == injected and totals["ok"] == N - injected
+    assert final["messages"] == totals["ok"]  # nothing the client saw accepted went missing
+
+
+def test_refused_bdat_chunk_is_data_not_commands(start_sink, tmp_path):
+    """A fault reply to BDAT: the chunk is still read and discarded (RFC 3030 §2), so a "QUIT"
+    inside it is not a command; the reply follows the chunk, and the transaction is over (the
+    next chunk in the pipeline gets 503)."""
+    server = start_sink("--scenario", scenario(tmp_path, '[[sink.faults]]\non = "BDAT"\nreply = "452 4.3.1 No room"\n'))
+    body = b"Subject: smuggled\r\n\r\nQUIT\r\nRSET\r\n"
+    with Wire((server.host, server.port)) as w:
+        assert w.code() == 220 and w.command(b"EHLO smuggler.test") == 250
+        w.send(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nBDAT %d\r\n%sBDAT 4 LAST\r\nabcd"
+               % (len(body), body))
+        assert [w.code() for _ in range(4)] == [250, 250, 452, 503]
+        assert w.command(b"NOOP") == 250  # still open: the "QUIT" was data
+    final = server.stop()
+    assert final["messages"] == 0 and "221" not in final["replies"]
+
+
+# -- delays, tarpits, bandwidth --------------------------------------------------------
+
+@pytest.mark.parametrize("delay, low, high", [
+    ('"40ms"', 0.040, 0.040),
+    ('{ uniform = ["20ms", "60ms"] }', 0.020, 0.060),
+], ids=["fixed", "uniform"])
+def test_delay_shows_in_that_phase(start_sink, tmp_path, delay, low, high):
+    """A delayed RCPT reply: the rcpt phase takes at least the delay; the other phases do not."""
+    sink = f'[[sink.faults]]\non = "RCPT"\naction = "delay"\ndelay = {delay}\n'
+    result, final = generate(start_sink, tmp_path, sink, "--messages", "120", load="sessions = 6\npipelining = false")
+    assert result["totals"]["ok"] == 120 and final["faults_injected"] == 120
+    phases = result["latency"]["phases"]
+    rcpt = phases["rcpt"]
+    assert rcpt["count"] == 120
+    assert rcpt["min"] >= low * 1e6 - 2500          # never early (but timers count from the loop's cached time)
+    assert rcpt["p50"] <= high * 1e6 + 100_000      # and not much later than asked, most of the time
+    if low != high:  # spread over the range, not stuck at one end
+        assert rcpt["p90"] - rcpt["p50"] >= (high - low) * 1e6 * 0.1
+    assert phases["mail"]["p50"] < low * 1e6
+
+
+def test_tarpit_reply_takes_its_length_over_the_rate(start_sink, tmp_path):
+    """A tarpitted EHLO reply trickles at ``rate`` octets/s: it takes len/rate, for a raw client
+    and in the generator's ehlo phase."""
+    rate = 1000
+    path = scenario(tmp_path, f'[[sink.faults]]\non = "EHLO"\naction = "tarpit"\nrate = {rate}\n',
+                    "sessions = 2\nmessages_per_connection = 1")
+    server = start_sink("--scenario", path)
+    with Wire((server.host, server.port)) as w:
+        assert w.code() == 220
+        started = time.monotonic()
+        w.send(b"EHLO tarpit.test\r\n")
+        code, lines = w.reply()
+        took = time.monotonic() - started
+        assert code == 250 and w.command(b"NOOP") == 250  # the session goes on normally
+    length = sum(len(line) + 2 for line in lines)
+    assert length / rate - 0.002 <= took <= length / rate + 1.0, (length, took)
+    run = run_load(tmp_path / "out", "--scenario", path, "--target", server.address, "--messages", "4")
+    final = server.stop()
+    assert run.result["totals"]["ok"] == 4, run
+    assert final["faults_injected"] == 5
+    ehlo = run.result["latency"]["phases"]["ehlo"]
+    assert ehlo["count"] == 4 and ehlo["min"] >= (length / rate - 0.002) * 1e6
+
+
+def test_bandwidth_cap_bounds_big_message_throughput(start_sink, tmp_path):
+    """A connection read at 1 MiB/s: 2 MiB of 256 KiB messages over one session take about 2 s,
+    so the generator's throughput is at most the cap (plus one read of slack)."""
+    rate = 1024 * 1024
+    sink = '[[sink.faults]]\non = "connect"\naction = "bandwidth"\nrate = "1MiB"\n'
+    result, final = generate(start_sink, tmp_path, sink, "--messages", "8", load="sessions = 1",
+                             message='size = "256KiB"')
+    totals = result["totals"]
+    # One connection for the generator (and the fixture's probe, which also met the rule).
+    assert totals["ok"] == 8 and final["faults_injected"] == final["connections_total"]
+    achieved = totals["bytes"] / totals["measured_seconds"]
+    assert totals["bytes"] >= 8 * 250 * 1024
+    assert 0.4 * rate <= achieved <= 1.15 * rate, achieved
+
+
+# -- greylisting ---------------------------------------------------------------------------
+
+GREYLIST = '[sink.greylist]\nretry_after = "0.2s"\n'
+
+
+def test_greylisting_passes_on_retry_in_the_generator(start_sink, tmp_path):
+    """Every first try is deferred (451 at RCPT); with retries the second try passes: all OK,
+    one deferral and one retry per message, each one a greylist hit at the sink."""
+    result, final = generate(start_sink, tmp_path, GREYLIST, "--messages", "30",
+                             load='sessions = 10\nretries = 2\nretry_schedule = ["0.3s"]')
+    totals = result["totals"]
+    assert totals["ok"] == 30 and totals["failed"] == 0
+    assert errors_by(result) == {("rcpt", 451, "deferred"): 30}
+    assert totals["retries"] == 30 == final["faults_injected"]
+    assert final["messages"] == 30
+
+
+def test_greylisting_with_smtplib(start_sink, tmp_path):
+    server = start_sink("--scenario", scenario(tmp_path, GREYLIST))
+    with smtplib.SMTP(server.host, server.port, timeout=10) as client:
+        client.ehlo()
+        for attempt in range(2):  # the first try, and one again too soon
+            assert client.mail("a@example.org")[0] == 250
+            code, text = client.rcpt("b@example.net")
+            assert code == 451 and b"Greylisted" in text, attempt
+            client.rset()
+        time.sleep(0.25)
+        assert client.mail("a@example.org")[0] == 250
+        assert client.rcpt("b@example.net")[0] == 250
+        assert client.data(b"Subject: grey\r\n\r\npassed\r\n")[0] == 250
+        # Another triple starts its own wait.
+        client.rset()
+        client.mail("a@example.org")
+        assert client.rcpt("c@example.net")[0] == 451
+    final = server.stop()
+    assert final["faults_injected"] == 3 and final["messages"] == 1
+
+
+# -- rate limits ---------------------------------------------------------------------------
+
+def test_message_rate_limit(start_sink, tmp_path):
+    """Offered 150 msgs/s against a 50 msgs/s limit (token bucket, 1 s burst): about 50/s pass,
+    the rest get 451 at MAIL, and the generator counts exactly the refusals the sink made."""
+    limit = 50
+    sink = f"[sink.rate_limit]\nmessages_per_second = {limit}\n"
+    # Without pipelining a refused MAIL is not followed by RCPT and BDAT (and their 503s, which
+    # would count towards the sink's error limit: 20 refusals in a row on a connection end it).
+    result, final = generate(start_sink, tmp_path, sink, "--rate", "150", "--duration", "2s",
+                             load="max_connections = 4\npipelining = false")
+    totals = result["totals"]
+    seconds = totals["duration_us"] / 1e6
+    assert 0.8 * limit * 2 <= totals["ok"] <= limit * (seconds + 1) + 5, (totals, seconds)
+    assert errors_by(result) == {("mail", 451, "reply"): final["faults_injected"]}
+    assert totals["failed"] == final["faults_injected"] >= 100
+    assert final["messages"] == totals["ok"]
+
+
+def test_connections_per_client_limit(start_sink, tmp_path):
+    """connections_per_client = 2: two connections from one address are served, the third gets
+    421 and is closed; when one of the two goes, a new one is served again."""
+    server = start_sink("--scenario", scenario(tmp_path, "[sink.rate_limit]\nconnections_per_client = 2\n"))
+    address = (server.host, server.port)
+
+    def served() -> Wire | None:
+        w = Wire(address)
+        if w.code() == 220:
+            return w
+        w.close()
+        return None
+
+    # Retried: the fixture's probe connection may not have been seen closing yet.
+    first = wait_for(served, timeout=5)
+    second = wait_for(served, timeout=5)
+    assert first and second
+    with Wire(address) as third:
+        code, lines = third.reply()
+        assert code == 421 and b"Too many connections" in lines[0]
+        third.expect_close()
+    assert first.command(b"QUIT") == 221
+    first.close()
+    fourth = wait_for(served, timeout=5)  # the slot frees when the sink sees the close
+    assert fourth and fourth.command(b"NOOP") == 250
+    fourth.close()
+    second.close()
+    assert server.stop()["faults_injected"] >= 1
+
+
+# -- recipient outcomes ----------------------------------------------------------------------
+
+def test_recipient_outcomes_by_local_part(sink):
+    with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
+        refused = client.sendmail("a@example.org", ["ok@example.net", "tempfail+x@example.net",
+                                                    "Reject+y@example.net"], b"Subject: mix\r\n\r\nbody\r\n")
+        assert {rcpt: code for rcpt, (code, _) in refused.items()} == {
+            "tempfail+x@example.net": 451, "Reject+y@example.net": 550}
+        client.mail("a@example.org")
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            client.rcpt("disconnect+z@example.net")
+    final = sink.stop()
+    assert final["faults_injected"] == 3
+    assert (final["messages"], final["recipients"]) == (1, 1)
+
+
+def test_recipient_outcomes_accounted_by_the_generator(start_sink, tmp_path):
+    result, final = generate(start_sink, tmp_path, "", "--messages", "40", load="sessions = 4",
+                             message='recipient = "tempfail+{n}@example.net"')
+    assert result["totals"]["ok"] == 0
+    assert errors_by(result) == {("rcpt", 451, "reply"): 40} and final["faults_injected"] == 40
+
+
+# -- live changes ------------------------------------------------------------------------------
+
+def put_faults(stats_port: int, rules: list[dict]) -> list[dict]:
+    request = urllib.request.Request(f"http://127.0.0.1:{stats_port}/faults", data=json.dumps(rules).encode(),
+                                     method="PUT", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=5) as response:
+        assert response.status == 200
+        return json.loads(response.read())
+
+
+def get_stats(stats_port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{stats_port}/stats", timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_put_faults_changes_behaviour_mid_run(start_sink, tmp_path):
+    """An open-loop run at 100/s for 3 s; once 50 messages are in, every RCPT is refused (550);
+    once 50 refusals are in, the rules are cleared. The generator sees OK, then 550s, then OK."""
+    stats_port = free_port()
+    path = scenario(tmp_path, load="rate = 100")
+    server = start_sink("--scenario", path, "--stats-listen", f"127.0.0.1:{stats_port}")
+    gen = subprocess.Popen([sys.executable, "-m", "smtpbench", "run", "--scenario", path, "--target", server.address,
+                            "--rate", "100", "--duration", "3s", "--out", str(tmp_path / "out")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: get_stats(stats_port)["messages"] >= 50, timeout=15)
+        reject = [{"on": "RCPT", "reply": "550 5.7.1 Changed my mind"}]
+        assert put_faults(stats_port, reject)[0]["reply"] == reject[0]["reply"]
+        assert wait_for(lambda: get_stats(stats_port)["faults_injected"] >= 50, timeout=10)
+        assert put_faults(stats_port, []) == []
+        out, err = gen.communicate(timeout=30)
+    finally:
+        if gen.poll() is None:
+            gen.kill()
+            gen.communicate()
+    assert "Traceback" not in err, err
+    final = server.stop()
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert_accounted(result)
+    injected = final["faults_injected"]
+    assert errors_by(result) == {("rcpt", 550, "reply"): injected} and injected >= 50
+    (errors,) = result["errors"]
+    assert errors["first_s"] >= 0.4  # nothing refused before the change (50 messages at 100/s)
+    series = result["timeseries"]
+    last = max(i for i, n in enumerate(series["sent"]) if n)
+    assert series["failed"][last] == 0 and series["ok"][last] > 0  # and nothing after it was undone
+    assert final["messages"] == result["totals"]["ok"] >= 100
+
+
+def test_put_faults_rejects_bad_rules(start_sink, tmp_path):
+    stats_port = free_port()
+    start_sink("--stats-listen", f"127.0.0.1:{stats_port}")
+    wait_for(lambda: get_stats(stats_port), timeout=10)
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        put_faults(stats_port, [{"on": "RCPT", "action": "reply"}])  # a reply rule without a reply
+    assert caught.value.code == 400
+
+
+# -- the capacity model ------------------------------------------------------------------------
+
+def test_capacity_model_throughput(start_sink, tmp_path):
+    """4 workers x 20 ms per message serve 200 msgs/s; a closed loop of 32 sessions (many more
+    than the concurrency, so the queue never empties, even when a busy machine delays a reply)
+    gets that within 10% every second, and by Little's law each message waits about
+    sessions / capacity."""
+    concurrency, service, sessions = 4, 0.020, 32
+    capacity = concurrency / service
+    sink = f'[sink.capacity]\nservice_time = "{service * 1000:g}ms"\nconcurrency = {concurrency}\n'
+    result, final = generate(start_sink, tmp_path, sink, "--duration", "3s", load=f"sessions = {sessions}")
+    totals = result["totals"]
+    assert totals["failed"] == 0
+    # Completions per second in the whole seconds after the first (the queue is full by then).
+    series = result["timeseries"]
+    steady = [ok for t, ok in zip(series["t"], series["ok"]) if 1 <= t < 3]
+    assert len(steady) == 2
+    for per_second in steady:
+        assert abs(per_second - capacity) <= 0.10 * capacity, (steady, capacity)
+    eod = result["latency"]["phases"]["bdat"]
+    assert eod["p50"] >= 0.8 * sessions / capacity * 1e6
+    assert final["messages"] == totals["ok"]
+
+
+# -- a peer that answers too much ------------------------------------------------------------
+
+class _Chatty(socketserver.StreamRequestHandler):
+    """Answers every message twice ("250 ok" and one more 250, in one write)."""
+
+    def handle(self) -> None:
+        w = self.wfile
+        w.write(b"220 chatty.test\r\n")
+        while line := self.rfile.readline():
+            verb = line[:4].upper()
+            if verb == b"EHLO":
+                w.write(b"250-chatty.test\r\n250 SIZE 1000000\r\n")
+            elif verb == b"DATA":
+                w.write(b"354 go ahead\r\n")
+                while self.rfile.readline() not in (b".\r\n", b""):
+                    pass
+                w.write(b"250 ok\r\n250 and once more\r\n")
+            elif verb == b"QUIT":
+                w.write(b"221 bye\r\n")
+                return
+            else:
+                w.write(b"250 ok\r\n")
+
+
+@pytest.mark.parametrize("model", [("--sessions", "2"), ("--rate", "100")], ids=["closed", "open"])
+def test_generator_survives_a_reply_too_many(tmp_path, model):
+    """The extra reply arrives in the same read as the one that ends the message: the message is
+    OK, the extra reply is an error of its own, and the slot goes on with a new connection (it
+    used to start the next message on the ended session and die with an exception)."""
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    with socketserver.ThreadingTCPServer(("127.0.0.1", free_port()), _Chatty) as server:
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            run = run_load(tmp_path / "out", "--target", f"127.0.0.1:{server.server_address[1]}",
+                           "--messages", "20", *model)
+        finally:
+            server.shutdown()
+    assert "Traceback" not in run.stderr, run
+    assert_accounted(run.result)
+    assert run.result["totals"]["ok"] == 20
+    assert errors_by(run.result) == {("unsolicited", 250, "reply"): 20}
