@@ -33,7 +33,7 @@ def summary_text(result: dict, path: str | None = None) -> str:
             lines.append(f"    {e['phase']:<12} {e['code'] or '-':>4} {e['kind']:<12} {e['count']:>8,}  {e['example'][:60]}")
     for th in result["thresholds"]:
         mark = "pass" if th["passed"] else "FAIL"
-        lines.append(f"  threshold {th['metric']} <= {th['limit']}: observed {th['shown']} [{mark}]")
+        lines.append(f"  threshold {th['metric']} {th.get('op', '<=')} {th['limit']}: observed {th['shown']} [{mark}]")
     for reason in result["health"]["reasons"]:
         lines.append(f"  INVALID: {reason}")
     if path:

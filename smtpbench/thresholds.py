@@ -63,5 +63,11 @@ def evaluate(thresholds: dict, result: dict) -> list[dict]:
             limit_us = parse_duration(limit) * 1e6
             passed = observed <= limit_us
             shown = f"{observed / 1000:.2f} ms"
-        out.append({"metric": key, "limit": limit, "observed": observed, "shown": shown, "passed": bool(passed)})
+        op = ">=" if key == "min_throughput" else "<="
+        out.append({"metric": key, "op": op, "limit": limit, "observed": observed, "shown": shown,
+                    "passed": bool(passed)})
+    if totals["ok"] == 0 and totals["failed"] > 0:
+        # Implicit: a run in which nothing got through is not a success, thresholds or not.
+        out.append({"metric": "messages_ok", "op": ">=", "limit": 1, "observed": 0,
+                    "shown": "no message was accepted", "passed": False, "implicit": True})
     return out

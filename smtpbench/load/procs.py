@@ -22,7 +22,8 @@ from ..scenario import Scenario
 from .recorder import merge_exports
 from .runner import Runner
 
-START_DELAY = 0.3  # s: lets every process set up before the common t0
+START_DELAY = 0.3  # s: from "all processes ready" to the common t0
+READY_TIMEOUT = 60.0
 
 
 async def _run_one(scenario: Scenario, target: Address, run_id: str, t0_ns: int, index: int, count: int,
@@ -32,8 +33,11 @@ async def _run_one(scenario: Scenario, target: Address, run_id: str, t0_ns: int,
     return await runner.run()
 
 
-def _worker(scenario_json: str, target: Address, run_id: str, t0_ns: int, index: int, count: int, conn) -> None:
+def _worker(scenario_json: str, target: Address, run_id: str, index: int, count: int, conn) -> None:
     scenario = Scenario.model_validate_json(scenario_json)
+    # Start together: say we are ready (imports done), then wait for the common t0.
+    conn.send(("ready", index, None))
+    kind, _, t0_ns = conn.recv()
     try:
         export = eventloop.run(_run_one(scenario, target, run_id, t0_ns, index, count,
                                         lambda p: conn.send(("progress", index, p))))
@@ -47,8 +51,8 @@ def _worker(scenario_json: str, target: Address, run_id: str, t0_ns: int, index:
 def run_load(scenario: Scenario, target: Address, run_id: str, processes: int,
              progress: Callable[[dict], None] | None = None) -> dict:
     """Run the scenario's load against ``target``; return the merged measurements."""
-    t0_ns = time.monotonic_ns() + int(START_DELAY * 1e9 * (1 if processes == 1 else 3))
     if processes <= 1:
+        t0_ns = time.monotonic_ns() + int(START_DELAY * 1e9)
         export = eventloop.run(_run_one(scenario, target, run_id, t0_ns, 0, 1, progress))
         merged = merge_exports([export])
         merged["processes"] = [_proc_summary(export)]
@@ -56,13 +60,24 @@ def run_load(scenario: Scenario, target: Address, run_id: str, processes: int,
     ctx = multiprocessing.get_context("spawn")
     conns, procs = [], []
     for i in range(processes):
-        recv_end, send_end = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_worker, args=(scenario.model_dump_json(), target, run_id, t0_ns, i, processes, send_end),
+        parent_end, child_end = ctx.Pipe(duplex=True)
+        p = ctx.Process(target=_worker, args=(scenario.model_dump_json(), target, run_id, i, processes, child_end),
                         name=f"smtpbench-load-{i}")
         p.start()
-        send_end.close()
-        conns.append(recv_end)
+        child_end.close()
+        conns.append(parent_end)
         procs.append(p)
+    # Spawned interpreters take a while to start (more on a busy machine): wait for all, then
+    # give every process the same t0 a little ahead.
+    for i, c in enumerate(conns):
+        if not c.poll(READY_TIMEOUT):
+            for p in procs:
+                p.kill()
+            raise RuntimeError(f"generator process {i} did not start within {READY_TIMEOUT:.0f} s")
+        c.recv()
+    t0_ns = time.monotonic_ns() + int(START_DELAY * 1e9)
+    for c in conns:
+        c.send(("start", 0, t0_ns))
     exports: list[dict | None] = [None] * processes
     latest: list[dict] = [{} for _ in range(processes)]
     errors = []

@@ -131,13 +131,16 @@ class Runner:
 
     # -- connections ----------------------------------------------------------
 
-    def open(self, pending: int | None = None) -> None:
-        """Open a connection; ``pending`` is the intended time of the message waiting for it (closed loop)."""
+    def open(self, pending: int | None = None, delay: float = 0.0) -> None:
+        """Open a connection (after ``delay`` s); ``pending`` is the intended time of the message
+        waiting for it (closed loop): the delay counts in that message's response time."""
         self.opening += 1
-        asyncio.ensure_future(self._open(pending))
+        asyncio.ensure_future(self._open(pending, delay=delay))
 
-    async def _open(self, pending: int | None, retry: tuple | None = None) -> None:
+    async def _open(self, pending: int | None, retry: tuple | None = None, delay: float = 0.0) -> None:
         loop = asyncio.get_running_loop()
+        if delay:
+            await asyncio.sleep(delay)
         started = self.now()
         implicit = self.load.tls == "implicit"
         session = ClientSession(self.load.helo, self.load.pipelining, self.lmtp, tls=self.load.tls,
@@ -246,9 +249,10 @@ class Runner:
             self.recorder.error(now, phase, code, kind, text)
             return
         if not self.open_loop and self._may_begin(now):
-            # The slot goes on with a new connection, as after a reset (see conn_lost).
+            # The slot goes on with a new connection, as after a reset (see conn_lost), after
+            # a short pause: a server that refuses every session must not get a tight loop.
             self.issued += 1
-            self.open(now)
+            self.open(now, delay=RECONNECT_BACKOFF)
 
     def conn_lost(self, conn: ClientConnection, exc: Exception | None, now: int) -> None:
         self.connections.discard(conn)
@@ -272,9 +276,10 @@ class Runner:
                            str(exc) if exc else "server closed the connection")
                 replace = now
         if not self.open_loop and replace is not None and self._may_begin(now):
-            # The slot goes on with a new connection (RFC 5321 §3.8: a client reconnects after 421).
+            # The slot goes on with a new connection (RFC 5321 §3.8: a client reconnects after 421);
+            # after a pause when this one never carried a message.
             self.issued += 1
-            self.open(now)
+            self.open(now, delay=0.0 if conn.sent else RECONNECT_BACKOFF)
         elif self.open_loop:
             self._dispatch()
         self._check_done()
