@@ -191,8 +191,7 @@ class ServerSession:
     def greeting(self) -> list[bytes]:
         """The 220 banner (RFC 5321 §4.3.1); call once when the connection opens."""
         self._out = []
-        self._out.append(format_reply(220, f"{self.config.hostname} {self.config.banner}"))
-        self.counters.replies[220] = self.counters.replies.get(220, 0) + 1
+        self.reply(220, "", f"{self.config.hostname} {self.config.banner}")  # formatted once, then cached
         return self._out
 
     def refuse(self, code: int = 421, status: str = "4.3.2", text: str = "Service not available, closing channel") -> list[bytes]:
@@ -224,13 +223,14 @@ class ServerSession:
                 return out
             if not data:
                 return out
-        if (self.state in _COMMAND_STATES and not self._buf and data[-2:] == b"\r\n"
-                and data.find(b"\n") == len(data) - 1 and len(data) <= MAX_COMMAND_LINE
-                and not self._overlong and not self.starttls and type(data) is bytes):
-            # The usual read from a client that waits for each reply: one
-            # whole command line. What the loop below does, minus the buffer.
-            self._command(data[:-2])
-            return out
+        if self.state in _COMMAND_STATES and not self._buf and type(data) is bytes:
+            nl = data.find(b"\n")
+            if (nl == len(data) - 1 and nl and data[nl - 1] == 13 and nl < MAX_COMMAND_LINE
+                    and not self._overlong and not self.starttls):
+                # The usual read from a client that waits for each reply: one
+                # whole command line. What the loop below does, minus the buffer.
+                self._command(data[:-2])
+                return out
         buf = self._buf
         buf += data
         pos = 0
