@@ -13,4 +13,5 @@ harness.Report`` and list it under its group in :data:`REGISTRY`.
 REGISTRY: dict[str, tuple[str, ...]] = {
     "sink": ("sink_core", "sink_throughput", "sink_memory"),
     "locust": ("locust_throughput",),
+    "tls": ("tls_chunking",),
 }
