@@ -225,7 +225,7 @@ class ServerSession:
                 return out
         if self.state in _COMMAND_STATES and not self._buf and type(data) is bytes:
             nl = data.find(b"\n")
-            if (nl == len(data) - 1 and nl and data[nl - 1] == 13 and nl < MAX_COMMAND_LINE
+            if (nl == len(data) - 1 and nl > 0 and data[nl - 1] == 13 and nl < MAX_COMMAND_LINE
                     and not self._overlong and not self.starttls):
                 # The usual read from a client that waits for each reply: one
                 # whole command line. What the loop below does, minus the buffer.
