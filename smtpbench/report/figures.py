@@ -26,6 +26,7 @@ class Series:
     dashed: bool = False
     secondary: bool = False  # drawn against the right-hand axis
     color: str | None = None
+    marker: str | None = None  # a matplotlib marker for every point (lines: default "." up to 30 points)
 
 
 @dataclass

@@ -27,6 +27,7 @@ th{background:#eef1f4}td.n{text-align:right}tr.fail td{background:#fde8e6}tr.pas
 ul.reasons{margin:6px 0}figure{margin:14px 0;background:#fff;border:1px solid #d8dce1;padding:8px}
 figure img{max-width:100%;height:auto;display:block}figcaption{font-size:12.5px;color:#5b6570}
 nav a{margin-right:10px}pre{background:#fff;border:1px solid #d8dce1;padding:8px;overflow:auto;font-size:12px}
+tr.best td{font-weight:600;background:#e3f4e6}
 .faster,.better{color:#1e7b34;font-weight:600}.slower,.worse{color:#b3261e;font-weight:600}
 """
 
@@ -57,7 +58,11 @@ def table_html(name: str, table: Table) -> str:
         for i, row in enumerate(table.rows):
             cls = table.classes[i] if i < len(table.classes) and table.classes[i] else ""
             attr = f' class="{cls}"' if cls else ""
-            parts.append(f"<tr{attr}>" + "".join(_td(c, a) for c, a in zip(row, align.ljust(len(row), "l"))) + "</tr>")
+            cells = [_td(c, a) for c, a in zip(row, align.ljust(len(row), "l"))]
+            href = table.links[i] if i < len(table.links) else ""
+            if href and cells:
+                cells[0] = f'<td><a href="{esc(href)}">{esc(row[0])}</a></td>'
+            parts.append(f"<tr{attr}>" + "".join(cells) + "</tr>")
         parts.append("</tbody></table>")
     if table.note:
         parts.append(f'<p class="note">{esc(table.note)}</p>')

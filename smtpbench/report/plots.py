@@ -41,7 +41,8 @@ def _draw_lines(ax, ax2, fig_data: Figure) -> None:
     for label, s in fig_data.series.items():
         target = ax2 if s.secondary and ax2 is not None else ax
         target.plot(s.x, _nan(s.y), label=label, linestyle="--" if s.dashed else "-", color=s.color,
-                    marker="." if len(s.x) <= 30 else None, linewidth=1.4)
+                    marker=s.marker or ("." if len(s.x) <= 30 else None), markersize=9 if s.marker else 6,
+                    linewidth=1.4)
 
 
 def _draw_bars(ax, fig_data: Figure) -> None:

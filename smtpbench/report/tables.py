@@ -25,6 +25,7 @@ class Table:
     note: str = ""
     classes: list[str] = field(default_factory=list)  # per row: "", "fail" or "pass" (for colouring)
     align: str = ""  # per column "l" or "r"; default: label column left, figures right
+    links: list[str] = field(default_factory=list)  # per row: where its first cell links to ("" for none)
 
 
 def ms(us) -> str:
