@@ -143,8 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _report_parsers(sub) -> None:
     p = sub.add_parser("report", help="build HTML reports from result files",
-                       description="Write a self-contained HTML report (plots, .hgrm, CSV) for each RUN.")
-    p.add_argument("runs", nargs="+", metavar="RUN", help="run folder or result.json")
+                       description="Write a self-contained HTML report (plots, .hgrm, CSV) for each RUN; for a "
+                                   "sweep folder (holding sweep.json), the sweep's report and one per step.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folder, result.json or sweep folder")
     p.add_argument("--out", "-o", metavar="DIR", help="report folder (default: reports/<run-id>; "
                                                       "with several runs, DIR/<run-id> each)")
     p = sub.add_parser("compare", help="compare runs against a baseline",
@@ -319,15 +320,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _sweep(scenario, args, kind: str, target) -> int:
     """Run every step of ``[sweep]``; write sweep.json and its report; exit by the worst step."""
-    import json
     import os
 
     from .console import summary_text
     from .scenario import step
+    from .sweep import save as save_sweep
     from .sweep import summarise
 
     sweep_id = _new_run_id(scenario.name + "-sweep")
     root = args.out or f"results/{sweep_id}"
+    no_report = getattr(args, "no_report", False)
+    args = argparse.Namespace(**{**vars(args), "no_report": True})  # step reports: built with the sweep's
     steps = []
     for i, value in enumerate(scenario.sweep.values):
         sc = step(scenario, value)
@@ -342,16 +345,21 @@ def _sweep(scenario, args, kind: str, target) -> int:
             path = save(result, os.path.join(root, f"step{i + 1:02d}"))
         print(summary_text(result, path), flush=True)
         steps.append((value, path, result))
-    summary = summarise(scenario, steps)
-    os.makedirs(root, exist_ok=True)
-    with open(os.path.join(root, "sweep.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=1)
+    summary = summarise(scenario, steps, root, sweep_id)
+    save_sweep(summary, root)
     print(f"sweep: {len(steps)} steps in {root}/sweep.json")
     best = summary["sustainable"]
     if best is None:
         print("  no step met the thresholds")
     else:
-        print(f"  sustainable: {scenario.sweep.parameter} = {best['value']} ({best['msgs_per_s']:,.1f} msgs/s)")
+        print(f"  sustainable: {scenario.sweep.parameter} = {best['value']} ({best['achieved_rate']:,.1f} msgs/s)")
+    if not no_report:
+        try:
+            from .report import write_sweep_report
+
+            print(f"  report: {write_sweep_report(root, os.path.join('reports', sweep_id))}")
+        except ImportError as e:  # matplotlib missing: sweep.json is there; `smtpbench report` later
+            print(f"  no report: {e}", file=sys.stderr)
     return max(_exit_code(r) for _, _, r in steps)
 
 
@@ -392,14 +400,31 @@ def cmd_report(args: argparse.Namespace) -> int:
     import os
 
     from .report.build import build_report, read_runs
+    from .sweep import is_sweep
 
+    sweeps = [p for p in args.runs if is_sweep(p)]
+    if sweeps:  # a sweep folder (holding sweep.json): the sweep's report, with one per step inside
+        from .report.sweep_build import build_sweep_report, sweep_report_dir
+        from .sweep import load_sweep
+
+        try:
+            loaded = [load_sweep(p) for p in sweeps]
+        except ValueError as e:
+            print(f"smtpbench report: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        for summary, folder in loaded:
+            out = args.out and (args.out if len(args.runs) == 1 else sweep_report_dir(summary, args.out))
+            print(f"report: {build_sweep_report(summary, folder, out or None)}")
+    runs = [p for p in args.runs if p not in sweeps]
+    if sweeps and not runs:
+        return EXIT_OK
     try:
-        results = read_runs(args.runs)
+        results = read_runs(runs)
     except ValueError as e:
         print(f"smtpbench report: {e}", file=sys.stderr)
         return EXIT_USAGE
     for result in results:
-        folder = args.out and (args.out if len(results) == 1 else os.path.join(args.out, result["run_id"]))
+        folder = args.out and (args.out if len(args.runs) == 1 else os.path.join(args.out, result["run_id"]))
         print(f"report: {build_report(result, folder or None)}")
     return EXIT_OK
 

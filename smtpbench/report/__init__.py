@@ -10,7 +10,9 @@ The modules are split by what they hold, and only ``plots`` imports matplotlib (
 * ``html``    — the self-contained page (no external CSS, JS, fonts or images);
 * ``stats``   — Welch's t-test and its confidence interval, without scipy;
 * ``compare`` — headline metrics of several runs, verdicts, fairness warnings, text summary;
-* ``build``   — writes a report or comparison folder (the entry points the CLI calls).
+* ``build``   — writes a report or comparison folder (the entry points the CLI calls);
+* ``sweep``, ``sweep_html``, ``sweep_build`` — the same three roles for a sweep's report (steps table,
+  plots against offered load, the sustainable point, links to each step's own report).
 
 Importing this package is cheap: heavy modules load when a report is written.
 """
@@ -23,3 +25,12 @@ def write_report(result_path: str, out_dir: str | None = None) -> str:
     from .build import build_report, read_runs
 
     return build_report(read_runs([result_path])[0], out_dir)
+
+
+def write_sweep_report(sweep_path: str, out_dir: str | None = None) -> str:
+    """Build the report of the sweep folder (or sweep.json) ``sweep_path``; return its index.html path."""
+    from ..sweep import load_sweep
+    from .sweep_build import build_sweep_report
+
+    summary, folder = load_sweep(sweep_path)
+    return build_sweep_report(summary, folder, out_dir)
