@@ -323,12 +323,20 @@ class Slot:
         except Lost as e:
             phase = TLS if e.kind == "tls" else session.expecting or BANNER
             self._drop()
-            return self._failed(intended, phase, 0, e.kind, e.text, begun=False)
+            return self._pause(self._failed(intended, phase, 0, e.kind, e.text, begun=False))
         if kind is not READY:
             self._drop()
-            return self._failed(intended, a, b.code, "reply" if b.code else "protocol", b.text, begun=False)
+            return self._pause(self._failed(intended, a, b.code, "reply" if b.code else "protocol", b.text,
+                                            begun=False))
         conn.remember_tls()
         return None
+
+    def _pause(self, outcome: Outcome) -> Outcome:
+        """Closed loop, after a session that failed before it carried a message: a short pause before the
+        next (whose response time it counts in), so a server refusing every session gets no tight loop."""
+        if not self.work.open_loop:
+            gevent.sleep(RECONNECT_BACKOFF)
+        return outcome
 
     def _drop(self) -> None:
         conn, self.conn = self.conn, None
