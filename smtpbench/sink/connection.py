@@ -104,7 +104,11 @@ class SinkConnection(asyncio.Protocol):
             self._carry_out(out, len(data))
             return
         if out:
-            self.transport.writelines(out)
+            # Most reads answer one command: write() skips writelines' list handling.
+            if len(out) == 1:
+                self.transport.write(out[0])
+            else:
+                self.transport.writelines(out)
         if session.closing:
             self.transport.close()
         elif session.starttls:

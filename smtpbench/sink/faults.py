@@ -193,21 +193,25 @@ class FaultHooks(ServerHooks):
         self.client = client
 
     def command(self, stage: str, session, arg: bytes):
+        # Called for every command of every connection: return early when nothing
+        # can apply (the default sink only has recipient outcomes, and those need a "+").
         policy = self.policy
-        text = arg.decode("utf-8", "replace")
-        if stage == "MAIL" and policy.rate_limited():
-            return parse_reply(policy.rate_limit.reply)
         if stage == "RCPT":
-            hit = self._recipient(session, text)
-            if hit is not None:
-                return hit
-        return policy.decide(stage, _subject(stage, text))
+            if (policy.outcomes is not None and b"+" in arg) or policy.greylist is not None:
+                hit = self._recipient(session, arg.decode("utf-8", "replace"))
+                if hit is not None:
+                    return hit
+        elif stage == "MAIL" and policy.rate_limit is not None and policy.rate_limited():
+            return parse_reply(policy.rate_limit.reply)
+        if stage not in policy.rules:
+            return None
+        return policy.decide(stage, _subject(stage, arg.decode("utf-8", "replace")))
 
     def _recipient(self, session, text: str):
         policy = self.policy
         rcpt = _subject("RCPT", text)
         outcomes = policy.outcomes
-        if outcomes is not None:
+        if outcomes is not None and "+" in rcpt:
             local = rcpt.split("@", 1)[0].lower()
             if local.startswith("tempfail+"):
                 policy.stats.faults_injected += 1
@@ -225,7 +229,7 @@ class FaultHooks(ServerHooks):
 
     def message(self, envelope: Envelope, body: bytes | None, size: int):
         policy = self.policy
-        hit = policy.decide("end-of-data", envelope.mail_from)
+        hit = policy.decide("end-of-data", envelope.mail_from) if "end-of-data" in policy.rules else None
         if hit is not None and not (type(hit) is Action and hit.kind == "delay" and hit.reply is None):
             return hit
         stored = self.base.message(envelope, body, size)
