@@ -121,7 +121,10 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.writelines(self.session.outbox)
             self.session.outbox.clear()
-            self.deadline = self.now() + self.runner.timeout_us["quit"]
+            now = self.now()
+            if not self.session.pipelining or self.session.expecting == "quit":
+                self.mark = now  # time QUIT from its send, not from an idle connection's last reply
+            self.deadline = now + self.runner.timeout_us["quit"]
 
     def abort(self) -> None:
         if self.transport is not None and not self.closed:
