@@ -14,113 +14,17 @@ credentials, inject faults) are delegated to a :class:`ServerHooks` object.
 
 from __future__ import annotations
 
-import base64
-import binascii
-from dataclasses import dataclass, field
-
 from .commands import parse_path_and_params, split_command_line
 from .data import DataReceiver
 from .errors import ProtocolError
-from .limits import MAX_COMMAND_LINE, MIN_RECIPIENTS
+from .limits import MAX_COMMAND_LINE
 from .replies import format_reply
-
-#: Extensions the server can advertise, in EHLO order.
-EXTENSIONS = (
-    "PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES",
-    "CHUNKING", "BINARYMIME", "DSN", "STARTTLS", "AUTH", "VRFY", "HELP",
+from .server_auth import AuthMixin
+from .server_chunking import ChunkingMixin
+from .server_types import (  # noqa: F401  (re-exported: the core's public types)
+    AUTH_WAIT, BDAT, CLOSED, DATA, DEFAULT_EXTENSIONS, EXTENSIONS, INIT, MAIL, RCPT, READY, Action, Envelope,
+    ServerConfig, ServerCounters, ServerHooks,
 )
-DEFAULT_EXTENSIONS = ("PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN")
-
-# Session states (RFC 5321 §4.1.4 command order).
-INIT, READY, MAIL, RCPT, DATA, BDAT, AUTH_WAIT, CLOSED = range(8)
-
-
-@dataclass
-class ServerConfig:
-    """What a server session advertises and enforces."""
-
-    hostname: str = "smtpbench.localhost"
-    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
-    max_message_size: int = 10 * 1024 * 1024
-    max_recipients: int = 1000  # at least MIN_RECIPIENTS (RFC 5321 §4.5.3.1.8)
-    max_errors: int = 20  # then 421 and close, as Postfix's smtpd_hard_error_limit
-    keep_body: bool = False
-    keep_head: int = 0  # octets of each message's start kept even in discard mode (header parsing)
-    check_line_length: bool = True
-    lmtp: bool = False
-    tls_active: bool = False
-    auth_mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
-    auth_required: bool = False
-    banner: str = "ESMTP smtpbench"
-
-    def __post_init__(self) -> None:
-        unknown = set(self.extensions) - set(EXTENSIONS)
-        if unknown:
-            raise ValueError(f"unknown extensions {sorted(unknown)}; allowed: {', '.join(EXTENSIONS)}")
-        if self.max_recipients < MIN_RECIPIENTS:
-            raise ValueError(f"max_recipients must be at least {MIN_RECIPIENTS} (RFC 5321 §4.5.3.1.8)")
-
-
-@dataclass
-class ServerCounters:
-    """Counters a session adds to; one instance is shared by a process's sessions."""
-
-    transactions: int = 0
-    messages: int = 0
-    recipients: int = 0
-    bytes: int = 0
-    bdat_chunks: int = 0
-    protocol_errors: int = 0
-    replies: dict[int, int] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Envelope:
-    """One mail transaction as received."""
-
-    mail_from: str = ""
-    mail_params: dict = field(default_factory=dict)
-    rcpt_to: list[str] = field(default_factory=list)
-    helo: str = ""
-    smtputf8: bool = False
-    head: bytes = b""  # the first octets of the message, when the config keeps them (relay mode)
-
-
-@dataclass(frozen=True, slots=True)
-class Action:
-    """What a policy hook may ask for besides a plain reply (fault injection).
-
-    ``kind``: ``"delay"`` — answer after ``seconds`` (with ``reply`` instead of the
-    normal answer when given); the session pauses and the driver calls
-    :meth:`ServerSession.resume` when the time is up. ``"disconnect"`` — drop
-    the connection without a word. ``"tarpit"`` — answer normally, but the driver
-    writes the reply at ``rate`` octets per second.
-    """
-
-    kind: str
-    seconds: float = 0.0
-    reply: tuple[int, str, str] | None = None
-    rate: float = 0.0
-
-
-class ServerHooks:
-    """Policy decisions; subclass and override. Defaults accept everything.
-
-    ``command`` and ``message`` may return ``(code, status, text)`` to answer
-    with that reply instead, an :class:`Action`, or None to go on normally.
-    """
-
-    def message(self, envelope: Envelope, body: bytes | None, size: int) -> "tuple[int, str, str] | Action | None":
-        """Called at end of data. Return ``(code, status, text)`` to refuse, or None to accept."""
-        return None
-
-    def authenticate(self, mechanism: str, username: str, password: str) -> bool:
-        return True
-
-    def command(self, stage: str, session: "ServerSession", arg: bytes) -> "tuple[int, str, str] | Action | None":
-        """Called before a command is handled; return a reply to override it (fault injection)."""
-        return None
-
 
 _DEFAULT_HOOKS = ServerHooks()
 _REPLY_CACHE: dict[tuple[int, str, str], bytes] = {}
@@ -136,7 +40,7 @@ _HANDLERS = {
 _COMMAND_STATES = frozenset((INIT, READY, MAIL, RCPT))
 
 
-class ServerSession:
+class ServerSession(AuthMixin, ChunkingMixin):
     """One SMTP/LMTP server connection's protocol state."""
 
     def __init__(self, config: ServerConfig, counters: ServerCounters | None = None,
@@ -562,69 +466,6 @@ class ServerSession:
         self.state = READY
         self._reset()
 
-    def _bdat(self, arg: bytes, refuse: tuple[int, str, str] | None = None) -> None:
-        """BDAT size [LAST]; ``refuse``: a policy's reply, sent once the chunk is read."""
-        if not self._has("CHUNKING"):
-            raise ProtocolError(502, "5.5.1", "CHUNKING not offered")
-        parts = arg.split()
-        if not parts or len(parts) > 2 or not parts[0].isdigit() or (
-            len(parts) == 2 and parts[1].upper() != b"LAST"
-        ):
-            # RFC 3030 §2: without a valid size we cannot find the next
-            # command; the only safe continuation is to close.
-            self.reply(501, "5.5.4", "Syntax: BDAT size [LAST]; closing")
-            self._close()
-            return
-        size = int(parts[0])
-        self._bdat_left = size
-        self._bdat_last = len(parts) == 2
-        if self.state not in (RCPT,):
-            # RFC 3030 §2: the chunk must still be read and discarded.
-            self.counters.protocol_errors += 1
-            self._bdat_refuse = (503, "5.5.1", "Need RCPT command" if self.state == MAIL else "Need MAIL command")
-        else:
-            self._bdat_refuse = refuse
-        self._bdat_prev = self.state
-        self.state = BDAT
-        if size == 0:
-            self._bdat_done()
-
-    def _bdat_chunk(self, buf: bytearray, pos: int, n: int) -> int:
-        take = min(self._bdat_left, n - pos)
-        self._bdat_left -= take
-        if self._bdat_refuse is None:
-            self._bdat_size += take
-            if self.config.keep_body and self._bdat_size <= self.config.max_message_size:
-                self._bdat_parts.append(bytes(buf[pos:pos + take]))
-            elif self.config.keep_head and len(self.envelope.head) < self.config.keep_head:
-                room = self.config.keep_head - len(self.envelope.head)
-                self.envelope.head += bytes(buf[pos:pos + min(take, room)])
-        pos += take
-        if self._bdat_left == 0:
-            self._bdat_done()
-        return pos
-
-    def _bdat_done(self) -> None:
-        self.state = self._bdat_prev
-        if self._bdat_refuse is not None:
-            self.reply(*self._bdat_refuse)
-            if self._bdat_prev == RCPT:
-                # A policy refused the chunk: the transaction failed, and chunks still in
-                # the pipeline are discarded (RFC 3030 §4.2), refused as out of sequence.
-                self._reset()
-                self.state = READY
-            return
-        self.counters.bdat_chunks += 1
-        if not self._bdat_last:
-            self.reply(250, "2.0.0", f"{self._bdat_size} octets received")
-            return
-        size = self._bdat_size
-        if size > self.config.max_message_size:
-            self._finish(None, size, (552, "5.3.4", "Message size exceeds fixed limit"))
-        else:
-            body = b"".join(self._bdat_parts) if self.config.keep_body else None
-            self._finish(body, size, None)
-
     def _rset(self, arg: bytes) -> None:
         self._reset()
         if self.state != INIT:
@@ -659,77 +500,3 @@ class ServerSession:
             raise ProtocolError(501, "5.5.4", "STARTTLS takes no argument")
         self.reply(220, "2.0.0", "Ready to start TLS")
         self.starttls = True
-
-    # -- AUTH (RFC 4954) --------------------------------------------------
-
-    def _auth_cmd(self, arg: bytes) -> None:
-        if not self._has("AUTH"):
-            raise ProtocolError(502, "5.5.1", "AUTH not offered")
-        if self.state == INIT:
-            raise ProtocolError(503, "5.5.1", "Send EHLO first")
-        if self.authenticated:
-            raise ProtocolError(503, "5.5.1", "Already authenticated")
-        if self.state != READY:
-            raise ProtocolError(503, "5.5.1", "AUTH not allowed during a transaction")
-        parts = arg.split()
-        if not parts:
-            raise ProtocolError(501, "5.5.4", "Syntax: AUTH mechanism")
-        mech = parts[0].upper().decode("ascii", "replace")
-        if mech not in self.config.auth_mechanisms:
-            raise ProtocolError(504, "5.5.4", "Unrecognized authentication type")
-        initial = parts[1] if len(parts) > 1 else None
-        if mech == "PLAIN":
-            if initial is None:
-                self._auth = ("PLAIN", None)
-                self.state = AUTH_WAIT
-                self._out.append(b"334 \r\n")
-                return
-            self._auth_plain(initial)
-        else:  # LOGIN
-            self._auth = ("LOGIN", None)
-            self.state = AUTH_WAIT
-            if initial is None:
-                self._out.append(b"334 VXNlcm5hbWU6\r\n")  # "Username:"
-            else:
-                self._auth_continue(initial)
-
-    def _auth_continue(self, line: bytes) -> None:
-        mech, user = self._auth
-        if line == b"*":
-            self._auth = None
-            self.state = READY
-            raise ProtocolError(501, "5.0.0", "Authentication cancelled")
-        if mech == "PLAIN":
-            self._auth = None
-            self.state = READY
-            self._auth_plain(line)
-            return
-        text = self._b64(line)
-        if user is None:
-            self._auth = ("LOGIN", text)
-            self._out.append(b"334 UGFzc3dvcmQ6\r\n")  # "Password:"
-            return
-        self._auth = None
-        self.state = READY
-        self._auth_result("LOGIN", user, text)
-
-    def _b64(self, data: bytes) -> str:
-        try:
-            return base64.b64decode(data, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            self._auth = None
-            self.state = READY
-            raise ProtocolError(501, "5.5.2", "Cannot decode response") from None
-
-    def _auth_plain(self, data: bytes) -> None:
-        parts = self._b64(data).split("\0")
-        if len(parts) != 3:
-            raise ProtocolError(501, "5.5.2", "Malformed PLAIN response")
-        self._auth_result("PLAIN", parts[1], parts[2])
-
-    def _auth_result(self, mech: str, user: str, password: str) -> None:
-        if self.hooks.authenticate(mech, user, password):
-            self.authenticated = True
-            self.reply(235, "2.7.0", "Authentication successful")
-        else:
-            self.reply(535, "5.7.8", "Authentication credentials invalid")

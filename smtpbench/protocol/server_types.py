@@ -1,0 +1,112 @@
+"""What a server session is configured with, counts, and asks its policy: the core's types.
+
+Kept apart from the state machine (server.py) so drivers and policies can
+import them without the session, and so each file stays about one thing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .limits import MIN_RECIPIENTS
+
+if TYPE_CHECKING:
+    from .server import ServerSession
+
+#: Extensions the server can advertise, in EHLO order.
+EXTENSIONS = (
+    "PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES",
+    "CHUNKING", "BINARYMIME", "DSN", "STARTTLS", "AUTH", "VRFY", "HELP",
+)
+DEFAULT_EXTENSIONS = ("PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN")
+
+# Session states (RFC 5321 §4.1.4 command order).
+INIT, READY, MAIL, RCPT, DATA, BDAT, AUTH_WAIT, CLOSED = range(8)
+
+
+@dataclass
+class ServerConfig:
+    """What a server session advertises and enforces."""
+
+    hostname: str = "smtpbench.localhost"
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+    max_message_size: int = 10 * 1024 * 1024
+    max_recipients: int = 1000  # at least MIN_RECIPIENTS (RFC 5321 §4.5.3.1.8)
+    max_errors: int = 20  # then 421 and close, as Postfix's smtpd_hard_error_limit
+    keep_body: bool = False
+    keep_head: int = 0  # octets of each message's start kept even in discard mode (header parsing)
+    check_line_length: bool = True
+    lmtp: bool = False
+    tls_active: bool = False
+    auth_mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
+    auth_required: bool = False
+    banner: str = "ESMTP smtpbench"
+
+    def __post_init__(self) -> None:
+        unknown = set(self.extensions) - set(EXTENSIONS)
+        if unknown:
+            raise ValueError(f"unknown extensions {sorted(unknown)}; allowed: {', '.join(EXTENSIONS)}")
+        if self.max_recipients < MIN_RECIPIENTS:
+            raise ValueError(f"max_recipients must be at least {MIN_RECIPIENTS} (RFC 5321 §4.5.3.1.8)")
+
+
+@dataclass
+class ServerCounters:
+    """Counters a session adds to; one instance is shared by a process's sessions."""
+
+    transactions: int = 0
+    messages: int = 0
+    recipients: int = 0
+    bytes: int = 0
+    bdat_chunks: int = 0
+    protocol_errors: int = 0
+    replies: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Envelope:
+    """One mail transaction as received."""
+
+    mail_from: str = ""
+    mail_params: dict = field(default_factory=dict)
+    rcpt_to: list[str] = field(default_factory=list)
+    helo: str = ""
+    smtputf8: bool = False
+    head: bytes = b""  # the first octets of the message, when the config keeps them (relay mode)
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    """What a policy hook may ask for besides a plain reply (fault injection).
+
+    ``kind``: ``"delay"`` — answer after ``seconds`` (with ``reply`` instead of the
+    normal answer when given); the session pauses and the driver calls
+    :meth:`ServerSession.resume` when the time is up. ``"disconnect"`` — drop
+    the connection without a word. ``"tarpit"`` — answer normally, but the driver
+    writes the reply at ``rate`` octets per second.
+    """
+
+    kind: str
+    seconds: float = 0.0
+    reply: tuple[int, str, str] | None = None
+    rate: float = 0.0
+
+
+class ServerHooks:
+    """Policy decisions; subclass and override. Defaults accept everything.
+
+    ``command`` and ``message`` may return ``(code, status, text)`` to answer
+    with that reply instead, an :class:`Action`, or None to go on normally.
+    """
+
+    def message(self, envelope: Envelope, body: bytes | None, size: int) -> "tuple[int, str, str] | Action | None":
+        """Called at end of data. Return ``(code, status, text)`` to refuse, or None to accept."""
+        return None
+
+    def authenticate(self, mechanism: str, username: str, password: str) -> bool:
+        return True
+
+    def command(self, stage: str, session: "ServerSession", arg: bytes) -> "tuple[int, str, str] | Action | None":
+        """Called before a command is handled; return a reply to override it (fault injection)."""
+        return None
