@@ -87,6 +87,7 @@ def build_result(scenario: Scenario, merged: dict, *, run_id: str, kind: str, co
         ok=ok, failed=failed, issued=totals.get("issued", 0), rcpt_failed=totals.get("rcpt_failed", 0),
         warmup_ok=totals.get("warmup_ok", 0), warmup_failed=totals.get("warmup_failed", 0),
         bytes=totals.get("bytes", 0), measured_seconds=round(measured_s, 3),
+        retries=totals.get("retries", 0), tls_full=totals.get("tls_full", 0), tls_resumed=totals.get("tls_resumed", 0),
         msgs_per_s=round(ok / measured_s, 2) if measured_s else 0.0,
         mb_per_s=round(totals.get("bytes", 0) / 1e6 / measured_s, 3) if measured_s else 0.0,
         error_rate=round(failed / (ok + failed), 6) if ok + failed else 0.0,

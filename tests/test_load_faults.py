@@ -110,7 +110,8 @@ def test_unanswered_messages_end_with_the_drain(tmp_path, mode, outcome):
                        "--sessions", "3", "--duration", f"{DURATION:g}s")
     assert "Traceback" not in run.stderr, run
     assert run.wall <= DURATION + DRAIN + SLACK, run
-    assert_exit(run, 0)  # no thresholds: the run is valid, its messages failed
+    assert_exit(run, 1)  # the run is valid, but no message was accepted: that fails it
+    assert [t["metric"] for t in run.result["thresholds"] if not t["passed"]] == ["messages_ok"]
     assert_accounted(run.result)
     assert errors_by(run.result) == {outcome: 3}
     assert run.result["totals"]["failed"] == 3 and run.result["totals"]["ok"] == 0
