@@ -12,10 +12,18 @@ Three latencies per transaction (the measurement model, see DESIGN.md):
 ``service`` from the actual start, and ``send_lag`` (actual − intended).
 ``sched_lag`` is how late the generator itself picked an arrival up: the
 part of send lag that is the generator's fault, not the server's.
+
+For benchmarks only: ``SMTPBENCH_NO_RECORD=1`` in the environment (read once,
+at import) turns the per-transaction hot-path methods (``ok``, ``phase``,
+``started``, ``scheduled``) into no-ops, so ``benchmarks/load_generator.py``
+can measure what recording costs. Such a run reports no accepted messages
+and no latencies (failures are still counted); its totals carry
+``recording_disabled``. Never set it for a real measurement.
 """
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 
 import numpy as np
@@ -23,6 +31,9 @@ import numpy as np
 from ..metrics import Histogram
 
 INTERVAL_US = 1_000_000
+
+#: Benchmarks only (see the module docstring): skip per-transaction recording.
+NO_RECORD = os.environ.get("SMTPBENCH_NO_RECORD") == "1"
 
 SERIES = ("offered", "sent", "ok", "failed", "rcpt_failed", "bytes")
 GAUGES = ("in_flight", "connections", "loop_lag_us", "cpu")
@@ -57,6 +68,9 @@ class Recorder:
         self.intervals: dict[int, Interval] = defaultdict(Interval)
         self.errors: dict[tuple, list] = {}
         self.totals = defaultdict(int)
+        if NO_RECORD:
+            self.ok = self.phase = self.started = self.scheduled = _ignore  # type: ignore[method-assign]
+            self.totals["recording_disabled"] = 1
 
     # -- hot path -------------------------------------------------------------
 
@@ -168,6 +182,10 @@ class Recorder:
             },
             "errors": [[*key, *val] for key, val in self.errors.items()],
         }
+
+
+def _ignore(*_args) -> None:
+    """The hot-path methods under ``SMTPBENCH_NO_RECORD=1``."""
 
 
 def merge_exports(exports: list[dict]) -> dict:
