@@ -270,6 +270,34 @@ class ClientRun:
     server_cpu: float   # CPU seconds the server used meanwhile
 
 
+def timed_client(argv: list[str], peer: Peer, timeout: float, label: str,
+                 env: dict | None = None) -> tuple[int, ClientRun, str]:
+    """Run a client command against ``peer`` to completion: (exit status, timings, its stderr).
+
+    Wall time as its user sees it, its CPU from rusage, the server's CPU
+    meanwhile. Raises if it outlives ``timeout`` (it is killed).
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu0 = peer.cpu_seconds()
+    with tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=err)
+        try:
+            status = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"{label} against {peer.name} took over {timeout:g}s") from None
+        seconds = time.perf_counter() - t0
+        cpu1 = peer.cpu_seconds()
+        err.seek(0)
+        problems = err.read().decode(errors="replace").strip()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return status, ClientRun(seconds, client_cpu, cpu1 - cpu0), problems
+
+
 def smtp_source(args: list[str], peer: Peer, timeout: float) -> ClientRun:
     """Run Postfix ``smtp-source`` against ``peer`` to completion and time it.
 
@@ -278,24 +306,8 @@ def smtp_source(args: list[str], peer: Peer, timeout: float) -> ClientRun:
     program = find_program("smtp-source")
     if program is None:
         raise RuntimeError("smtp-source is not installed (Debian: apt-get install postfix)")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu0 = peer.cpu_seconds()
-    with tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([program, *args, f"{HOST}:{peer.port}"], stdin=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL, stderr=err)
-        try:
-            status = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise RuntimeError(f"smtp-source {' '.join(args)} against {peer.name} took over {timeout:g}s") from None
-        seconds = time.perf_counter() - t0
-        cpu1 = peer.cpu_seconds()
-        err.seek(0)
-        problems = err.read().decode(errors="replace").strip()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    label = f"smtp-source {' '.join(args)}"
+    status, run, problems = timed_client([program, *args, f"{HOST}:{peer.port}"], peer, timeout, label)
     if status != 0 or problems:
-        raise RuntimeError(f"smtp-source {' '.join(args)} against {peer.name} failed ({status}): {problems[:500]}")
-    client_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return ClientRun(seconds, client_cpu, cpu1 - cpu0)
+        raise RuntimeError(f"{label} against {peer.name} failed ({status}): {problems[:500]}")
+    return run
