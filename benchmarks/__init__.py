@@ -14,4 +14,5 @@ REGISTRY: dict[str, tuple[str, ...]] = {
     "sink": ("sink_core", "sink_throughput", "sink_memory"),
     "locust": ("locust_throughput",),
     "tls": ("tls_chunking",),
+    "load": ("load_generator", "load_histogram"),
 }
