@@ -76,7 +76,7 @@ def test_smtp_sink_soft_rejects(postfix_sink, tmp_path, command, phase):
     """``-r CMD``: every CMD gets "450 4.3.0 Error: command failed" (and PIPELINING is not offered)."""
     sink = postfix_sink("-r", command)
     run = run_ok(tmp_path, sink.address, "--sessions", "3", "--messages", "60")
-    assert_exit(run, 0)  # no thresholds: failures are the server's answer, the run is valid
+    assert_exit(run, 1)  # the run is valid, but nothing was accepted: that fails it
     received = sink.stop()
     totals = run.result["totals"]
     assert totals["ok"] == 0
@@ -97,8 +97,9 @@ def test_smtp_sink_soft_reject_rcpt_with_thresholds(postfix_sink, tmp_path):
     sink = postfix_sink("-r", "RCPT")
     run = run_ok(tmp_path, sink.address, "--scenario", str(scenario), "--sessions", "2", "--messages", "20")
     assert_exit(run, 1)
-    assert run.result["thresholds"] == [
-        {"metric": "error_rate", "limit": 0.5, "observed": 1.0, "shown": "100.0000%", "passed": False}]
+    assert run.result["thresholds"][0] == {"metric": "error_rate", "op": "<=", "limit": 0.5, "observed": 1.0,
+                                           "shown": "100.0000%", "passed": False}
+    assert run.result["thresholds"][1]["metric"] == "messages_ok"  # implicit: nothing was accepted
 
 
 @pytest.mark.parametrize("pipelining", [False, True], ids=["no-pipelining", "pipelined"])
