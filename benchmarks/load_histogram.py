@@ -17,6 +17,13 @@ Accuracy: p50…p99.99 and max from ours and from hdrh against the exact
 ``numpy.percentile(..., method="inverted_cdf")`` (the value at rank
 ceil(p·n), the definition both histograms use); the relative error must
 stay within ours' bucket width, 2**-7 (0.78 %).
+
+And what the generator's :class:`~smtpbench.load.recorder.Recorder` costs per
+message, in process (steadier than the end-to-end recording on/off ratio
+of ``load.generator`` on a shared machine): the calls one pipelined
+message makes (``started``, four ``phase`` replies, ``ok``) plus a
+``flush`` every 10,000 messages (one tick at 10,000 msgs/s), against the
+same calls on an object whose methods do nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import time
 
 import numpy as np
 
+from smtpbench.load.recorder import Recorder
 from smtpbench.metrics import MAX_VALUE, PERCENTILES, SUB_BITS, Histogram
 
 from .harness import Check, Options, Report, Table, median
@@ -79,6 +87,40 @@ def _bare(chunks: list[list[int]]) -> float:
     return time.perf_counter() - t0
 
 
+class _NullRecorder:
+    """The hot-path methods, doing nothing: the cost of the calls themselves."""
+
+    def started(self, at: int) -> None:
+        pass
+
+    def phase(self, name: str, us: int) -> None:
+        pass
+
+    def ok(self, intended: int, start: int, end: int, size: int) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+def _per_message(rec, messages: int) -> float:
+    """Seconds for ``messages`` messages' worth of recorder calls, as a pipelined message makes them."""
+    t0 = time.perf_counter()
+    at = 0
+    for i in range(messages):
+        at += 70
+        rec.started(at)
+        rec.phase("mail", 310)
+        rec.phase("rcpt", 4)
+        rec.phase("data", 3)
+        rec.phase("end_of_data", 380)
+        rec.ok(at, at, at + 697, 1060)
+        if i % BATCH == BATCH - 1:
+            rec.flush()
+    rec.flush()
+    return time.perf_counter() - t0
+
+
 def run(opts: Options) -> Report:
     try:
         import hdrh.histogram  # noqa: F401
@@ -87,7 +129,9 @@ def run(opts: Options) -> Report:
     count = VALUES // 10 if opts.quick else VALUES
     rounds = min(opts.rounds, 3) if opts.quick else opts.rounds
     chunks = _values(count)
-    times: dict[str, list[float]] = {"ours": [], "ours_bulk": [], "hdrh": [], "bare": []}
+    messages = count // 5
+    times: dict[str, list[float]] = {"ours": [], "ours_bulk": [], "hdrh": [], "bare": [], "recorder": [],
+                                     "null_recorder": []}
     ours = theirs = None
     for r in range(rounds):
         # Alternate which goes first, so a busy moment does not always fall on the same one.
@@ -101,9 +145,13 @@ def run(opts: Options) -> Report:
                 times["hdrh"].append(total)
             else:
                 times["bare"].append(_bare(chunks))
+        times["recorder"].append(_per_message(Recorder(), messages))
+        times["null_recorder"].append(_per_message(_NullRecorder(), messages))
         print(f"   round {r + 1}/{rounds}: ours {times['ours'][-1] / count * 1e9:.0f} ns/value, "
               f"hdrh {times['hdrh'][-1] / count * 1e9:.0f} ns/value", flush=True)
-    ns = {k: median(v) / count * 1e9 for k, v in times.items()}
+    ns = {k: median(v) / count * 1e9 for k, v in times.items() if "recorder" not in k}
+    rec_us = {k: median(v) / messages * 1e6 for k, v in times.items() if "recorder" in k}
+    rec_net = median([(a - b) / messages * 1e6 for a, b in zip(times["recorder"], times["null_recorder"])])
     speedup = median([h / o for h, o in zip(times["hdrh"], times["ours"])])
     cost_rows = [
         ["ours: list.append + record_many per 10,000", f"{ns['ours']:.0f}", f"{ns['ours'] - ns['bare']:.0f}"],
@@ -136,10 +184,15 @@ def run(opts: Options) -> Report:
                   ["way", "ns/value", "ns/value above the bare loop"], cost_rows),
             Table("percentile accuracy against numpy.percentile(method='inverted_cdf') (values in us)",
                   ["percentile", "exact", "ours", "ours error", "hdrh", "hdrh error"], acc_rows),
+            Table(f"the generator's Recorder per message ({messages:,} messages: started, 4 phases, ok; "
+                  f"flush per {BATCH:,}), median of {rounds} rounds (us)",
+                  ["calls on", "us/message"],
+                  [["Recorder", f"{rec_us['recorder']:.2f}"], ["no-op methods", f"{rec_us['null_recorder']:.2f}"],
+                   ["recording itself (Recorder - no-op, per-round median)", f"{rec_net:.2f}"]]),
         ],
         checks=checks,
         notes=[f"hdrh / ours time per value: {speedup:.1f}x; ours' error bound is one bucket, "
                f"2**-{SUB_BITS} = {bound:.2%}"],
         data={"values": count, "batch": BATCH, "rounds": rounds, "ns_per_value": ns, "hdrh_over_ours": speedup,
-              "accuracy": data_acc},
+              "accuracy": data_acc, "recorder_us_per_message": {**rec_us, "net": rec_net}},
     )
