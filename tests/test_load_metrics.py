@@ -155,3 +155,20 @@ def test_recorder_exports_merge_losslessly():
     for k, iv in single["interval_data"].items():
         assert np.array_equal(merged["interval_data"][k]["response"].counts, iv["response"].counts)
         assert merged["interval_data"][k]["counts"]["ok"] == iv["counts"]["ok"]
+
+
+def test_no_record_switch_makes_the_hot_path_a_no_op(monkeypatch):
+    """SMTPBENCH_NO_RECORD=1 (benchmarks only) skips per-transaction recording; failures still count."""
+    from smtpbench.load import recorder
+
+    monkeypatch.setattr(recorder, "NO_RECORD", True)
+    rec = Recorder()
+    rec.started(10)
+    rec.phase("mail", 100)
+    rec.ok(0, 10, 500, 1024)
+    rec.scheduled(0, 5)
+    rec.failed(600, 0, "rcpt", 450, "reply", "try later")
+    ex = rec.export()
+    assert ex["totals"]["recording_disabled"] == 1
+    assert ex["totals"].get("ok", 0) == 0 and ex["totals"]["failed"] == 1
+    assert ex["response"]["total"] == 0 and ex["phases"] == {} and ex["sched_lag"]["total"] == 0
