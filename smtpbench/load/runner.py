@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 import ssl
+import sys
 import threading
 import time
 from collections import deque
@@ -30,8 +31,16 @@ from .pacing import Profile, Schedule
 from .recorder import INTERVAL_US, Recorder
 
 TICK = 1.0
+FLUSH_EVERY = 0.1  # s
 SWEEP = 0.05
 RECONNECT_BACKOFF = 0.05
+
+
+#: Shortest sleep of the pacer thread (s): bounds the hand-overs to the event loop.
+PACER_QUANTUM = 0.0002
+#: The GIL switch interval while pacing (s). Python's 5 ms default lets a busy event
+#: loop keep the pacer waiting up to 5 ms for the GIL: arrivals would leave that late.
+PACER_SWITCH_INTERVAL = 0.0002
 
 
 def _pacer_thread(loop: asyncio.AbstractEventLoop, schedule: Schedule, runner: "Runner",
@@ -40,9 +49,12 @@ def _pacer_thread(loop: asyncio.AbstractEventLoop, schedule: Schedule, runner: "
 
     Why a thread: uvloop's timers have millisecond resolution and fire up to
     1 ms early or late; ``time.sleep`` (clock_nanosleep) wakes within tens of
-    microseconds and ``call_soon_threadsafe`` wakes the loop at once. Arrivals
-    already due are handed over in one batch, so high rates cost one wake-up
-    per batch, not per message. The thread never sends early.
+    microseconds and ``call_soon_threadsafe`` wakes the loop at once. The thread
+    never sends early, and sleeps at least :data:`PACER_QUANTUM`: arrivals that
+    come due meanwhile are handed over in one batch, so a high rate costs one
+    loop wake-up (and one GIL hand-over) per quantum, not per message, at the
+    price of at most a quantum of send lag. Below 1/quantum msgs/s every arrival
+    is released on time.
     """
     t0 = runner.t0_ns
     end_us, limit = runner.end_us, runner.limit
@@ -59,7 +71,7 @@ def _pacer_thread(loop: asyncio.AbstractEventLoop, schedule: Schedule, runner: "
             if batch:
                 loop.call_soon_threadsafe(runner._arrivals, batch)
                 batch = []
-            time.sleep(wait)
+            time.sleep(max(wait, PACER_QUANTUM))
         batch.append(intended)
         if len(batch) >= 256:
             loop.call_soon_threadsafe(runner._arrivals, batch)
@@ -445,11 +457,14 @@ class Runner:
         stop = threading.Event()
         thread = threading.Thread(target=_pacer_thread, name="smtpbench-pacer", daemon=True,
                                   args=(loop, schedule, self, finished, stop))
+        previous = sys.getswitchinterval()
+        sys.setswitchinterval(PACER_SWITCH_INTERVAL)
         thread.start()
         try:
             await finished
         finally:
             stop.set()
+            sys.setswitchinterval(previous)
 
     def _arrivals(self, batch: list[int]) -> None:
         """Called in the loop with arrivals now due (intended times in µs)."""
@@ -490,6 +505,12 @@ class Runner:
                 self.progress({"ok": self.ok, "failed": self.failed, "issued": self.issued,
                                "p99": rec.response.percentile(99), "elapsed": now / 1e6})
 
+    async def _flusher(self) -> None:
+        """Bucket the recorder's lists often: one big flush a second would stall the loop for ms."""
+        while True:
+            await asyncio.sleep(FLUSH_EVERY)
+            self.recorder.flush()
+
     async def _watch_loop(self) -> None:
         """Event-loop lag: how late a 1 ms sleep wakes up (the generator's own health)."""
         rec = self.recorder
@@ -513,7 +534,7 @@ class Runner:
 
     async def run(self) -> dict:
         """Run to the end (duration or message count), drain, and return the recorder's export."""
-        tasks = [asyncio.ensure_future(c) for c in (self._tick(), self._watch_loop(), self._sweep())]
+        tasks = [asyncio.ensure_future(c) for c in (self._tick(), self._watch_loop(), self._sweep(), self._flusher())]
         if self.open_loop:
             # The pacer thread starts before t0 and sleeps to each arrival itself (it never sends
             # early): started after t0, its set-up would delay the first arrivals.
