@@ -83,25 +83,31 @@ class SinkProcess:
         return self.final
 
 
+def launch_sink(stats_file: str, *args: str, host: str = "127.0.0.1", port: int | None = None,
+                env: dict | None = None) -> SinkProcess:
+    """Start ``smtpbench sink`` on a (free) loopback port and wait until it accepts; the caller stops it."""
+    port = port or free_port(host)
+    listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    cmd = [sys.executable, "-m", "smtpbench", "sink", "--listen", listen, "--stats-file", stats_file, *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, **(env or {})})
+    sink = SinkProcess(proc, host, port, stats_file)
+    try:
+        wait_port(host, port)
+    except TimeoutError:
+        proc.kill()
+        raise RuntimeError(f"sink did not start: {proc.communicate()[0]}")
+    return sink
+
+
 @pytest.fixture
 def start_sink(tmp_path):
     """Factory: ``start_sink("--capture", "maildir:...")`` starts a sink on a free loopback port."""
     started: list[SinkProcess] = []
 
     def start(*args: str, host: str = "127.0.0.1", port: int | None = None, env: dict | None = None) -> SinkProcess:
-        port = port or free_port(host)
-        stats_file = str(tmp_path / f"sink-stats-{len(started)}.jsonl")
-        listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        cmd = [sys.executable, "-m", "smtpbench", "sink", "--listen", listen, "--stats-file", stats_file, *args]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env={**os.environ, **(env or {})})
-        sink = SinkProcess(proc, host, port, stats_file)
+        sink = launch_sink(str(tmp_path / f"sink-stats-{len(started)}.jsonl"), *args, host=host, port=port, env=env)
         started.append(sink)
-        try:
-            wait_port(host, port)
-        except TimeoutError:
-            proc.kill()
-            raise RuntimeError(f"sink did not start: {proc.communicate()[0]}")
         return sink
 
     yield start

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SinkProcess, free_port, wait_port
+from conftest import SinkProcess, launch_sink
 from smtpbench.integrations.collect import Collector
 from smtpbench.load.recorder import Recorder
 from smtpbench.scenario import build
@@ -69,19 +69,8 @@ min_throughput = 1000000
 
 
 def _start_sink(folder: Path, scenario: Path | None = None) -> SinkProcess:
-    port = free_port()
-    stats = str(folder / "sink-stats.jsonl")
-    cmd = [sys.executable, "-m", "smtpbench", "sink", "--listen", f"{HOST}:{port}", "--stats-file", stats]
-    if scenario is not None:
-        cmd += ["--scenario", str(scenario)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    sink = SinkProcess(proc, HOST, port, stats)
-    try:
-        wait_port(HOST, port)
-    except TimeoutError:
-        proc.kill()
-        raise RuntimeError(f"sink did not start: {proc.communicate()[0]}")
-    return sink
+    extra = ["--scenario", str(scenario)] if scenario is not None else []
+    return launch_sink(str(folder / "sink-stats.jsonl"), *extra, host=HOST)
 
 
 @dataclass

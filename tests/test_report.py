@@ -16,7 +16,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import SinkProcess, free_port, require_command, wait_port
+from conftest import launch_sink, require_command
 from report_helpers import PageReader, inspect_page, smtpbench_run
 
 from smtpbench.report import exports, figures, tables
@@ -34,13 +34,8 @@ def real_report(tmp_path_factory):
     ``start_sink`` does (that fixture is function-scoped).
     """
     tmp = tmp_path_factory.mktemp("report")
-    port = free_port()
-    stats = str(tmp / "sink-stats.jsonl")
-    proc = subprocess.Popen([sys.executable, "-m", "smtpbench", "sink", "--listen", f"127.0.0.1:{port}",
-                             "--stats-file", stats], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    sink = SinkProcess(proc, "127.0.0.1", port, stats)
+    sink = launch_sink(str(tmp / "sink-stats.jsonl"))
     try:
-        wait_port("127.0.0.1", port)
         result = smtpbench_run(tmp / "run", sink.address, "--sessions", str(SESSIONS), "--duration", "3s",
                                "--warmup", "1s")
     finally:
