@@ -6,10 +6,11 @@ and result.json holds what a user reads with jq."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import pytest
+
+from conftest import require_command
 
 from load_helpers import assert_accounted, assert_exit, run_load
 
@@ -112,9 +113,7 @@ def test_result_file_has_what_users_read(start_sink, tmp_path):
 
 
 def test_result_file_with_jq(start_sink, tmp_path):
-    jq = shutil.which("jq")
-    if jq is None:
-        pytest.skip("jq is not installed")
+    jq = require_command("jq")
     result, _ = run_against_sink(start_sink, tmp_path, "--sessions", "2", "--messages", "20",
                                  sink_args=("--hide", "CHUNKING"))
     path = tmp_path / "out" / "result.json"
