@@ -9,7 +9,6 @@ export at the end; the parent merges exports losslessly.
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing
 import time
 import traceback

@@ -30,7 +30,6 @@ from .connection import ClientConnection
 from .pacing import Profile, Schedule
 from .recorder import INTERVAL_US, Recorder
 
-TICK = 1.0
 FLUSH_EVERY = 0.1  # s
 SWEEP = 0.05
 RECONNECT_BACKOFF = 0.05
@@ -353,7 +352,7 @@ class Runner:
             return
         else:
             phase, reply = failure
-            self._fail(now, intended, phase, reply.code, "reply", reply.text, counted=True)
+            self._fail(now, intended, phase, reply.code, "reply", reply.text)
         if txn.rcpt_failures and (ok or failure[0] not in ("mail", "rcpt")):
             # Recipients refused while the message went on (to the others). After a
             # refused MAIL the RCPT replies are only its echo (503), not refusals.
@@ -422,7 +421,7 @@ class Runner:
             return
         self._begin(conn, intended, self.now())
 
-    def _fail(self, now: int, intended: int, phase: str, code: int, kind: str, text: str, counted: bool = False) -> None:
+    def _fail(self, now: int, intended: int, phase: str, code: int, kind: str, text: str) -> None:
         self.recorder.failed(now, intended, phase, code, kind, text)
         self.failed += 1
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ..protocol.server import CLOSED, INIT, READY, Action, ServerSession
+from ..protocol.server import CLOSED, INIT, READY, ServerSession
 
 TARPIT_TICK = 0.05  # s between the pieces of a tarpitted reply
 

@@ -135,7 +135,7 @@ class SinkServer:
         old.pause_reading()
         try:
             new = await loop.start_tls(old, conn, self.ssl, server_side=True, ssl_handshake_timeout=30)
-        except (OSError, ConnectionError, asyncio.TimeoutError, ssl.SSLError) as e:  # noqa: F841
+        except (OSError, ConnectionError, asyncio.TimeoutError, ssl.SSLError):
             self.stats.tls_failures += 1
             old.close()
             return
