@@ -24,6 +24,16 @@ class _Table(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def check_one_form(model: BaseModel, forms: dict[str, str]) -> None:
+    """A distribution table sets exactly one of ``forms`` (name -> how it is written); a
+    ``lognormal`` one has exactly ``median`` and ``p99``. ValueError names what is allowed."""
+    if sum(getattr(model, name) is not None for name in forms) != 1:
+        raise ValueError("give exactly one of " + ", ".join(f"{name} = {how}" for name, how in forms.items()))
+    lognormal = getattr(model, "lognormal", None)
+    if lognormal is not None and set(lognormal) != {"median", "p99"}:
+        raise ValueError("lognormal needs exactly 'median' and 'p99'")
+
+
 class DelayDistribution(_Table):
     """A delay drawn per use: exactly one of ``uniform = [min, max]``,
     ``lognormal = { median, p99 }`` or ``exponential = { mean }``."""
@@ -34,12 +44,7 @@ class DelayDistribution(_Table):
 
     @model_validator(mode="after")
     def _one(self) -> "DelayDistribution":
-        forms = [f for f in ("uniform", "lognormal", "exponential") if getattr(self, f) is not None]
-        if len(forms) != 1:
-            raise ValueError("give exactly one of uniform = [min, max], lognormal = { median, p99 }, "
-                             "exponential = { mean }")
-        if self.lognormal is not None and set(self.lognormal) != {"median", "p99"}:
-            raise ValueError("lognormal needs exactly 'median' and 'p99'")
+        check_one_form(self, {"uniform": "[min, max]", "lognormal": "{ median, p99 }", "exponential": "{ mean }"})
         if self.exponential is not None and set(self.exponential) != {"mean"}:
             raise ValueError("exponential needs exactly 'mean'")
         return self

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
                       model_validator)
 
-from .faultspec import Capacity, Fault, Greylist, RateLimit, RecipientOutcomes
+from .faultspec import Capacity, Fault, Greylist, RateLimit, RecipientOutcomes, check_one_form
 from .protocol.server import DEFAULT_EXTENSIONS, EXTENSIONS
 from .units import DURATION_HELP, SIZE_HELP, parse_duration, parse_size
 
@@ -173,12 +173,8 @@ class Distribution(_Table):
 
     @model_validator(mode="after")
     def _one(self) -> "Distribution":
-        forms = [f for f in ("uniform", "lognormal", "choices") if getattr(self, f) is not None]
-        if len(forms) != 1:
-            raise ValueError("give exactly one of uniform = [min, max], lognormal = { median, p99 }, "
-                             "choices = [[value, weight], ...]")
-        if self.lognormal is not None and set(self.lognormal) != {"median", "p99"}:
-            raise ValueError("lognormal needs exactly 'median' and 'p99'")
+        check_one_form(self, {"uniform": "[min, max]", "lognormal": "{ median, p99 }",
+                              "choices": "[[value, weight], ...]"})
         if self.uniform is not None and self.uniform[0] > self.uniform[1]:
             raise ValueError("uniform = [min, max] needs min <= max")
         if self.lognormal is not None and not 0 < self.lognormal["median"] <= self.lognormal["p99"]:
