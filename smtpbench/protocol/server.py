@@ -29,6 +29,12 @@ from .server_types import (  # noqa: F401  (re-exported: the core's public types
 _DEFAULT_HOOKS = ServerHooks()
 _REPLY_CACHE: dict[tuple[int, str, str], bytes] = {}
 
+#: Command line (with its line end) -> (handler name, stage, argument). Benchmark
+#: clients send the same few lines again and again, and splitting one anew cost more
+#: than handling it. Bounded: a client that sends ever new lines only makes it start over.
+_LINES: dict[bytes, tuple[str, str, bytes]] = {}
+_LINES_MAX = 1024
+
 #: Verb -> handler method name (one table for all sessions: a per-session
 #: dict of bound methods would cost every idle connection a kilobyte or two).
 _HANDLERS = {
@@ -36,16 +42,21 @@ _HANDLERS = {
     b"DATA": "_data_cmd", b"BDAT": "_bdat", b"RSET": "_rset", b"NOOP": "_noop", b"QUIT": "_quit",
     b"VRFY": "_vrfy", b"EXPN": "_expn", b"HELP": "_help", b"STARTTLS": "_starttls", b"AUTH": "_auth_cmd",
 }
-#: States in which input is command lines (not a body, BDAT chunk or AUTH response).
-_COMMAND_STATES = frozenset((INIT, READY, MAIL, RCPT))
 
 
 class ServerSession(AuthMixin, ChunkingMixin):
     """One SMTP/LMTP server connection's protocol state."""
 
+    # Slots: cheaper to set up per connection and to read per command, and smaller per idle connection.
+    __slots__ = ("config", "counters", "hooks", "state", "closing", "abort", "paused", "tarpit", "_held",
+                 "starttls", "tls_active", "authenticated", "envelope", "errors", "_esc", "_buf", "_overlong",
+                 "_data", "_bdat_left", "_bdat_last", "_bdat_parts", "_bdat_size", "_bdat_refuse", "_bdat_prev",
+                 "_size", "_auth", "_out", "_command_hook", "_hook_stages", "_c", "_blank")
+
     def __init__(self, config: ServerConfig, counters: ServerCounters | None = None,
                  hooks: ServerHooks | None = None):
         self.config = config
+        self._c = config.canned
         self.counters = counters if counters is not None else ServerCounters()
         self.hooks = hooks or _DEFAULT_HOOKS
         self.state = INIT
@@ -57,9 +68,10 @@ class ServerSession(AuthMixin, ChunkingMixin):
         self.starttls = False         # driver must upgrade to TLS, then call tls_started()
         self.tls_active = config.tls_active
         self.authenticated = False
-        self.envelope = Envelope()
+        # The empty envelope between transactions; MAIL starts a new one (never this one).
+        self._blank = self.envelope = Envelope()
         self.errors = 0
-        self._esc = "ENHANCEDSTATUSCODES" in config.extensions
+        self._esc = self._c.esc
         self._buf = bytearray()
         self._overlong = False        # discarding the rest of a too-long command line
         self._data: DataReceiver | None = None
@@ -77,6 +89,7 @@ class ServerSession(AuthMixin, ChunkingMixin):
         hooks = self.hooks
         overridden = type(hooks).command is not ServerHooks.command or "command" in getattr(hooks, "__dict__", ())
         self._command_hook = hooks.command if overridden else None
+        self._hook_stages = hooks.command_stages
 
     # -- output -----------------------------------------------------------
 
@@ -92,10 +105,16 @@ class ServerSession(AuthMixin, ChunkingMixin):
         replies = self.counters.replies
         replies[code] = replies.get(code, 0) + 1
 
+    def _send(self, wire: bytes, code: int) -> None:
+        """Queue a pre-encoded reply (see server_replies.Canned) and count it."""
+        self._out.append(wire)
+        replies = self.counters.replies
+        replies[code] = replies.get(code, 0) + 1
+
     def greeting(self) -> list[bytes]:
         """The 220 banner (RFC 5321 §4.3.1); call once when the connection opens."""
         self._out = []
-        self.reply(220, "", f"{self.config.hostname} {self.config.banner}")  # formatted once, then cached
+        self._send(self._c.banner, 220)
         return self._out
 
     def refuse(self, code: int = 421, status: str = "4.3.2", text: str = "Service not available, closing channel") -> list[bytes]:
@@ -111,30 +130,37 @@ class ServerSession(AuthMixin, ChunkingMixin):
     def feed(self, data: bytes) -> list[bytes]:
         """Consume bytes from the client; return the replies to send, in order."""
         out = self._out = []
-        if self.state == CLOSED:
+        state = self.state
+        if state == CLOSED:
             return out  # RFC 5321 §4.1.1.10: nothing after QUIT is read
         if self.paused:
             self._buf += data  # the driver paused reading; keep what was already in flight
             return out
-        if self.state == DATA and not self._buf:
-            end = self._data.feed(data)
-            if end < 0:
-                return out
-            self._end_of_data()
-            data = data[end:]
-            if self.paused:
-                self._buf += data
-                return out
-            if not data:
-                return out
-        if self.state in _COMMAND_STATES and not self._buf and type(data) is bytes:
-            nl = data.find(b"\n")
-            if (nl == len(data) - 1 and nl > 0 and data[nl - 1] == 13 and nl < MAX_COMMAND_LINE
-                    and not self._overlong and not self.starttls):
-                # The usual read from a client that waits for each reply: one
-                # whole command line. What the loop below does, minus the buffer.
-                self._command(data[:-2])
-                return out
+        if not self._buf and type(data) is bytes:
+            # The usual reads from a client that waits for each reply: a body that
+            # ends in this read, or one whole command line. What the loop below
+            # does, minus the buffer.
+            if state == DATA:
+                end = self._data.feed(data)
+                if end < 0:
+                    return out
+                self._end_of_data()
+                if end == len(data):
+                    return out
+                data = data[end:]
+                if self.paused:
+                    self._buf += data
+                    return out
+                state = self.state
+            if state < DATA and not self._overlong and not self.starttls:  # a command state
+                known = _LINES.get(data)  # a hit is one whole line, seen before
+                if known is not None:
+                    self._command(data, known)
+                    return out
+                nl = data.find(b"\n")
+                if nl == len(data) - 1 and 0 < nl < MAX_COMMAND_LINE and data[nl - 1] == 13:
+                    self._command(data)
+                    return out
         buf = self._buf
         buf += data
         pos = 0
@@ -161,19 +187,18 @@ class ServerSession(AuthMixin, ChunkingMixin):
                     pos = n
                 break
             end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
-            line = bytes(buf[pos:end])
-            pos = nl + 1
-            if self._overlong or len(line) + 2 > MAX_COMMAND_LINE:
+            start, pos = pos, nl + 1
+            if self._overlong or end - start + 2 > MAX_COMMAND_LINE:
                 self._overlong = False
                 self._error(500, "5.5.2", "Line too long (RFC 5321 4.5.3.1.4: 512 octets)")
                 continue
             if state == AUTH_WAIT:
                 try:
-                    self._auth_continue(line)
+                    self._auth_continue(bytes(buf[start:end]))
                 except ProtocolError as e:  # cancelled or undecodable response (RFC 4954 §4)
                     self._error(e.code, e.status, e.text)
                 continue
-            self._command(line)
+            self._command(bytes(buf[start:pos]))
         if self.starttls:
             pos = n  # RFC 3207 §4.2 / CVE-2011-0411: discard what was pipelined after STARTTLS
         if pos:
@@ -185,15 +210,19 @@ class ServerSession(AuthMixin, ChunkingMixin):
         self.starttls = False
         self.tls_active = True
         self.state = INIT
-        self.envelope = Envelope()
+        self._blank = self.envelope = Envelope()
         self._buf.clear()
 
-    def _command(self, line: bytes) -> None:
+    def _command(self, raw: bytes, known: tuple[str, str, bytes] | None = None) -> None:
+        """Handle one command line, ``raw`` with its line end (CRLF, or a bare LF)."""
         try:
-            verb, arg = split_command_line(line)
-            handler = getattr(self, _HANDLERS[verb])
-            if self._command_hook is not None:
-                hooked = self._command_hook(verb.decode(), self, arg)
+            if known is None:
+                known = _LINES.get(raw) or _split(raw)
+            name, stage, arg = known
+            handler = getattr(self, name)
+            hook = self._command_hook
+            if hook is not None and (self._hook_stages is None or stage in self._hook_stages):
+                hooked = hook(stage, self, arg)
                 if hooked is not None:
                     if type(hooked) is Action:
                         if not self._act(hooked, ("command", handler, arg)):
@@ -278,39 +307,24 @@ class ServerSession(AuthMixin, ChunkingMixin):
     # -- commands ---------------------------------------------------------
 
     def _reset(self) -> None:
-        self.envelope = Envelope(helo=self.envelope.helo)
+        # The envelope a hook was given stays as it was: the next MAIL makes a new one.
+        self.envelope = self._blank
         self._data = None
-        self._bdat_parts = []
+        if self._bdat_parts:
+            self._bdat_parts = []
         self._bdat_size = 0
 
     def _greet(self, arg: bytes, ehlo: bool) -> None:
         if not arg:
             raise ProtocolError(501, "5.5.4", "Syntax: EHLO hostname")
         self._reset()
-        self.envelope.helo = arg.decode("utf-8", "replace")
+        self._blank = self.envelope = Envelope(helo=arg.decode("utf-8", "replace"))
         self.state = READY
+        c = self._c
         if not ehlo:
-            self.reply(250, "", self.config.hostname)
-            return
-        self._out.append(self._ehlo_reply())
-        self.counters.replies[250] = self.counters.replies.get(250, 0) + 1
-
-    def _ehlo_reply(self) -> bytes:
-        cfg = self.config
-        lines = [cfg.hostname]
-        for ext in cfg.extensions:
-            if ext == "SIZE":
-                lines.append(f"SIZE {cfg.max_message_size}")
-            elif ext == "STARTTLS":
-                if not self.tls_active:
-                    lines.append("STARTTLS")
-            elif ext == "AUTH":
-                lines.append("AUTH " + " ".join(cfg.auth_mechanisms))
-            elif ext in ("VRFY", "HELP"):
-                continue  # always available; not EHLO keywords
-            else:
-                lines.append(ext)
-        return format_reply(250, lines)
+            self._send(c.helo, 250)
+        else:
+            self._send(c.ehlo_tls if self.tls_active else c.ehlo, 250)
 
     def _helo(self, arg: bytes) -> None:
         if self.config.lmtp:
@@ -331,74 +345,81 @@ class ServerSession(AuthMixin, ChunkingMixin):
         return ext in self.config.extensions
 
     def _mail(self, arg: bytes) -> None:
-        if self.state == INIT:
-            raise ProtocolError(503, "5.5.1", "Send EHLO/HELO first")
         if self.state != READY:
+            if self.state == INIT:
+                raise ProtocolError(503, "5.5.1", "Send EHLO/HELO first")
             raise ProtocolError(503, "5.5.1", "Nested MAIL command")
-        if self.config.auth_required and not self.authenticated:
+        c = self._c
+        if c.auth_required and not self.authenticated:
             raise ProtocolError(530, "5.7.0", "Authentication required")
-        path, params = parse_path_and_params(arg, b"FROM:", allow_null=True, utf8=self._has("SMTPUTF8"))
+        path, params = parse_path_and_params(arg, b"FROM:", allow_null=True, utf8=c.utf8)
+        utf8 = self._mail_params(params) if params else False
+        if not utf8 and not path.isascii():
+            raise ProtocolError(553, "5.6.7", "Non-ASCII address needs SMTPUTF8 (RFC 6531 3.5)")
+        self.envelope = Envelope(path, params, [], self._blank.helo, utf8)
+        self.state = MAIL
+        self._send(c.sender_ok, 250)
+
+    def _mail_params(self, params: dict[str, str | None]) -> bool:
+        """Check MAIL's ESMTP parameters against what was offered; True for SMTPUTF8 (RFC 6531 §3.4)."""
+        c = self._c
         utf8 = False
         for key, value in params.items():
-            if key == "SIZE" and self._has("SIZE"):
+            if key == "SIZE" and c.size:
                 if value is None or not (value.isascii() and value.isdigit()):
                     raise ProtocolError(501, "5.5.4", "Bad SIZE parameter")
-                if int(value) > self.config.max_message_size:
+                if int(value) > c.max_message_size:
                     # RFC 1870 §6.1: refuse up front when the declared size is too big.
                     raise ProtocolError(552, "5.3.4", "Message size exceeds fixed limit")
-            elif key == "BODY" and self._has("8BITMIME"):
-                allowed = ("7BIT", "8BITMIME", "BINARYMIME") if self._has("BINARYMIME") else ("7BIT", "8BITMIME")
+            elif key == "BODY" and c.eightbit:
+                allowed = ("7BIT", "8BITMIME", "BINARYMIME") if c.binary else ("7BIT", "8BITMIME")
                 if value is None or value.upper() not in allowed:
                     raise ProtocolError(501, "5.5.4", "BODY must be one of " + ", ".join(allowed))
-            elif key == "SMTPUTF8" and self._has("SMTPUTF8"):
+            elif key == "SMTPUTF8" and c.utf8:
                 if value is not None:
                     raise ProtocolError(501, "5.5.4", "SMTPUTF8 takes no value")
                 utf8 = True
-            elif key in ("RET", "ENVID") and self._has("DSN"):
+            elif key in ("RET", "ENVID") and c.dsn:
                 pass  # RFC 3461 §4.3-4.4: accepted; a sink never sends DSNs
             elif key == "AUTH" and self._has("AUTH"):
                 pass  # RFC 4954 §5
             else:
                 raise ProtocolError(555, "5.5.4", f"Unsupported parameter {key}")
-        if not path.isascii() and not utf8:
-            raise ProtocolError(553, "5.6.7", "Non-ASCII address needs SMTPUTF8 (RFC 6531 3.5)")
-        env = self.envelope
-        env.mail_from = path
-        env.mail_params = params
-        env.smtputf8 = utf8
-        env.rcpt_to = []
-        self.state = MAIL
-        self.reply(250, "2.1.0", "Sender OK")
+        return utf8
 
     def _rcpt(self, arg: bytes) -> None:
-        if self.state not in (MAIL, RCPT):
+        state = self.state
+        if state != RCPT and state != MAIL:
             raise ProtocolError(503, "5.5.1", "Need MAIL command")
-        path, params = parse_path_and_params(arg, b"TO:", allow_null=False, utf8=self._has("SMTPUTF8"))
+        c = self._c
+        path, params = parse_path_and_params(arg, b"TO:", allow_null=False, utf8=c.utf8)
         for key in params:
-            if not (key in ("NOTIFY", "ORCPT") and self._has("DSN")):
+            if not (key in ("NOTIFY", "ORCPT") and c.dsn):
                 raise ProtocolError(555, "5.5.4", f"Unsupported parameter {key}")
-        if not path.isascii() and not self.envelope.smtputf8:
+        env = self.envelope
+        if not path.isascii() and not env.smtputf8:
             raise ProtocolError(553, "5.6.7", "Non-ASCII address needs SMTPUTF8 (RFC 6531 3.5)")
-        if len(self.envelope.rcpt_to) >= self.config.max_recipients:
+        rcpts = env.rcpt_to
+        if len(rcpts) >= c.max_recipients:
             # RFC 5321 §4.5.3.1.10: 452 lets the client send the rest later.
             raise ProtocolError(452, "4.5.3", "Too many recipients")
-        self.envelope.rcpt_to.append(path)
+        rcpts.append(path)
         self.state = RCPT
-        self.reply(250, "2.1.5", "Recipient OK")
+        self._send(c.recipient_ok, 250)
 
     def _data_cmd(self, arg: bytes) -> None:
         if arg:
             raise ProtocolError(501, "5.5.4", "DATA takes no argument")
-        if self.state == MAIL:
-            raise ProtocolError(503 if not self.envelope.rcpt_to else 554, "5.5.1", "Need RCPT command")
         if self.state != RCPT:
+            if self.state == MAIL:
+                raise ProtocolError(503 if not self.envelope.rcpt_to else 554, "5.5.1", "Need RCPT command")
             raise ProtocolError(503, "5.5.1", "Need MAIL command")
         if self._bdat_size:
             raise ProtocolError(503, "5.5.1", "DATA after BDAT (RFC 3030 4.2)")
-        self._data = DataReceiver(self.config.keep_body, self.config.max_message_size,
-                                  self.config.check_line_length, self.config.keep_head)
+        cfg = self.config
+        self._data = DataReceiver(cfg.keep_body, cfg.max_message_size, cfg.check_line_length, cfg.keep_head)
         self.state = DATA
-        self.reply(354, "", "End data with <CR><LF>.<CR><LF>")
+        self._send(self._c.start_data, 354)
 
     def _end_of_data(self) -> None:
         rx = self._data
@@ -456,7 +477,7 @@ class ServerSession(AuthMixin, ChunkingMixin):
                 else:
                     self.reply(*refusal)
         elif refusal is None:
-            self.reply(250, "2.0.0", "Message accepted")
+            self._send(self._c.accepted, 250)
         else:
             self.reply(*refusal)
             if refusal[0] == 421:
@@ -470,13 +491,13 @@ class ServerSession(AuthMixin, ChunkingMixin):
         self._reset()
         if self.state != INIT:
             self.state = READY
-        self.reply(250, "2.0.0", "Reset OK")
+        self._send(self._c.reset_ok, 250)
 
     def _noop(self, arg: bytes) -> None:
         self.reply(250, "2.0.0", "OK")
 
     def _quit(self, arg: bytes) -> None:
-        self.reply(221, "2.0.0", f"{self.config.hostname} closing connection")
+        self._send(self._c.bye, 221)
         self._close()
 
     def _vrfy(self, arg: bytes) -> None:
@@ -500,3 +521,14 @@ class ServerSession(AuthMixin, ChunkingMixin):
             raise ProtocolError(501, "5.5.4", "STARTTLS takes no argument")
         self.reply(220, "2.0.0", "Ready to start TLS")
         self.starttls = True
+
+
+def _split(raw: bytes) -> tuple[str, str, bytes]:
+    """Split a command line with its line end (raising 500 for an unknown verb); remember it in _LINES."""
+    verb, arg = split_command_line(raw[:-2] if raw.endswith(b"\r\n") else raw[:-1])
+    known = (_HANDLERS[verb], verb.decode(), arg)
+    if verb != b"AUTH":  # AUTH's argument may carry a password: never kept
+        if len(_LINES) >= _LINES_MAX:
+            _LINES.clear()
+        _LINES[raw] = known
+    return known

@@ -14,6 +14,7 @@ from .server_types import AUTH_WAIT, INIT, READY
 
 
 class AuthMixin:
+    __slots__ = ()  # the session's slots hold the state
 
     def _auth_cmd(self, arg: bytes) -> None:
         if not self._has("AUTH"):

@@ -11,6 +11,8 @@ from .server_types import BDAT, MAIL, RCPT, READY
 
 
 class ChunkingMixin:
+    __slots__ = ()  # the session's slots hold the state
+
     def _bdat(self, arg: bytes, refuse: tuple[int, str, str] | None = None) -> None:
         """BDAT size [LAST]; ``refuse``: a policy's reply, sent once the chunk is read."""
         if not self._has("CHUNKING"):

@@ -7,9 +7,11 @@ import them without the session, and so each file stays about one thing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from functools import cached_property
+from typing import TYPE_CHECKING, Collection
 
 from .limits import MIN_RECIPIENTS
+from .server_replies import Canned
 
 if TYPE_CHECKING:
     from .server import ServerSession
@@ -21,7 +23,8 @@ EXTENSIONS = (
 )
 DEFAULT_EXTENSIONS = ("PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN")
 
-# Session states (RFC 5321 §4.1.4 command order).
+# Session states (RFC 5321 §4.1.4 command order). Those below DATA read command
+# lines (the session tests ``state < DATA``); the others a body, a chunk or an AUTH answer.
 INIT, READY, MAIL, RCPT, DATA, BDAT, AUTH_WAIT, CLOSED = range(8)
 
 
@@ -49,6 +52,11 @@ class ServerConfig:
             raise ValueError(f"unknown extensions {sorted(unknown)}; allowed: {', '.join(EXTENSIONS)}")
         if self.max_recipients < MIN_RECIPIENTS:
             raise ValueError(f"max_recipients must be at least {MIN_RECIPIENTS} (RFC 5321 §4.5.3.1.8)")
+
+    @cached_property
+    def canned(self) -> Canned:
+        """The constant replies and flags sessions use, built on first use (so: configure, then serve)."""
+        return Canned(self)
 
 
 @dataclass
@@ -99,6 +107,11 @@ class ServerHooks:
     ``command`` and ``message`` may return ``(code, status, text)`` to answer
     with that reply instead, an :class:`Action`, or None to go on normally.
     """
+
+    #: The stages (verbs, as ``command`` receives them) ``command`` is called for; None: all of
+    #: them. A collection the hooks may change in place: sessions read it on every command.
+    #: The session skips the call for other verbs (it is the commonest call on the hot path).
+    command_stages: "Collection[str] | None" = None
 
     def message(self, envelope: Envelope, body: bytes | None, size: int) -> "tuple[int, str, str] | Action | None":
         """Called at end of data. Return ``(code, status, text)`` to refuse, or None to accept."""

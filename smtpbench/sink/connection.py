@@ -40,9 +40,13 @@ class SinkConnection(asyncio.Protocol):
         stats = server.stats
         stats.connections_total += 1
         policy = server.policy
-        peer = transport.get_extra_info("peername")
-        self.client = peer[0] if isinstance(peer, tuple) else "local"
-        hooks = server.hooks if policy is None else server.fault_hooks(self.client)
+        if policy is None:
+            hooks = server.hooks
+        else:
+            if policy.needs_client:
+                peer = transport.get_extra_info("peername")
+                self.client = peer[0] if isinstance(peer, tuple) else "local"
+            hooks = server.fault_hooks(self.client)
         self.session = session = ServerSession(server.config, stats, hooks)
         if len(server.connections) >= server.max_connections or server.draining:
             # RFC 5321 §3.8: 421 when the service is not available, then close.
@@ -55,10 +59,11 @@ class SinkConnection(asyncio.Protocol):
         stats.connections_current += 1
         if server.settings.implicit_tls:
             stats.tls_handshakes += 1  # asyncio calls connection_made after the handshake
-        if policy is None:
-            transport.writelines(session.greeting())
+        if policy is None or not policy.on_accept:
+            transport.write(session.greeting()[0])
             return
-        policy.client_opened(self.client)
+        if policy.counts_clients:
+            policy.client_opened(self.client)
         self._greet(policy)
 
     def _greet(self, policy) -> None:
@@ -194,9 +199,9 @@ class SinkConnection(asyncio.Protocol):
         server = self.server
         server.connections.discard(self)
         server.stats.connections_current -= 1
-        if server.policy is not None:
-            server.policy.client_closed(self.client)
-        server.connection_closed()
+        policy = server.policy
+        if policy is not None and policy.counts_clients:
+            policy.client_closed(self.client)
 
     def pause_writing(self) -> None:
         self._hold("flow")

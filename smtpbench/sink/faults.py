@@ -66,6 +66,9 @@ class FaultPolicy:
         self.stats = stats
         self.clock = clock
         self.rng = random.Random(seed)
+        #: The command stages FaultHooks.command has anything to do for (ServerHooks.command_stages):
+        #: one set, changed in place, that every connection's hooks share.
+        self.command_stages: set[str] = set()
         self.set_rules(settings.faults)
         self.greylist = settings.greylist if settings.greylist and settings.greylist.enabled else None
         self._grey: OrderedDict[tuple, float] = OrderedDict()
@@ -78,6 +81,7 @@ class FaultPolicy:
         self.outcomes = settings.recipient_outcomes if settings.recipient_outcomes.enabled else None
         self._tempfail = parse_reply(settings.recipient_outcomes.tempfail)
         self._reject = parse_reply(settings.recipient_outcomes.reject)
+        self._stages()
 
     def set_rules(self, rules: list[Fault]) -> None:
         """Replace the ``[[sink.faults]]`` rules (at start, or live through the HTTP endpoint)."""
@@ -86,6 +90,25 @@ class FaultPolicy:
             by_stage.setdefault(spec.on, []).append(_Rule(spec))
         self.rules = by_stage
         self.specs = list(rules)
+        if hasattr(self, "outcomes"):  # live, not the first call from __init__
+            self._stages()
+
+    def _stages(self) -> None:
+        stages = set(self.rules)
+        if self.outcomes is not None or self.greylist is not None:
+            stages.add("RCPT")
+        if self.rate_limit is not None:
+            stages.add("MAIL")
+        # In place, then: sessions already open hold this set.
+        self.command_stages.intersection_update(stages)
+        self.command_stages.update(stages)
+        # What a new connection needs (SinkConnection asks, so that the common case,
+        # recipient outcomes only, costs nothing at accept time): the per-client
+        # count, the connect and banner stages, and the client's address for those
+        # and greylisting; rules may change live, the rate limit and greylisting not.
+        self.counts_clients = bool(self.rate_limit and self.rate_limit.connections_per_client)
+        self.on_accept = self.counts_clients or "connect" in self.rules or "banner" in self.rules
+        self.needs_client = self.on_accept or self.greylist is not None
 
     @property
     def active(self) -> bool:
@@ -191,6 +214,7 @@ class FaultHooks(ServerHooks):
         self.policy = policy
         self.base = base
         self.client = client
+        self.command_stages = policy.command_stages  # the session calls command() for these only
 
     def command(self, stage: str, session, arg: bytes):
         # Called for every command of every connection: return early when nothing

@@ -83,9 +83,21 @@ class SinkServer:
         self.draining = False
         self._servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.Task | None = None
+        self._shared_hooks: FaultHooks | None = None
 
     def fault_hooks(self, client: str) -> FaultHooks:
-        return FaultHooks(self.policy, self.hooks, client)
+        """The fault policy's hooks for a connection from ``client``.
+
+        Only greylisting asks the hooks who the client is; without it, one
+        instance serves every connection (a connection costs less to open).
+        """
+        policy = self.policy
+        if policy.greylist is not None:
+            return FaultHooks(policy, self.hooks, client)
+        shared = self._shared_hooks
+        if shared is None or shared.policy is not policy:
+            shared = self._shared_hooks = FaultHooks(policy, self.hooks, "")
+        return shared
 
     def set_faults(self, rules: list) -> None:
         """Replace the fault rules while running (the HTTP endpoint's PUT /faults)."""
@@ -142,9 +154,6 @@ class SinkServer:
         self.stats.tls_handshakes += 1
         conn.transport = new
         conn.session.tls_started()
-
-    def connection_closed(self) -> None:
-        pass
 
     async def _sweep(self) -> None:
         """Close connections idle for longer than ``idle_timeout`` (RFC 5321 §4.5.3.2.7).
