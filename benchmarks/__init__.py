@@ -14,5 +14,5 @@ REGISTRY: dict[str, tuple[str, ...]] = {
     "sink": ("sink_core", "sink_throughput", "sink_memory"),
     "locust": ("locust_throughput",),
     "tls": ("tls_chunking",),
-    "load": ("load_generator", "load_histogram"),
+    "load": ("load_core", "load_generator", "load_histogram"),
 }

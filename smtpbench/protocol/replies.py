@@ -75,6 +75,12 @@ def parse_reply_line(line: bytes) -> tuple[int, bool, str]:
     return code, last, line[4:].decode("utf-8", "replace")
 
 
+#: Reads parsed before, whole: the bytes of a read of complete replies -> its replies.
+_KNOWN: dict[bytes, tuple[Reply, ...]] = {}
+KNOWN_READ = 512     # octets: longer reads (an EHLO reply, say) are parsed every time
+KNOWN_READS = 1024   # entries: the cache is cleared when it reaches this
+
+
 class ReplyReader:
     """Incremental reader of replies from a byte stream (the client's side).
 
@@ -92,7 +98,23 @@ class ReplyReader:
         self._code = 0
         self._lines: list[str] = []
 
-    def feed(self, data: bytes) -> list[Reply]:
+    def feed(self, data: bytes) -> list[Reply] | tuple[Reply, ...]:
+        if not self._buf and not self._lines:
+            # A server under load repeats itself: most reads are the same few complete replies
+            # ("250 2.0.0 Ok", or MAIL/RCPT/DATA's three pipelined), and a Reply is immutable.
+            known = _KNOWN.get(data)
+            if known is not None:
+                return known
+            if len(data) <= KNOWN_READ and data.endswith(b"\n"):
+                replies = self._parse(data)
+                if not self._buf and not self._lines:
+                    if len(_KNOWN) >= KNOWN_READS:
+                        _KNOWN.clear()  # bounded: a server that never repeats itself only churns it
+                    _KNOWN[data] = tuple(replies)
+                return replies
+        return self._parse(data)
+
+    def _parse(self, data: bytes) -> list[Reply]:
         buf = self._buf
         buf += data
         out: list[Reply] = []

@@ -1,0 +1,157 @@
+"""Generator core: the load generator's Python alone, answered in-process as smtp-sink answers.
+
+No sockets: a :class:`~smtpbench.load.runner.Runner` with its
+:class:`~smtpbench.load.connection.ClientConnection` s (closed loop, 10
+sessions, 1 KiB, connections kept) is driven by a scripted peer that replies
+to each write as Postfix ``smtp-sink`` does, one read per batch of replies.
+Everything the generator does per message runs: building the message, the
+client state machine, reply parsing, phase timing, recording, starting the
+next transaction. What it leaves out is the event loop and the kernel,
+which cost the same for any client (compare ``load.generator``'s CPU per
+message with smtp-source's). ``python -m benchmarks.load_core --profile
+pipelining`` prints a cProfile of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import time
+from time import monotonic_ns
+
+from smtpbench.addresses import Address
+from smtpbench.load.connection import ClientConnection
+from smtpbench.load.runner import Runner
+from smtpbench.messages import MessageFactory
+from smtpbench.protocol.client import ClientSession
+from smtpbench.scenario import build
+
+from .harness import Options, Report, Table
+
+NAME = "core"
+SESSIONS = 10
+MESSAGES = 20_000
+EHLO = (b"250-smtp-sink.localhost\r\n250-PIPELINING\r\n250-SIZE 102400000\r\n250-ETRN\r\n"
+        b"250-STARTTLS\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 DSN\r\n")
+
+
+class ScriptedPeer:
+    """The socket's stand-in: replies to what the generator writes, as smtp-sink would."""
+
+    def __init__(self) -> None:
+        self.replies: list[bytes] = []
+        self.in_data = False
+        self.conn: ClientConnection | None = None
+        self.closed = False
+
+    def writelines(self, pieces) -> None:
+        for piece in pieces:
+            self.write(piece)
+
+    def write(self, piece: bytes) -> None:
+        if self.in_data:
+            if piece.endswith(b"\r\n.\r\n") or piece == b".\r\n":
+                self.in_data = False
+                self.replies.append(b"250 2.0.0 Ok: queued as 1234\r\n")
+            return
+        for line in piece.split(b"\r\n")[:-1]:
+            verb = line[:4].upper()
+            if verb == b"DATA":
+                self.in_data = True
+                self.replies.append(b"354 End data with <CR><LF>.<CR><LF>\r\n")
+            elif verb in (b"EHLO", b"LHLO"):
+                self.replies.append(EHLO)
+            elif verb == b"QUIT":
+                self.replies.append(b"221 Bye\r\n")
+            else:
+                self.replies.append(b"250 2.0.0 Ok\r\n")
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.conn.connection_lost(None)
+
+    def get_extra_info(self, name, default=None):
+        return default
+
+
+def drive(pipelining: bool, messages: int) -> float:
+    """Run ``messages`` transactions over SESSIONS scripted connections; return the CPU seconds."""
+    scenario = build({"load": {"sessions": SESSIONS, "messages": messages, "messages_per_connection": 0,
+                               "pipelining": pipelining},
+                      "message": {"size": 1024}})
+    factory = MessageFactory(scenario.message, scenario.seed, "core", 0, 1)
+    runner = Runner(scenario, Address(host="127.0.0.1", port=25), factory, monotonic_ns())
+    peers = []
+    for _ in range(SESSIONS):
+        runner.issued += 1
+        session = ClientSession(scenario.load.helo, pipelining)
+        conn = ClientConnection(runner, session, runner.now(), runner.now())
+        peer = ScriptedPeer()
+        peer.conn = conn
+        conn.connection_made(peer)
+        peer.replies.append(b"220 smtp-sink.localhost ESMTP\r\n")
+        peers.append(peer)
+    t0 = time.process_time()
+    busy = True
+    while busy:
+        busy = False
+        for peer in peers:
+            if peer.replies and not peer.closed:
+                data = b"".join(peer.replies)
+                peer.replies.clear()
+                peer.conn.data_received(data)
+                busy = True
+    seconds = time.process_time() - t0
+    runner.recorder.flush()
+    ok = runner.recorder.totals["ok"]
+    if ok != messages:
+        raise RuntimeError(f"the generator core completed {ok} of {messages} messages")
+    return seconds
+
+
+def _drive(pipelining: bool, messages: int) -> float:
+    # The runner creates asyncio objects; give it a loop, as it always has one.
+    return asyncio.run(_in_loop(pipelining, messages))
+
+
+async def _in_loop(pipelining: bool, messages: int) -> float:
+    return drive(pipelining, messages)
+
+
+MODES = {"no-pipelining": False, "pipelining": True}
+
+
+def run(opts: Options) -> Report:
+    rounds = 3 if opts.quick else opts.rounds
+    messages = MESSAGES // 4 if opts.quick else MESSAGES
+    rows, data = [], {}
+    for mode, pipelining in MODES.items():
+        us = min(_drive(pipelining, messages) for _ in range(rounds)) / messages * 1e6
+        rows.append([mode, f"{us:,.1f}"])
+        data[mode] = {"us_per_message": us, "messages": messages}
+    return Report(
+        title="generator core alone (closed loop, 10 sessions, 1 KiB, replies scripted in-process)",
+        tables=[Table("best of rounds", ["mode", "us/msg"], rows)],
+        notes=["compare with the generator CPU us/msg of load.generator: the rest is event loop and kernel"],
+        data={"modes": data},
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.load_core", description="profile the generator's core")
+    parser.add_argument("--profile", choices=sorted(MODES), help="print a cProfile of this mode")
+    parser.add_argument("--top", type=int, default=25, help="functions to show")
+    args = parser.parse_args()
+    if not args.profile:
+        print(run(Options()).tables[0].render())
+        return
+    profile = cProfile.Profile()
+    profile.runcall(_drive, MODES[args.profile], MESSAGES)
+    pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
+
+
+if __name__ == "__main__":
+    main()
