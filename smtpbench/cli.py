@@ -93,6 +93,8 @@ def _add_load_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-connections", type=int, metavar="N", help="open loop: connection cap")
     p.add_argument("--processes", "-p", metavar="N", help="generator processes, or 'auto' (= CPU count)")
     p.add_argument("--no-pipelining", dest="pipelining", action="store_false", default=None, help="never pipeline (RFC 2920)")
+    p.add_argument("--pipeline-messages", dest="pipeline_messages", action="store_true", default=None,
+                   help="closed loop: send each session's next message behind the last one's data (RFC 2920 §3.1)")
     p.add_argument("--out", "-o", metavar="DIR", help="run folder (default: results/<run-id>)")
 
 
@@ -104,6 +106,7 @@ def _load_overrides(args: argparse.Namespace, scenario) -> dict:
         "load__messages_per_connection": args.messages_per_connection,
         "load__max_connections": args.max_connections, "load__processes": args.processes,
         "load__pipelining": args.pipelining,
+        "load__pipeline_messages": args.pipeline_messages,
     }
     if args.rate is not None:
         flags["load__model"] = "open"

@@ -147,6 +147,7 @@ class Load(_Table):
     drain: Duration = 10.0  # after the last arrival, time for messages in flight to finish
     processes: Workers = 1
     pipelining: bool = True
+    pipeline_messages: bool = False  # closed loop: next MAIL…DATA right behind the data (RFC 2920 §3.1)
     helo: str = "smtpbench.client"
     tls: Literal["none", "starttls", "opportunistic", "implicit"] = "none"
     tls_verify: bool = False   # loopback benchmarks use throw-away certificates
@@ -161,6 +162,14 @@ class Load(_Table):
     def _open_needs_rate(self) -> "Load":
         if self.model == "open" and self.rate is None and not self.stages:
             raise ValueError("open loop needs 'rate' (msgs/s) or 'stages'")
+        if self.pipeline_messages:
+            # The next message of a session goes out with the data of the last: that is the
+            # closed loop without think time, over a pipelining session, sending each message once.
+            clash = ("pipelining = false" if not self.pipelining else "model = \"open\"" if self.model == "open"
+                     else "think_time > 0" if self.think_time else "retries > 0" if self.retries else "")
+            if clash:
+                raise ValueError(f"pipeline_messages = true needs a closed loop with pipelining, no think_time "
+                                 f"and no retries (here: {clash})")
         return self
 
 

@@ -38,6 +38,9 @@ def test_thresholds_decide_the_exit_code(start_sink, tmp_path, threshold, code):
     ("[thresholds]\nerror_rate = 2\n", "error_rate"),
     ("[load]\nmodel = \"open\"\n", "load"),            # open loop without a rate
     ("[message]\nsize = \"big\"\n", "message.size"),
+    ("[load]\npipeline_messages = true\npipelining = false\n", "pipeline_messages"),
+    ("[load]\npipeline_messages = true\nmodel = \"open\"\nrate = 10\n", "pipeline_messages"),
+    ("[load]\npipeline_messages = true\nretries = 2\n", "pipeline_messages"),
 ])
 def test_bad_scenario_exits_2_with_one_line(tmp_path, text, key):
     scenario = write_scenario(tmp_path, text, name="bad.toml")

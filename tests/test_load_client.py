@@ -54,7 +54,8 @@ class Policy(ServerHooks):
 class Link:
     """A client and a server session joined in memory."""
 
-    def __init__(self, client: ClientSession, chunk: int | None = None, policy: Policy | None = None, **config):
+    def __init__(self, client: ClientSession, chunk: int | None = None, policy: Policy | None = None,
+                 chain: bool = False, **config):
         config.setdefault("keep_body", True)
         self.policy = policy or Policy()
         self.server = ServerSession(ServerConfig(**config), hooks=self.policy)
@@ -65,6 +66,7 @@ class Link:
         self.todo: list[Transaction] = []
         self.done: list[tuple] = []            # (ok, failure) per finished transaction
         self.closed_server = False
+        self.chain = chain                     # begin the next transaction behind the data (as the runner can)
 
     def run(self, *transactions: Transaction, quit: bool = True) -> "Link":
         self.todo = list(transactions)
@@ -78,6 +80,8 @@ class Link:
                 for event in self.client.receive(piece):
                     self.events.append(event)
                     self._on(event)
+                if self.chain and self.todo and self.client.can_chain:
+                    self.client.start_transaction(self.todo.pop(0))
             out = b"".join(self.client.outbox)
             self.client.outbox.clear()
             if not out or self.closed_server:
@@ -91,7 +95,7 @@ class Link:
         kind, a, b = event
         if kind == DONE:
             self.done.append((a, b))
-        if kind in (READY, DONE) and self.client.state != S_CLOSED:
+        if kind in (READY, DONE) and self.client.state != S_CLOSED and self.client.txn is None:
             if self.todo:
                 self.client.start_transaction(self.todo.pop(0))
             elif self.quit_at_end:
@@ -199,6 +203,58 @@ def test_end_of_data_refused(chunk):
     link = Link(ClientSession(), chunk, Policy(refuse_message=(554, "5.7.1", "Spam"))).run(txn(), txn())
     assert [(ok, f[0], f[1].code) for ok, f in link.done] == [(False, END_OF_DATA, 554)] * 2
     assert link.replies(RSET) == []  # the transaction is over; nothing to reset
+
+
+def test_chained_transactions_go_out_behind_the_data(chunk):
+    """RFC 2920 §3.1: message content may be the first command of a group, so the next MAIL,
+    RCPT and DATA leave with the dot: one write per message after the first, all delivered."""
+    link = Link(ClientSession(), chunk, chain=True).run(txn(), txn(("a@x", "b@x")), txn())
+    assert link.done == [(True, None)] * 3
+    assert len(link.policy.bodies) == 3 and link.server.counters.messages == 3
+    chained = [w for w in link.client_writes if w.startswith(b"Subject") and b"MAIL FROM" in w]
+    assert len(chained) == 2, link.client_writes
+    assert link.replies(END_OF_DATA) == [250] * 3 and link.replies(RCPT) == [250] * 4
+    assert link.kinds().count(DONE) == 3 and link.kinds()[-1] == CLOSED
+
+
+def test_chaining_waits_for_the_data():
+    """Nothing chains before the 354 put the data out, nor without PIPELINING, nor over LMTP."""
+    link = Link(ClientSession(pipelining=False), chain=True).run(txn(), txn())
+    assert link.done == [(True, None)] * 2
+    assert not any(b"MAIL FROM" in w and w.startswith(b"Subject") for w in link.client_writes)
+    session = ClientSession()
+    assert not session.can_chain
+    with pytest.raises(RuntimeError):
+        session.start_transaction(txn())  # not READY, and nothing in flight to chain behind
+
+
+def test_chained_after_a_refused_message(chunk):
+    """The first message refused at the dot (554): the chained one goes on, no RSET between."""
+    policy = Policy(refuse_message=(554, "5.7.1", "Spam"))
+    link = Link(ClientSession(), chunk, policy, chain=True).run(txn(), txn())
+    assert [(ok, f[0], f[1].code) for ok, f in link.done] == [(False, END_OF_DATA, 554)] * 2
+    assert link.replies(RSET) == []
+
+
+def test_chained_message_refused_at_mail(chunk):
+    """The chained message's MAIL refused: it fails at MAIL and is reset; the next one goes on."""
+    policy = Policy(answer={"MAIL": ((451, "4.7.1", "Slow down"), 2)})
+    link = Link(ClientSession(), chunk, policy, chain=True).run(txn(), txn())
+    assert link.done[0] == (True, None)
+    assert [(ok, f[0], f[1].code) for ok, f in link.done[1:]] == [(False, MAIL, 451)]
+    assert link.replies(RSET) == [250]
+
+
+def test_421_at_the_dot_with_a_message_chained(chunk):
+    """421 for the dot ends the session (RFC 5321 §3.8): one FAILED event, no DONE, and the
+    chained message is still there for the driver to fail with it (Runner._fail_chained)."""
+    policy = Policy(refuse_message=(421, "4.3.2", "Shutting down"))
+    link = Link(ClientSession(), chunk, policy, chain=True).run(txn(), txn())
+    failed = [e for e in link.events if e[0] == FAILED]
+    assert [(p, r.code) for _, p, r in failed] == [(END_OF_DATA, 421)]
+    assert link.done == []
+    assert link.client.state == S_CLOSED
+    assert link.client.chained is not None and link.client.chained.failure is None
 
 
 @pytest.mark.parametrize("verb, phase", [("MAIL", MAIL), ("RCPT", RCPT), ("DATA", DATA)])

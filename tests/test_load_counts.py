@@ -37,8 +37,10 @@ def run_against_sink(start_sink, tmp_path, *args: str, sink_args: tuple[str, ...
     (("--messages-per-connection", "1"), ()),
     (("--processes", "2"), ()),
     (("--recipients", "3", "--size", "10KiB"), ()),
+    (("--pipeline-messages",), ("--hide", "CHUNKING")),
+    (("--pipeline-messages", "--recipients", "3", "--processes", "2"), ("--hide", "CHUNKING")),
 ], ids=["pipelined", "no-pipelining", "data", "not-offered", "connection-per-message", "two-processes",
-        "three-rcpts-10k"])
+        "three-rcpts-10k", "chained", "chained-three-rcpts-two-processes"])
 def test_closed_loop_ok_equals_received(start_sink, tmp_path, args, sink_args):
     result, final = run_against_sink(start_sink, tmp_path, "--sessions", "5", "--messages", "300", *args,
                                      sink_args=sink_args)
@@ -54,6 +56,19 @@ def test_closed_loop_ok_equals_received(start_sink, tmp_path, args, sink_args):
         assert final["connections_total"] == 300 + probe
     else:
         assert final["connections_total"] == 5 + probe  # one per session, whatever the processes
+
+
+def test_chained_messages_respect_messages_per_connection(start_sink, tmp_path):
+    """With pipeline_messages a session still closes its connection after N messages: 300 in
+    sessions of 7 need ceil(300 / 7) connections at least, and no message is lost between them."""
+    result, final = run_against_sink(start_sink, tmp_path, "--sessions", "5", "--messages", "300",
+                                     "--messages-per-connection", "7", "--pipeline-messages",
+                                     sink_args=("--hide", "CHUNKING"))
+    assert result["totals"]["ok"] == final["messages"] == 300
+    assert final["protocol_errors"] == 0
+    assert 43 + 1 <= final["connections_total"] <= 43 + 5 + 1  # one partly used per session at most
+    phases = result["latency"]["phases"]
+    assert phases["mail"]["count"] == phases["end_of_data"]["count"] == 300
 
 
 def test_open_loop_offers_rate_times_duration(start_sink, tmp_path):

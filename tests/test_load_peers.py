@@ -41,8 +41,9 @@ def run_ok(tmp_path, target: str, *args: str):
     return run
 
 
-@pytest.mark.parametrize("args", [(), ("--no-pipelining",), ("--messages-per-connection", "1")],
-                         ids=["pipelined", "no-pipelining", "connection-per-message"])
+@pytest.mark.parametrize("args", [(), ("--no-pipelining",), ("--messages-per-connection", "1"),
+                                  ("--pipeline-messages",)],
+                         ids=["pipelined", "no-pipelining", "connection-per-message", "chained"])
 def test_smtp_sink_counts_equal(postfix_sink, tmp_path, args):
     sink = postfix_sink()
     run = run_ok(tmp_path, sink.address, "--sessions", "5", "--messages", "300", *args)

@@ -18,7 +18,7 @@ from ..protocol.client import BANNER, CLOSED, DONE, FAILED, READY, REPLY, TLS_ST
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("runner", "session", "transport", "mark", "deadline", "txn_intended", "txn_start",
                  "txn_size", "txn", "out", "attempt", "retry", "sent_wall", "begun", "pending", "sent", "closed", "opened_at", "t0", "rec", "_paused", "idle",
-                 "upgrading")
+                 "upgrading", "chained", "chaining")
 
     def __init__(self, runner, session: ClientSession, opened_at: int, pending: int | None = None,
                  retry: tuple | None = None):
@@ -45,6 +45,8 @@ class ClientConnection(asyncio.Protocol):
         self.idle = False
         self._paused = False
         self.upgrading = False         # implicit TLS handshake in progress: hold writes (see flush)
+        self.chained: tuple | None = None  # the next message, begun behind this one's data (see chain)
+        self.chaining = runner.chaining    # pipeline_messages: begin the next message at 354
 
     def now(self) -> int:
         return (monotonic_ns() - self.t0) // 1000
@@ -61,10 +63,6 @@ class ClientConnection(asyncio.Protocol):
         now = (monotonic_ns() - self.t0) // 1000
         session = self.session
         events = session.receive(data)
-        out = session.outbox
-        if out and not self.upgrading:
-            self.transport.writelines(out)
-            out.clear()
         rec = self.rec
         runner = self.runner
         for kind, a, b in events:
@@ -86,7 +84,10 @@ class ClientConnection(asyncio.Protocol):
                 self.deadline = now + runner.timeout_us["tls"]
                 runner.start_tls(self, now)
                 return
-        # Anything written by the runner's callbacks goes out in the same batch.
+        if self.chaining and session.can_chain:
+            runner.chain(self, now)
+        # What the session queued and what the runner's callbacks added: one write per read.
+        out = session.outbox
         if out and not self.upgrading:
             self.transport.writelines(out)
             out.clear()
@@ -102,12 +103,16 @@ class ClientConnection(asyncio.Protocol):
         expecting = self.session.expecting
         self.deadline = self.now() + self.runner.timeout_us[expecting] if expecting else 0
 
-    def begin(self, txn: Transaction, intended: int, now: int) -> None:
+    def begin(self, txn: Transaction, intended: int, now: int, out, attempt: int, sent_wall: int) -> None:
         """Start a transaction (MAIL…DATA go out now, pipelined when offered)."""
         self.txn_intended = intended
         self.txn_start = now
         self.begun = now
         self.txn_size = txn.size
+        self.txn = txn
+        self.out = out
+        self.attempt = attempt
+        self.sent_wall = sent_wall
         self.sent += 1
         self.idle = False
         self.session.start_transaction(txn)
@@ -115,6 +120,21 @@ class ClientConnection(asyncio.Protocol):
         self.session.outbox.clear()
         self.mark = now
         self.deadline = now + self.runner.timeout_us[self.session.expecting]
+
+    def chain(self, txn: Transaction, intended: int, now: int, out, attempt: int, sent_wall: int) -> None:
+        """Begin the next transaction behind the data of this one (RFC 2920 §3.1; the caller writes).
+
+        Its figures wait in :attr:`chained` until this one is done (:meth:`adopt_chained`).
+        """
+        self.chained = (intended, now, txn.size, txn, out, attempt, sent_wall, now)
+        self.sent += 1
+        self.session.start_transaction(txn)
+
+    def adopt_chained(self) -> None:
+        """The transaction in flight is done: the chained one is now the one in flight."""
+        (self.txn_intended, self.txn_start, self.txn_size, self.txn, self.out, self.attempt, self.sent_wall,
+         self.begun) = self.chained
+        self.chained = None
 
     def quit(self) -> None:
         self.session.quit()

@@ -27,57 +27,13 @@ from ..addresses import Address
 from ..protocol.client import BANNER, PHASES, S_READY, ClientSession, Transaction
 from ..scenario import Scenario
 from .connection import ClientConnection
+from .pacer import PACER_SWITCH_INTERVAL, pacer_thread
 from .pacing import Profile, Schedule
 from .recorder import INTERVAL_US, Recorder
 
 FLUSH_EVERY = 0.1  # s
 SWEEP = 0.05
 RECONNECT_BACKOFF = 0.05
-
-
-#: Shortest sleep of the pacer thread (s): bounds the hand-overs to the event loop.
-PACER_QUANTUM = 0.0002
-#: The GIL switch interval while pacing (s). Python's 5 ms default lets a busy event
-#: loop keep the pacer waiting up to 5 ms for the GIL: arrivals would leave that late.
-PACER_SWITCH_INTERVAL = 0.0002
-
-
-def _pacer_thread(loop: asyncio.AbstractEventLoop, schedule: Schedule, runner: "Runner",
-                  finished: asyncio.Future, stop: threading.Event) -> None:
-    """Release arrivals at their intended times, from a thread.
-
-    Why a thread: uvloop's timers have millisecond resolution and fire up to
-    1 ms early or late; ``time.sleep`` (clock_nanosleep) wakes within tens of
-    microseconds and ``call_soon_threadsafe`` wakes the loop at once. The thread
-    never sends early, and sleeps at least :data:`PACER_QUANTUM`: arrivals that
-    come due meanwhile are handed over in one batch, so a high rate costs one
-    loop wake-up (and one GIL hand-over) per quantum, not per message, at the
-    price of at most a quantum of send lag. Below 1/quantum msgs/s every arrival
-    is released on time.
-    """
-    t0 = runner.t0_ns
-    end_us, limit = runner.end_us, runner.limit
-    issued = 0
-    batch: list[int] = []
-    while not stop.is_set():
-        t = schedule.next_time()
-        intended = int(t * 1e6) if math.isfinite(t) else 1 << 62
-        if intended >= end_us or issued >= limit:
-            break
-        issued += 1
-        wait = (intended - (monotonic_ns() - t0) // 1000) / 1e6
-        if wait > 0:
-            if batch:
-                loop.call_soon_threadsafe(runner._arrivals, batch)
-                batch = []
-            time.sleep(max(wait, PACER_QUANTUM))
-        batch.append(intended)
-        if len(batch) >= 256:
-            loop.call_soon_threadsafe(runner._arrivals, batch)
-            batch = []
-    if batch:
-        loop.call_soon_threadsafe(runner._arrivals, batch)
-    loop.call_soon_threadsafe(lambda: finished.done() or finished.set_result(None))
 
 
 def phase_timeouts(scenario: Scenario) -> dict[str | None, int]:
@@ -121,6 +77,7 @@ class Runner:
             self.ssl = client_context(load.tls_verify, load.tls_resume)
         self.auth = (load.auth.mechanism, load.auth.username, load.auth.password) if load.auth else None
         self.bdat = load.bdat == "when-offered"
+        self.chaining = load.pipeline_messages and not self.open_loop
         self.relay_log: list[tuple[int, int, int]] | None = [] if scenario.relay.enabled else None
         self.connections: set[ClientConnection] = set()
         self.idle: deque[ClientConnection] = deque()
@@ -249,6 +206,7 @@ class Runner:
             self._fail(now, conn.txn_intended, phase, code, kind, text)
             conn.txn_intended = None
             self.in_flight -= 1
+            self._fail_chained(conn, now, phase, code, kind, text)
         elif conn.pending is not None:
             self._fail(now, conn.pending, phase, code, kind, text)
             conn.pending = None
@@ -279,6 +237,8 @@ class Runner:
                        str(exc) if exc else "server closed the connection")
             conn.txn_intended = None
             self.in_flight -= 1
+            self._fail_chained(conn, now, phase, 0, "reset" if exc else "closed",
+                               str(exc) if exc else "server closed the connection")
             replace = now
         else:
             replace, conn.pending = conn.pending, None
@@ -301,8 +261,9 @@ class Runner:
         return not self.stopping and now < self.end_us and self.issued < self.limit
 
     def _begin(self, conn: ClientConnection, intended: int, now: int, start: int | None = None,
-               retry: tuple | None = None) -> None:
-        """Start a message on a READY connection: a new one, or ``retry`` = (outgoing, attempt)."""
+               retry: tuple | None = None, chained: bool = False) -> None:
+        """Start a message on a READY connection (or ``chained`` behind the one in flight):
+        a new one, or ``retry`` = (outgoing, attempt)."""
         out, attempt = retry if retry is not None else (self.factory.next(), 0)
         # The send time (wall clock, µs) as the first header line: a sink behind the server
         # under test reads it to measure delivery latency (relay mode).
@@ -318,13 +279,12 @@ class Runner:
             pieces = out.pieces
             size = sum(map(len, bdat))
         txn = Transaction(out.mail_from, out.rcpts, pieces, size, out.smtputf8, out.eight_bit, bdat)
-        conn.sent_wall = sent_wall
         self.in_flight += 1
         self.recorder.started(now)
-        conn.txn = txn
-        conn.out = out
-        conn.attempt = attempt
-        conn.begin(txn, intended, now)
+        if chained:
+            conn.chain(txn, intended, now, out, attempt, sent_wall)
+            return
+        conn.begin(txn, intended, now, out, attempt, sent_wall)
         if start is not None:
             conn.txn_start = start
 
@@ -366,7 +326,9 @@ class Runner:
             self._dispatch()
         else:
             intended_next = now + int(self.think * 1e6)
-            if not self._may_begin(now):
+            if conn.chained is not None:
+                conn.adopt_chained()  # the slot's next message is out already
+            elif not self._may_begin(now):
                 conn.quit()
             elif (self.mpc and conn.sent >= self.mpc) or conn.session.state != S_READY:
                 # (Not READY: a reply later in the same read ended the session; its event follows.)
@@ -380,6 +342,20 @@ class Runner:
                 else:
                     self._begin(conn, intended_next, now)
         self._check_done()
+
+    def chain(self, conn: ClientConnection, now: int) -> None:
+        """``pipeline_messages``: the slot's next message goes out behind the data of this one
+        (RFC 2920 §3.1), as a closed loop without think time would send it on the 250."""
+        if self._may_begin(now) and not (self.mpc and conn.sent >= self.mpc):
+            self.issued += 1
+            self._begin(conn, now, now, chained=True)
+
+    def _fail_chained(self, conn: ClientConnection, now: int, phase: str, code: int, kind: str, text: str) -> None:
+        """The connection ended under a chained message too: it fails with the one in flight."""
+        if conn.chained is not None:
+            self._fail(now, conn.chained[0], phase, code, kind, text)
+            conn.chained = None
+            self.in_flight -= 1
 
     def _schedule_retry(self, conn: ClientConnection, intended: int, out, attempt: int) -> None:
         schedule = self.load.retry_schedule or [1.0]
@@ -445,7 +421,7 @@ class Runner:
             self.open()
 
     async def _pace(self) -> None:
-        """Feed arrivals from a pacer thread (see :func:`_pacer_thread`) into the loop."""
+        """Feed arrivals from a pacer thread (see :func:`~smtpbench.load.pacer.pacer_thread`) into the loop."""
         load = self.load
         profile = Profile(load.rate, load.stages, load.duration)
         if load.stages:
@@ -454,7 +430,7 @@ class Runner:
         loop = asyncio.get_running_loop()
         finished = loop.create_future()
         stop = threading.Event()
-        thread = threading.Thread(target=_pacer_thread, name="smtpbench-pacer", daemon=True,
+        thread = threading.Thread(target=pacer_thread, name="smtpbench-pacer", daemon=True,
                                   args=(loop, schedule, self, finished, stop))
         previous = sys.getswitchinterval()
         sys.setswitchinterval(PACER_SWITCH_INTERVAL)
@@ -564,6 +540,7 @@ class Runner:
                            "still in flight when the drain period ended")
                 conn.txn_intended = None
                 self.in_flight -= 1
+                self._fail_chained(conn, now, "mail", 0, "unfinished", "still in flight when the drain period ended")
             conn.abort()
         for conn in list(self.connections):
             if conn.pending is not None:

@@ -84,6 +84,7 @@ class ClientSession:
         self.capabilities = Capabilities()
         self.outbox: list[bytes] = []
         self.txn: Transaction | None = None
+        self.chained: Transaction | None = None  # the next transaction, begun behind txn's data
         self._reader = ReplyReader()
         self._expect: deque[str] = deque([BANNER])
         self._pending: deque[tuple[str, bytes]] = deque()  # commands held back without PIPELINING
@@ -99,35 +100,71 @@ class ClientSession:
         """True when PIPELINING is both wanted and offered (RFC 2920 §3.1)."""
         return self._pipelining
 
+    @property
+    def can_chain(self) -> bool:
+        """True when the next transaction may go out now, behind this one's message data.
+
+        RFC 2920 §3.1: "the actual transfer of message content is explicitly allowed
+        to be the first command in a group", so MAIL, RCPT… and DATA of the next message
+        may follow the end-of-data dot before its reply. Only once the message data is
+        queued (after 354), with nothing else awaited, over plain SMTP with DATA (LMTP
+        answers the dot once per recipient; BDAT is not chained).
+        """
+        txn = self.txn
+        return (self.state == S_TXN and self._pipelining and self.chained is None and not self.lmtp
+                and txn is not None and txn.data_sent and txn.failure is None and txn.bdat is None
+                and len(self._expect) == 1)
+
     # -- starting things ----------------------------------------------------
 
     def start_transaction(self, txn: Transaction) -> None:
-        """Queue MAIL, RCPT… and DATA (all at once when pipelining; else one by one)."""
-        if self.state != S_READY:
-            raise RuntimeError("start_transaction() needs a READY session")
-        self.state = S_TXN
-        self.txn = txn
+        """Queue MAIL, RCPT… and DATA (all at once when pipelining; else one by one).
+
+        On a READY session; or, when :attr:`can_chain`, behind the transaction in flight:
+        it becomes :attr:`txn` when that one's DONE event is out.
+        """
+        if self.state == S_READY:
+            self.state = S_TXN
+            self.txn = txn
+        elif self.can_chain:
+            self.chained = txn
+        else:
+            raise RuntimeError("start_transaction() needs a READY session (or one that can chain)")
         caps = self.capabilities.keywords
-        params: dict[str, str | None] = {}
+        params = ""
         if "SIZE" in caps:
-            params["SIZE"] = str(txn.size)  # RFC 1870 §6
-        if txn.eight_bit and "8BITMIME" in caps:
-            params["BODY"] = "8BITMIME"  # RFC 6152
-        if txn.smtputf8:
-            params["SMTPUTF8"] = None  # RFC 6531 §3.4 (sent even if not offered: the server decides)
+            params = f" SIZE={txn.size}"  # RFC 1870 §6
+        body = "8BITMIME" if txn.eight_bit and "8BITMIME" in caps else ""  # RFC 6152
         if txn.bdat is not None and "CHUNKING" in caps:
             if txn.eight_bit and "BINARYMIME" in caps:
-                params["BODY"] = "BINARYMIME"  # RFC 3030 §3
+                body = "BINARYMIME"  # RFC 3030 §3
         else:
             txn.bdat = None
-        cmds = [(MAIL, commands.mail_from(txn.mail_from, params))]
-        cmds += [(RCPT, commands.rcpt_to(r)) for r in txn.rcpts]
+        if body:
+            params += f" BODY={body}"
+        if txn.smtputf8:
+            params += " SMTPUTF8"  # RFC 6531 §3.4 (sent even if not offered: the server decides)
+        mail = f"MAIL FROM:<{txn.mail_from}>{params}\r\n".encode()
         if txn.bdat is None:
-            cmds.append((DATA, b"DATA\r\n"))
+            last = (DATA, b"DATA\r\n")
         else:
             # RFC 3030 §2: the chunk follows its BDAT line at once, and may be pipelined.
-            size = sum(len(p) for p in txn.bdat)
-            cmds.append((BDAT, (f"BDAT {size} LAST\r\n".encode(), *txn.bdat)))
+            size = sum(map(len, txn.bdat))
+            last = (BDAT, (f"BDAT {size} LAST\r\n".encode(), *txn.bdat))
+        rcpts = txn.rcpts
+        if self._pipelining:
+            expect = self._expect
+            outbox = self.outbox
+            expect.append(MAIL)
+            outbox.append(mail)
+            for r in rcpts:
+                expect.append(RCPT)
+                outbox.append(f"RCPT TO:<{r}>\r\n".encode())
+            self._send(*last)
+            return
+        cmds = [(MAIL, mail)]
+        cmds += [(RCPT, f"RCPT TO:<{r}>\r\n".encode()) for r in rcpts]
+        cmds.append(last)
         self._queue(cmds)
 
     def quit(self) -> None:
@@ -178,131 +215,146 @@ class ClientSession:
             events.append((FAILED, phase, Reply(0, (e.text,))))
             self.state = S_CLOSED
             return events
+        expect = self._expect
+        pending = self._pending
         for reply in replies:
-            if not self._expect:
+            if not expect:
                 # RFC 5321 §4.2: replies arrive only for commands; anything else is a
                 # hostile or broken server (a 421 shutdown notice is the exception).
                 events.append((FAILED, QUIT if reply.code == 421 else "unsolicited", reply))
                 self.state = S_CLOSED
                 return events
-            phase = self._expect.popleft()
+            phase = expect.popleft()
             events.append((REPLY, phase, reply))
-            self._on_reply(phase, reply, events)
+            if reply.code == 421 and phase != QUIT:
+                # RFC 5321 §3.8: the server is closing the channel. The transaction ends with the
+                # session (FAILED, no DONE): a driver must not start the next one on a closed session.
+                self._fail_txn(phase, reply, None)
+                events.append((FAILED, phase, reply))
+                self.state = S_CLOSED
+                break
+            _ON_REPLY[phase](self, phase, reply, events)
             if self.state == S_CLOSED:
                 break
-            self._next_pending()
+            if pending and not expect:
+                self._send(*pending.popleft())
         return events
 
-    def _on_reply(self, phase: str, reply: Reply, events: list) -> None:
-        code = reply.code
-        if code == 421 and phase not in (QUIT,):
-            # RFC 5321 §3.8: the server is closing the channel. The transaction ends with the
-            # session (FAILED, no DONE): a driver must not start the next one on a closed session.
-            self._fail_txn(phase, reply, None)
+    # One handler per phase (dispatched by _ON_REPLY below): called with the reply to that phase.
+
+    def _on_banner(self, phase: str, reply: Reply, events: list) -> None:
+        if reply.code == 220:
+            self._expect.append(EHLO)
+            self.outbox.append(commands.simple("LHLO" if self.lmtp else "EHLO", self.helo))
+            self.state = S_GREETING
+        else:
             events.append((FAILED, phase, reply))
             self.state = S_CLOSED
-            return
-        if phase == BANNER:
-            if code == 220:
-                self._expect.append(EHLO)
-                self.outbox.append(commands.simple("LHLO" if self.lmtp else "EHLO", self.helo))
-                self.state = S_GREETING
-            else:
-                events.append((FAILED, phase, reply))
-                self.state = S_CLOSED
-        elif phase in (EHLO, HELO):
-            if code == 250:
-                if phase == EHLO:
-                    self.capabilities = Capabilities.parse(reply.lines)
-                self._pipelining = self.use_pipelining and self.capabilities.has("PIPELINING")
-                self._after_greeting(events)
-            elif phase == EHLO and not self.lmtp and code >= 500:
-                # RFC 5321 §3.2: a server that does not know EHLO gets HELO.
-                self._expect.append(HELO)
-                self.outbox.append(commands.simple("HELO", self.helo))
-            else:
-                events.append((FAILED, phase, reply))
-                self.state = S_CLOSED
-        elif phase == MAIL:
-            if code != 250:
-                self._fail_txn(phase, reply, None)
-                if not self._pipelining:
-                    self._pending.clear()
-                    self._end_txn(events)
-        elif phase == RCPT:
-            txn = self.txn
-            if code in (250, 251):
-                txn.accepted += 1
-            else:
-                txn.rcpt_failures.append(reply)
-            if not self._pipelining and not self._pending_has(RCPT):
-                if txn.failure is None and txn.accepted == 0:
-                    self._fail_txn(phase, reply, None)
-                    self._pending.clear()
-                    self._end_txn(events)
-        elif phase == DATA:
-            txn = self.txn
-            if code == 354:
-                if txn.failure is None and txn.accepted > 0:
-                    self.outbox.extend(txn.pieces)
-                    txn.data_sent = True
-                    if self.lmtp:
-                        txn.lmtp_left = txn.accepted - 1
-                        self._expect.extend([END_OF_DATA] * txn.accepted)
-                    else:
-                        self._expect.append(END_OF_DATA)
-                else:
-                    # RFC 2920 §3.1: 354 with no valid recipient: send the bare terminator.
-                    self.outbox.append(b".\r\n")
-                    self._expect.append(END_OF_DATA)
-                    if txn.failure is None:
-                        self._fail_txn(RCPT, txn.rcpt_failures[-1] if txn.rcpt_failures else reply, None)
-            else:
-                if txn.failure is None:
-                    if txn.accepted == 0 and txn.rcpt_failures:
-                        self._fail_txn(RCPT, txn.rcpt_failures[-1], None)
-                    else:
-                        self._fail_txn(phase, reply, None)
-                self._end_txn(events)
-        elif phase == END_OF_DATA:
-            txn = self.txn
-            if code != 250 and txn.failure is None:
-                self._fail_txn(phase, reply, None)
-            if self.lmtp and txn.lmtp_left > 0:
-                txn.lmtp_left -= 1
-                return
-            self._end_txn(events)
-        elif phase == QUIT:
-            events.append((CLOSED, phase, reply))
+
+    def _on_hello(self, phase: str, reply: Reply, events: list) -> None:
+        code = reply.code
+        if code == 250:
+            if phase == EHLO:
+                self.capabilities = Capabilities.parse(reply.lines)
+            self._pipelining = self.use_pipelining and self.capabilities.has("PIPELINING")
+            self._after_greeting(events)
+        elif phase == EHLO and not self.lmtp and code >= 500:
+            # RFC 5321 §3.2: a server that does not know EHLO gets HELO.
+            self._expect.append(HELO)
+            self.outbox.append(commands.simple("HELO", self.helo))
+        else:
+            events.append((FAILED, phase, reply))
             self.state = S_CLOSED
-        elif phase == STARTTLS:
-            if code == 220:
-                events.append((TLS_START, None, None))
-            else:
-                events.append((FAILED, phase, reply))
-                self.state = S_CLOSED
-        elif phase == AUTH:
-            self._on_auth(reply, events)
-        elif phase == BDAT:
-            txn = self.txn
-            first = not txn.data_sent
-            txn.data_sent = True
-            if self.lmtp:
-                # RFC 2033 §4.2 with RFC 3030: one reply per accepted recipient after BDAT LAST.
-                if first:
-                    txn.lmtp_left = max(txn.accepted, 1) - 1
-                    self._expect.extend([BDAT] * txn.lmtp_left)
+
+    def _on_mail(self, phase: str, reply: Reply, events: list) -> None:
+        if reply.code != 250:
+            self._fail_txn(phase, reply, None)
+            if not self._pipelining:
+                self._pending.clear()
+                self._end_txn(events)
+
+    def _on_rcpt(self, phase: str, reply: Reply, events: list) -> None:
+        txn = self.txn
+        if reply.code in (250, 251):
+            txn.accepted += 1
+        else:
+            txn.rcpt_failures.append(reply)
+        # Without pipelining the RCPTs go one by one, straight after MAIL: the last one's
+        # reply is in when the next command held back is not a RCPT.
+        pending = self._pending
+        if not self._pipelining and not (pending and pending[0][0] is RCPT):
+            if txn.failure is None and txn.accepted == 0:
+                self._fail_txn(phase, reply, None)
+                pending.clear()
+                self._end_txn(events)
+
+    def _on_data(self, phase: str, reply: Reply, events: list) -> None:
+        txn = self.txn
+        if reply.code == 354:
+            if txn.failure is None and txn.accepted > 0:
+                self.outbox.extend(txn.pieces)
+                txn.data_sent = True
+                if self.lmtp:
+                    txn.lmtp_left = txn.accepted - 1
+                    self._expect.extend([END_OF_DATA] * txn.accepted)
                 else:
-                    txn.lmtp_left -= 1
-            if code != 250 and txn.failure is None:
+                    self._expect.append(END_OF_DATA)
+            else:
+                # RFC 2920 §3.1: 354 with no valid recipient: send the bare terminator.
+                self.outbox.append(b".\r\n")
+                self._expect.append(END_OF_DATA)
+                if txn.failure is None:
+                    self._fail_txn(RCPT, txn.rcpt_failures[-1] if txn.rcpt_failures else reply, None)
+        else:
+            if txn.failure is None:
                 if txn.accepted == 0 and txn.rcpt_failures:
                     self._fail_txn(RCPT, txn.rcpt_failures[-1], None)
                 else:
                     self._fail_txn(phase, reply, None)
-            if txn.lmtp_left > 0:
-                return
             self._end_txn(events)
-        # RSET replies need no action.
+
+    def _on_end_of_data(self, phase: str, reply: Reply, events: list) -> None:
+        txn = self.txn
+        if reply.code != 250 and txn.failure is None:
+            self._fail_txn(phase, reply, None)
+        if self.lmtp and txn.lmtp_left > 0:
+            txn.lmtp_left -= 1
+            return
+        self._end_txn(events)
+
+    def _on_quit(self, phase: str, reply: Reply, events: list) -> None:
+        events.append((CLOSED, phase, reply))
+        self.state = S_CLOSED
+
+    def _on_starttls(self, phase: str, reply: Reply, events: list) -> None:
+        if reply.code == 220:
+            events.append((TLS_START, None, None))
+        else:
+            events.append((FAILED, phase, reply))
+            self.state = S_CLOSED
+
+    def _on_bdat(self, phase: str, reply: Reply, events: list) -> None:
+        txn = self.txn
+        first = not txn.data_sent
+        txn.data_sent = True
+        if self.lmtp:
+            # RFC 2033 §4.2 with RFC 3030: one reply per accepted recipient after BDAT LAST.
+            if first:
+                txn.lmtp_left = max(txn.accepted, 1) - 1
+                self._expect.extend([BDAT] * txn.lmtp_left)
+            else:
+                txn.lmtp_left -= 1
+        if reply.code != 250 and txn.failure is None:
+            if txn.accepted == 0 and txn.rcpt_failures:
+                self._fail_txn(RCPT, txn.rcpt_failures[-1], None)
+            else:
+                self._fail_txn(phase, reply, None)
+        if txn.lmtp_left > 0:
+            return
+        self._end_txn(events)
+
+    def _on_rset(self, phase: str, reply: Reply, events: list) -> None:
+        pass  # RSET replies need no action
 
     def _after_greeting(self, events: list) -> None:
         """EHLO done: STARTTLS, then AUTH, then READY, as configured."""
@@ -322,7 +374,7 @@ class ClientSession:
         self.state = S_READY
         events.append((READY, None, None))
 
-    def _on_auth(self, reply: Reply, events: list) -> None:
+    def _on_auth(self, phase: str, reply: Reply, events: list) -> None:
         mech, user, password = self.auth
         if reply.code == 235:
             self.authenticated = True
@@ -336,9 +388,6 @@ class ClientSession:
             events.append((FAILED, AUTH, reply))
             self.state = S_CLOSED
 
-    def _pending_has(self, phase: str) -> bool:
-        return any(p == phase for p, _ in self._pending)
-
     def _fail_txn(self, phase: str, reply: Reply, events: list | None) -> None:
         txn = self.txn
         if txn is not None and txn.failure is None:
@@ -348,10 +397,23 @@ class ClientSession:
 
     def _end_txn(self, events: list) -> None:
         txn = self.txn
-        self.txn = None
-        if self.state == S_TXN:
-            self.state = S_READY
+        if self.chained is not None:
+            # The chained transaction's replies come next (its MAIL was sent after this one's dot).
+            self.txn, self.chained = self.chained, None
+        else:
+            self.txn = None
+            if self.state == S_TXN:
+                self.state = S_READY
         events.append((DONE, txn.failure is None, txn.failure))
         if txn.failure is not None and self.state == S_READY and txn.failure[0] != END_OF_DATA:
             # Leave no half transaction behind (RFC 5321 §4.1.1.5).
             self.rset()
+
+
+_ON_REPLY = {
+    BANNER: ClientSession._on_banner, EHLO: ClientSession._on_hello, HELO: ClientSession._on_hello,
+    MAIL: ClientSession._on_mail, RCPT: ClientSession._on_rcpt, DATA: ClientSession._on_data,
+    END_OF_DATA: ClientSession._on_end_of_data, QUIT: ClientSession._on_quit,
+    STARTTLS: ClientSession._on_starttls, AUTH: ClientSession._on_auth, BDAT: ClientSession._on_bdat,
+    RSET: ClientSession._on_rset,
+}
