@@ -117,25 +117,26 @@ class DataReceiver:
 
     def feed(self, buf: bytes | bytearray, start: int = 0) -> int:
         chunk = buf if start == 0 and type(buf) is bytes else bytes(buf[start:])
-        tail = self._tail
-        # The terminator may straddle the previous read: look across the
-        # seam first (at most 8 octets), then in the chunk itself. The part
-        # of a straddling terminator in this chunk starts with CR, LF or ".".
-        end = (tail + chunk[:4]).find(TERMINATOR) if chunk and chunk[0] in _SEAM_STARTS else -1
+        if chunk and chunk[0] in _SEAM_STARTS:
+            # The terminator may straddle the previous read (then its part in
+            # this chunk starts with CR, LF or "."): look across the seam
+            # first, at most 8 octets; ``seam`` indexes tail+chunk.
+            tail = self._tail
+            seam = (tail + chunk[:4]).find(TERMINATOR)
+            if seam >= 0:
+                body_len = seam + 2 - len(tail)  # the body keeps the CRLF before "."
+                if body_len > 0:
+                    self._account(chunk, body_len)
+                elif body_len < 0:
+                    self._trim(-body_len)
+                return start + seam + 5 - len(tail)
+        end = chunk.find(TERMINATOR) if len(chunk) < 4096 else find_terminator(chunk)
         if end < 0:
-            end = chunk.find(TERMINATOR) if len(chunk) < 4096 else find_terminator(chunk)
-            if end < 0:
-                self._account(chunk, len(chunk))
-                self._tail = (tail + chunk)[-4:] if len(chunk) < 4 else chunk[-4:]
-                return -1
-            end += len(tail)
-        # ``end`` indexes tail+chunk; the body keeps the CRLF before ".".
-        body_len = end + 2 - len(tail)
-        if body_len > 0:
-            self._account(chunk, body_len)
-        elif body_len < 0:
-            self._trim(-body_len)
-        return start + end + 5 - len(tail)
+            self._account(chunk, len(chunk))
+            self._tail = (self._tail + chunk)[-4:] if len(chunk) < 4 else chunk[-4:]
+            return -1
+        self._account(chunk, end + 2)  # the body keeps the CRLF before "."
+        return start + end + 5
 
     def _trim(self, k: int) -> None:
         # The "." (and CR) of the terminator arrived in an earlier read and
