@@ -172,3 +172,22 @@ def test_no_record_switch_makes_the_hot_path_a_no_op(monkeypatch):
     assert ex["totals"]["recording_disabled"] == 1
     assert ex["totals"].get("ok", 0) == 0 and ex["totals"]["failed"] == 1
     assert ex["response"]["total"] == 0 and ex["phases"] == {} and ex["sched_lag"]["total"] == 0
+
+
+def test_a_stepped_flush_left_half_done_loses_nothing():
+    """The runner flushes in steps, yielding to the loop between them, and its task may be
+    cancelled between two steps; the final flush() finishes that work: nothing is lost or doubled."""
+    rec = Recorder()
+    for i in range(100):
+        rec.ok(i, i + 1, i + 100, 10)
+        rec.phase("mail", 5)
+    steps = rec.flush_steps()
+    next(steps)                       # suspended after its first step
+    rec.ok(200, 201, 300, 10)         # the hot path goes on meanwhile
+    rec.phase("mail", 7)
+    rec.flush()
+    assert rec.totals["ok"] == 101 and rec.response.total == 101 and rec.service.total == 101
+    assert rec.phases["mail"].total == 101 and rec.totals["bytes"] == 1010
+    assert list(steps) == []          # the suspended flusher then ends quietly
+    rec.flush()
+    assert rec.response.total == 101

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -68,6 +69,7 @@ class Recorder:
         self.intervals: dict[int, Interval] = defaultdict(Interval)
         self.errors: dict[tuple, list] = {}
         self.totals = defaultdict(int)
+        self._stepping: Iterator[None] | None = None  # a flush in steps, under way (see flush_steps)
         if NO_RECORD:
             self.ok = self.phase = self.started = self.scheduled = _ignore  # type: ignore[method-assign]
             self.totals["recording_disabled"] = 1
@@ -124,10 +126,29 @@ class Recorder:
     # -- bulk work, once per tick ----------------------------------------------
 
     def flush(self) -> None:
-        """Bucket what the hot path appended since the last flush."""
-        if self._txn:
-            arr = np.array(self._txn, dtype=np.int64)
-            self._txn = []
+        """Bucket what the hot path appended since the last flush (finishing a stepped flush)."""
+        if self._stepping is not None:
+            for _ in self._stepping:
+                pass
+        for _ in self._flush_steps():
+            pass
+
+    def flush_steps(self) -> Iterator[None]:
+        """The work of :meth:`flush` in short steps (one histogram update each), for a caller
+        that yields to the event loop between them: 0.1 s of records at thousands of msgs/s
+        is about a millisecond of numpy, and done in one piece it would make every arrival
+        due meanwhile that much late. :meth:`flush` finishes a stepped flush left half-done."""
+        self._stepping = steps = self._flush_steps()
+        return steps
+
+    def _flush_steps(self) -> Iterator[None]:
+        # Take the lists first: the hot path appends to fresh ones while this runs in steps.
+        txn, self._txn = self._txn, []
+        phases, self._phase = self._phase, defaultdict(list)
+        sched, self._sched = self._sched, []
+        loop_lag, self._loop_lag = self._loop_lag, []
+        if txn:
+            arr = np.array(txn, dtype=np.int64)
             intended, start, end, size = arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3]
             resp = end - intended
             serv = end - start
@@ -140,6 +161,7 @@ class Recorder:
                 iv.service.record_many(serv[sel])
                 iv.counts["ok"] += int(sel.sum())
                 iv.counts["bytes"] += int(size[sel].sum())
+                yield
             measured = intended >= self.warmup_us
             n_measured = int(measured.sum())
             self.totals["ok"] += n_measured
@@ -149,18 +171,19 @@ class Recorder:
                 self.totals["first_end"] = min(self.totals.get("first_end") or 1 << 62, int(end[measured].min()))
                 self.totals["last_end"] = max(self.totals.get("last_end", 0), int(end[measured].max()))
             self.response.record_many(resp[measured])
+            yield
             self.service.record_many(serv[measured])
             self.send_lag.record_many(lag[measured])
-        for name, values in self._phase.items():
+            yield
+        for name, values in phases.items():
             if values:
                 self.phases[name].record_many(values)
-        self._phase = defaultdict(list)
-        if self._sched:
-            self.sched_lag.record_many(self._sched)
-            self._sched = []
-        if self._loop_lag:
-            self.loop_lag.record_many(self._loop_lag)
-            self._loop_lag = []
+                yield
+        if sched:
+            self.sched_lag.record_many(sched)
+        if loop_lag:
+            self.loop_lag.record_many(loop_lag)
+        self._stepping = None
 
     def export(self) -> dict:
         """Everything as plain data (histograms sparse), mergeable with :func:`merge_exports`."""
