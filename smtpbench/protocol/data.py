@@ -156,7 +156,8 @@ class DataReceiver:
             else:
                 if self._run + nl + 1 > MAX_TEXT_LINE or _long_line_after(chunk, nl, n):
                     self.long_line = True
-                self._run = n - chunk.rfind(b"\n", 0, n) - 1
+                # A body's last octets are its CRLF: no search for its last line then.
+                self._run = 0 if chunk[n - 1] == 10 else n - chunk.rfind(b"\n", 0, n) - 1
             if self._run >= MAX_TEXT_LINE:
                 self.long_line = True
         if self.size > self.limit:

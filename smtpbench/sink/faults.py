@@ -26,6 +26,7 @@ from ..protocol.server import MAIL, RCPT, Action, Envelope, ServerHooks
 from ..scenario import Sink
 
 Z99 = 2.3263478740408408
+_PLUS = ord("+")  # recipient outcomes need a "+" in the local part
 
 
 def parse_reply(text: str) -> tuple[int, str, str]:
@@ -221,7 +222,9 @@ class FaultHooks(ServerHooks):
         # can apply (the default sink only has recipient outcomes, and those need a "+").
         policy = self.policy
         if stage == "RCPT":
-            if (policy.outcomes is not None and b"+" in arg) or policy.greylist is not None:
+            # ``_PLUS in arg``, an octet: CPython tries ``b"+" in arg`` as an integer first and
+            # formats (then drops) a TypeError each time, the dearest part of this call.
+            if (policy.outcomes is not None and _PLUS in arg) or policy.greylist is not None:
                 hit = self._recipient(session, arg.decode("utf-8", "replace"))
                 if hit is not None:
                     return hit
