@@ -86,6 +86,9 @@ class ClientConnection(asyncio.Protocol):
                 return
         if self.chaining and session.can_chain:
             runner.chain(self, now)
+        upcoming = runner.upcoming
+        if upcoming and upcoming[0] <= now:
+            runner.release_due(now)  # open loop, busy: release due arrivals without the pacer's wake-up
         # What the session queued and what the runner's callbacks added: one write per read.
         out = session.outbox
         if out and not self.upgrading:

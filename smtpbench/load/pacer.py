@@ -17,39 +17,59 @@ PACER_QUANTUM = 0.0002
 PACER_SWITCH_INTERVAL = 0.0002
 
 
+#: How far ahead of its intended time the pacer publishes an arrival (s): a busy event loop
+#: releases it itself, from its next read, as soon as it is due (see Runner.release_due).
+PACER_LOOKAHEAD = 0.002
+
+
 def pacer_thread(loop: asyncio.AbstractEventLoop, schedule: Schedule, runner,
                  finished: asyncio.Future, stop: threading.Event) -> None:
-    """Release arrivals at their intended times, from a thread.
+    """Publish arrivals ahead of time, and wake an idle event loop when one is due.
 
-    Why a thread: uvloop's timers have millisecond resolution and fire up to
-    1 ms early or late; ``time.sleep`` (clock_nanosleep) wakes within tens of
-    microseconds and ``call_soon_threadsafe`` wakes the loop at once. The thread
-    never sends early, and sleeps at least :data:`PACER_QUANTUM`: arrivals that
-    come due meanwhile are handed over in one batch, so a high rate costs one
-    loop wake-up (and one GIL hand-over) per quantum, not per message, at the
-    price of at most a quantum of send lag. Below 1/quantum msgs/s every arrival
-    is released on time.
+    The arrivals go into ``runner.upcoming`` (a deque: this thread only appends,
+    the loop only pops) about :data:`PACER_LOOKAHEAD` before they are due. A
+    loop busy with replies checks the head on every read and releases what is
+    due at once, so under load an arrival leaves within one callback of its
+    time, with no thread or GIL hand-over on the way. When the loop is idle
+    (in epoll), nobody looks: the thread sleeps until the head is due and then
+    wakes the loop with ``call_soon_threadsafe``.
+
+    Why a thread at all: uvloop's timers have millisecond resolution and fire
+    up to 1 ms early or late; ``time.sleep`` (clock_nanosleep) wakes within
+    tens of microseconds. The thread sleeps at least :data:`PACER_QUANTUM`, so
+    a high rate costs one wake-up per quantum, not per message. Nothing is ever
+    released before its intended time.
     """
     t0 = runner.t0_ns
     end_us, limit = runner.end_us, runner.limit
-    issued = 0
-    batch: list[int] = []
+    upcoming = runner.upcoming
+    ahead = int(PACER_LOOKAHEAD * 1e6)
+    published = 0
+    nxt = _next(schedule)
     while not stop.is_set():
-        t = schedule.next_time()
-        intended = int(t * 1e6) if math.isfinite(t) else 1 << 62
-        if intended >= end_us or issued >= limit:
+        now = (monotonic_ns() - t0) // 1000
+        while nxt < end_us and published < limit and nxt <= now + ahead:
+            upcoming.append(nxt)
+            published += 1
+            nxt = _next(schedule)
+        try:
+            head = upcoming[0]
+        except IndexError:  # all released
+            head = None
+        if head is not None and head <= now and not runner.wake_pending:
+            runner.wake_pending = True
+            loop.call_soon_threadsafe(runner.release_due)
+        done = nxt >= end_us or published >= limit
+        if done and head is None:
             break
-        issued += 1
-        wait = (intended - (monotonic_ns() - t0) // 1000) / 1e6
-        if wait > 0:
-            if batch:
-                loop.call_soon_threadsafe(runner._arrivals, batch)
-                batch = []
-            time.sleep(max(wait, PACER_QUANTUM))
-        batch.append(intended)
-        if len(batch) >= 256:
-            loop.call_soon_threadsafe(runner._arrivals, batch)
-            batch = []
-    if batch:
-        loop.call_soon_threadsafe(runner._arrivals, batch)
+        # Sleep until the head is due (to wake the loop if it is idle then) or the next arrival must be
+        # published, whichever comes first.
+        # (A head already due, with its wake-up not yet taken by the loop: look again after a quantum.)
+        wake = min(head if head is not None and head > now else now, 1 << 62 if done else nxt - ahead)
+        time.sleep(max((wake - now) / 1e6, PACER_QUANTUM))
     loop.call_soon_threadsafe(lambda: finished.done() or finished.set_result(None))
+
+
+def _next(schedule: Schedule) -> int:
+    t = schedule.next_time()
+    return int(t * 1e6) if math.isfinite(t) else 1 << 62

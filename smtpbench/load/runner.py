@@ -82,6 +82,8 @@ class Runner:
         self.connections: set[ClientConnection] = set()
         self.idle: deque[ClientConnection] = deque()
         self.waiting: deque[int] = deque()   # open loop: intended times of arrivals without a connection
+        self.upcoming: deque[int] = deque()  # open loop: arrivals published ahead by the pacer thread
+        self.wake_pending = False            # the pacer asked the loop to release_due (not run yet)
         self.retry_ready: deque[tuple] = deque()  # open loop: (intended, outgoing, attempt) due again
         self.retrying: dict[object, tuple] = {}   # timer handle -> (intended, outgoing, attempt) waiting to retry
         self.opening = 0
@@ -441,15 +443,22 @@ class Runner:
             stop.set()
             sys.setswitchinterval(previous)
 
-    def _arrivals(self, batch: list[int]) -> None:
-        """Called in the loop with arrivals now due (intended times in µs)."""
-        now = self.now()
+    def release_due(self, now: int | None = None) -> None:
+        """Take the arrivals now due from ``upcoming`` (filled ahead by the pacer thread) into the
+        queue and start them: from the pacer's wake-up, or from a read when the loop is busy."""
+        self.wake_pending = False
+        now = self.now() if now is None else now
+        upcoming = self.upcoming
         rec = self.recorder
-        for intended in batch:
+        released = False
+        while upcoming and upcoming[0] <= now:
+            intended = upcoming.popleft()
             self.issued += 1
             rec.scheduled(intended, now)
             self.waiting.append(intended)
-        self._dispatch()
+            released = True
+        if released:
+            self._dispatch()
 
     # -- the run ----------------------------------------------------------------
 
