@@ -94,7 +94,7 @@ def test_long_line_after_is_the_regex(body, skip, cut):
 
 from smtpbench.protocol import commands, server as server_module  # noqa: E402
 from smtpbench.protocol.replies import format_reply  # noqa: E402
-from smtpbench.protocol.server import ServerConfig, ServerHooks, ServerSession  # noqa: E402
+from smtpbench.protocol.server import Action, ServerConfig, ServerHooks, ServerSession  # noqa: E402
 
 from smtp_helpers import Dialog  # noqa: E402
 
@@ -177,3 +177,31 @@ def test_command_hook_is_called_for_its_stages_only_and_sees_changes():
     hooks.command_stages.add("MAIL")  # changed in place: the open session sees it
     d.codes(b"RSET\r\nMAIL FROM:<a@example.org>\r\n")
     assert hooks.calls == ["RCPT", "MAIL"]
+
+
+class Acting(ServerHooks):
+    """Answers RCPT with the action it is given (the driver's business: delay, tarpit, disconnect)."""
+
+    def __init__(self, action):
+        self.action = action
+
+    def command(self, stage, session, arg):
+        return self.action if stage == "RCPT" else None
+
+
+FLAGS = ("closing", "abort", "paused", "tarpit", "starttls")
+
+
+@pytest.mark.parametrize("action", [Action("delay", 0.5), Action("tarpit", rate=100.0), Action("disconnect"),
+                                    Action("delay", 0.5, (451, "4.3.0", "later")), None])
+@pytest.mark.parametrize("tail", [b"QUIT\r\n", b"STARTTLS\r\n", b"NOOP\r\n"])
+def test_attention_is_set_whenever_the_driver_has_more_to_do(action, tail):
+    """The sink's driver looks at the session's flags only when ``attention`` is set."""
+    d = Dialog(hooks=Acting(action), extensions=("STARTTLS", "PIPELINING"))
+    s = d.session
+    for piece in (b"EHLO c.example\r\n", b"MAIL FROM:<a@example.org>\r\n", b"RCPT TO:<b@example.org>\r\n", tail):
+        s.feed(piece)
+        assert s.attention or not any(getattr(s, flag) for flag in FLAGS)
+        if s.paused:
+            s.resume()
+            assert s.attention or not any(getattr(s, flag) for flag in FLAGS)

@@ -51,7 +51,8 @@ class ServerSession(AuthMixin, ChunkingMixin):
     __slots__ = ("config", "counters", "hooks", "state", "closing", "abort", "paused", "tarpit", "_held",
                  "starttls", "tls_active", "authenticated", "envelope", "errors", "_esc", "_buf", "_overlong",
                  "_data", "_bdat_left", "_bdat_last", "_bdat_parts", "_bdat_size", "_bdat_refuse", "_bdat_prev",
-                 "_size", "_auth", "_out", "_command_hook", "_hook_stages", "_c", "_blank")
+                 "_size", "_auth", "_out", "_command_hook", "_hook_stages", "_c", "_blank",
+                 "attention")
 
     def __init__(self, config: ServerConfig, counters: ServerCounters | None = None,
                  hooks: ServerHooks | None = None):
@@ -66,6 +67,9 @@ class ServerSession(AuthMixin, ChunkingMixin):
         self.tarpit = 0.0             # > 0: driver writes this batch of replies at this many octets/s
         self._held: tuple | None = None  # what resume() finishes
         self.starttls = False         # driver must upgrade to TLS, then call tls_started()
+        # Set with any of the five above: the driver then has more to do than write the
+        # replies and looks at them; until then one test per read is enough.
+        self.attention = False
         self.tls_active = config.tls_active
         self.authenticated = False
         # The empty envelope between transactions; MAIL starts a new one (never this one).
@@ -121,8 +125,7 @@ class ServerSession(AuthMixin, ChunkingMixin):
         """A reply-and-close at connect time (e.g. too many connections)."""
         self._out = []
         self.reply(code, status, f"{self.config.hostname} {text}")
-        self.state = CLOSED
-        self.closing = True
+        self._close()
         return self._out
 
     # -- input ------------------------------------------------------------
@@ -208,6 +211,7 @@ class ServerSession(AuthMixin, ChunkingMixin):
     def tls_started(self) -> None:
         """The driver finished the TLS handshake: forget everything (RFC 3207 §4.2)."""
         self.starttls = False
+        self.attention = False
         self.tls_active = True
         self.state = INIT
         self._blank = self.envelope = Envelope()
@@ -249,6 +253,7 @@ class ServerSession(AuthMixin, ChunkingMixin):
 
     def _act(self, action: Action, held: tuple) -> bool:
         """Apply a policy action; True when the command should still be handled now."""
+        self.attention = True  # each action is the driver's to carry out
         kind = action.kind
         if kind == "disconnect":
             self.abort = True
@@ -275,6 +280,7 @@ class ServerSession(AuthMixin, ChunkingMixin):
         held, reply = self._held
         self._held = None
         self.paused = 0.0
+        self.attention = False  # what follows sets it again if need be
         if reply is not None:
             if held[0] == "message":
                 self._complete(reply)
@@ -303,6 +309,7 @@ class ServerSession(AuthMixin, ChunkingMixin):
     def _close(self) -> None:
         self.state = CLOSED
         self.closing = True
+        self.attention = True
 
     # -- commands ---------------------------------------------------------
 
@@ -448,6 +455,7 @@ class ServerSession(AuthMixin, ChunkingMixin):
         if refusal is None:
             refusal = self.hooks.message(self.envelope, body, size)
             if type(refusal) is Action:
+                self.attention = True  # each action is the driver's to carry out
                 action = refusal
                 refusal = action.reply
                 if action.kind == "delay" and action.seconds > 0:
@@ -532,6 +540,7 @@ class ServerSession(AuthMixin, ChunkingMixin):
             raise ProtocolError(501, "5.5.4", "STARTTLS takes no argument")
         self.reply(220, "2.0.0", "Ready to start TLS")
         self.starttls = True
+        self.attention = True
 
 
 def _split(raw: bytes) -> tuple[str, str, bytes]:

@@ -105,19 +105,14 @@ class SinkConnection(asyncio.Protocol):
         self.active = True
         session = self.session
         out = session.feed(data)
-        if session.tarpit or session.paused or session.abort or self._rate:
-            self._carry_out(out, len(data))
+        if session.attention or self._rate:
+            self._carry_out(out, len(data))  # close, abort, pause, tarpit, STARTTLS, bandwidth
             return
-        if out:
-            # Most reads answer one command: write() skips writelines' list handling.
-            if len(out) == 1:
-                self.transport.write(out[0])
-            else:
-                self.transport.writelines(out)
-        if session.closing:
-            self.transport.close()
-        elif session.starttls:
-            self.server.start_tls(self)
+        # Most reads answer one command: write() skips writelines' list handling.
+        if len(out) == 1:
+            self.transport.write(out[0])
+        elif out:
+            self.transport.writelines(out)
 
     # -- faults ---------------------------------------------------------------
 

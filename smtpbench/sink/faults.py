@@ -110,6 +110,7 @@ class FaultPolicy:
         self.counts_clients = bool(self.rate_limit and self.rate_limit.connections_per_client)
         self.on_accept = self.counts_clients or "connect" in self.rules or "banner" in self.rules
         self.needs_client = self.on_accept or self.greylist is not None
+        self.on_message = self.capacity is not None or "end-of-data" in self.rules  # FaultHooks.message
 
     @property
     def active(self) -> bool:
@@ -216,6 +217,7 @@ class FaultHooks(ServerHooks):
         self.base = base
         self.client = client
         self.command_stages = policy.command_stages  # the session calls command() for these only
+        self._base_quiet = getattr(base, "quiet", False)
 
     def command(self, stage: str, session, arg: bytes):
         # Called for every command of every connection: return early when nothing
@@ -256,6 +258,8 @@ class FaultHooks(ServerHooks):
 
     def message(self, envelope: Envelope, body: bytes | None, size: int):
         policy = self.policy
+        if body is None and self._base_quiet and not policy.on_message:
+            return None  # nothing here acts on this message (the default sink)
         hit = policy.decide("end-of-data", envelope.mail_from) if "end-of-data" in policy.rules else None
         if hit is not None and not (type(hit) is Action and hit.kind == "delay" and hit.reply is None):
             return hit

@@ -26,6 +26,8 @@ class SinkHooks(ServerHooks):
         self.stats = stats
         self.users = users or {}
         self.relay = relay
+        #: message() has nothing to do for a message whose body is not kept (FaultHooks skips it then).
+        self.quiet = relay is None
 
     def message(self, envelope: Envelope, body: bytes | None, size: int):
         if self.relay is not None:
