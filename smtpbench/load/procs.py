@@ -22,6 +22,7 @@ from .recorder import merge_exports
 from .runner import Runner
 
 START_DELAY = 0.3  # s: from "all processes ready" to the common t0
+SOLO_START_DELAY = 0.05  # s: one process waits for nobody, only for its own loop and pacer to start
 READY_TIMEOUT = 60.0
 
 
@@ -51,7 +52,7 @@ def run_load(scenario: Scenario, target: Address, run_id: str, processes: int,
              progress: Callable[[dict], None] | None = None) -> dict:
     """Run the scenario's load against ``target``; return the merged measurements."""
     if processes <= 1:
-        t0_ns = time.monotonic_ns() + int(START_DELAY * 1e9)
+        t0_ns = time.monotonic_ns() + int(SOLO_START_DELAY * 1e9)
         export = eventloop.run(_run_one(scenario, target, run_id, t0_ns, 0, 1, progress))
         merged = merge_exports([export])
         merged["processes"] = [_proc_summary(export)]
