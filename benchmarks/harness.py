@@ -311,3 +311,22 @@ def smtp_source(args: list[str], peer: Peer, timeout: float) -> ClientRun:
     if status != 0 or problems:
         raise RuntimeError(f"{label} against {peer.name} failed ({status}): {problems[:500]}")
     return run
+
+
+def core_main(prog: str, description: str, run, choices, call, top: int) -> None:
+    """``main()`` of an in-process core benchmark: print its table, or with ``--profile CHOICE``
+    a cProfile of ``call(CHOICE)`` sorted by own time."""
+    import argparse
+    import cProfile
+    import pstats
+
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--profile", choices=sorted(choices), help="print a cProfile of this case")
+    parser.add_argument("--top", type=int, default=top, help="functions to show")
+    args = parser.parse_args()
+    if not args.profile:
+        print(run(Options()).tables[0].render())
+        return
+    profile = cProfile.Profile()
+    profile.runcall(call, args.profile)
+    pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)

@@ -14,10 +14,7 @@ pipelining`` prints a cProfile of it.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import cProfile
-import pstats
 import time
 from time import monotonic_ns
 
@@ -28,7 +25,7 @@ from smtpbench.messages import MessageFactory
 from smtpbench.protocol.client import ClientSession
 from smtpbench.scenario import build
 
-from .harness import Options, Report, Table
+from .harness import Options, Report, Table, core_main
 
 NAME = "core"
 SESSIONS = 10
@@ -113,12 +110,11 @@ def drive(pipelining: bool, messages: int) -> float:
 
 
 def _drive(pipelining: bool, messages: int) -> float:
-    # The runner creates asyncio objects; give it a loop, as it always has one.
-    return asyncio.run(_in_loop(pipelining, messages))
+    """:func:`drive` inside an event loop: the runner creates asyncio objects, as it always has one."""
+    async def in_loop() -> float:
+        return drive(pipelining, messages)
 
-
-async def _in_loop(pipelining: bool, messages: int) -> float:
-    return drive(pipelining, messages)
+    return asyncio.run(in_loop())
 
 
 MODES = {"no-pipelining": False, "pipelining": True}
@@ -141,16 +137,8 @@ def run(opts: Options) -> Report:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.load_core", description="profile the generator's core")
-    parser.add_argument("--profile", choices=sorted(MODES), help="print a cProfile of this mode")
-    parser.add_argument("--top", type=int, default=25, help="functions to show")
-    args = parser.parse_args()
-    if not args.profile:
-        print(run(Options()).tables[0].render())
-        return
-    profile = cProfile.Profile()
-    profile.runcall(_drive, MODES[args.profile], MESSAGES)
-    pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
+    core_main("python -m benchmarks.load_core", "profile the generator's core", run, MODES,
+              lambda mode: _drive(MODES[mode], MESSAGES), top=25)
 
 
 if __name__ == "__main__":

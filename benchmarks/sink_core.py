@@ -12,16 +12,13 @@ where that time goes (cProfile).
 
 from __future__ import annotations
 
-import argparse
-import cProfile
-import pstats
 import time
 
 from smtpbench.protocol.server import ServerSession
 from smtpbench.scenario import Sink
 from smtpbench.sink.server import SinkServer
 
-from .harness import Options, Report, Table
+from .harness import Options, Report, Table, core_main
 
 NAME = "core"
 READ = 256 * 1024  # uvloop's read buffer: a body arrives in reads of at most this much
@@ -85,18 +82,8 @@ def run(opts: Options) -> Report:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.sink_core", description="profile the sink's protocol core")
-    parser.add_argument("--profile", choices=sorted(WORKLOADS), help="print a cProfile of this workload")
-    parser.add_argument("--top", type=int, default=20, help="functions to show")
-    args = parser.parse_args()
-    if not args.profile:
-        report = run(Options())
-        print(report.tables[0].render())
-        return
-    _, payload, messages = WORKLOADS[args.profile]
-    profile = cProfile.Profile()
-    profile.runcall(replay, payload, messages)
-    pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
+    core_main("python -m benchmarks.sink_core", "profile the sink's protocol core", run, WORKLOADS,
+              lambda key: replay(*WORKLOADS[key][1:]), top=20)
 
 
 if __name__ == "__main__":

@@ -193,10 +193,6 @@ class ClientSession:
         else:
             self.outbox.extend(line)
 
-    def _next_pending(self) -> None:
-        if self._pending and not self._expect:
-            self._send(*self._pending.popleft())
-
     def tls_started(self) -> None:
         """The driver finished the TLS handshake: greet again (RFC 3207 §4.2)."""
         self.tls_active = True
