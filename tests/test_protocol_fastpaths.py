@@ -179,6 +179,16 @@ def test_command_hook_is_called_for_its_stages_only_and_sees_changes():
     assert hooks.calls == ["RCPT", "MAIL"]
 
 
+def test_command_hook_without_stages_sees_every_command_also_remembered_ones():
+    """``command_stages = None`` means all stages, for lines seen before (the memo) as for new ones."""
+    hooks = Stages(None)
+    d = Dialog(hooks=hooks)
+    line = b"VRFY someone.unseen.before@example.org\r\n"
+    assert d.codes(b"EHLO c.example\r\n" + line) == [250, 252]
+    assert d.codes(line) == [252]  # a whole remembered line: the fast path
+    assert hooks.calls == ["EHLO", "VRFY", "VRFY"]
+
+
 class Acting(ServerHooks):
     """Answers RCPT with the action it is given (the driver's business: delay, tarpit, disconnect)."""
 

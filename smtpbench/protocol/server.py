@@ -29,19 +29,25 @@ from .server_types import (  # noqa: F401  (re-exported: the core's public types
 _DEFAULT_HOOKS = ServerHooks()
 _REPLY_CACHE: dict[tuple[int, str, str], bytes] = {}
 
-#: Command line (with its line end) -> (handler name, stage, argument). Benchmark
-#: clients send the same few lines again and again, and splitting one anew cost more
-#: than handling it. Bounded: a client that sends ever new lines only makes it start over.
-_LINES: dict[bytes, tuple[str, str, bytes]] = {}
+#: Command line (with its line end) -> (handler, stage, argument); the handler is the
+#: unbound function (see _HANDLERS). Benchmark clients send the same few lines again
+#: and again, and splitting one anew cost more than handling it. Bounded: a client
+#: that sends ever new lines only makes it start over.
+_LINES: dict[bytes, tuple] = {}
 _LINES_MAX = 1024
 
-#: Verb -> handler method name (one table for all sessions: a per-session
-#: dict of bound methods would cost every idle connection a kilobyte or two).
-_HANDLERS = {
-    b"HELO": "_helo", b"EHLO": "_ehlo", b"LHLO": "_lhlo", b"MAIL": "_mail", b"RCPT": "_rcpt",
-    b"DATA": "_data_cmd", b"BDAT": "_bdat", b"RSET": "_rset", b"NOOP": "_noop", b"QUIT": "_quit",
-    b"VRFY": "_vrfy", b"EXPN": "_expn", b"HELP": "_help", b"STARTTLS": "_starttls", b"AUTH": "_auth_cmd",
-}
+
+class _Every:
+    """The stages of a command hook that asked for all of them (``command_stages = None``)."""
+
+    __slots__ = ()
+
+    def __contains__(self, stage: object) -> bool:
+        return True
+
+
+_EVERY = _Every()
+_NONE: frozenset = frozenset()  # the stages hooked when no command hook is overridden
 
 
 class ServerSession(AuthMixin, ChunkingMixin):
@@ -51,7 +57,7 @@ class ServerSession(AuthMixin, ChunkingMixin):
     __slots__ = ("config", "counters", "hooks", "state", "closing", "abort", "paused", "tarpit", "_held",
                  "starttls", "tls_active", "authenticated", "envelope", "errors", "_esc", "_buf", "_overlong",
                  "_data", "_bdat_left", "_bdat_last", "_bdat_parts", "_bdat_size", "_bdat_refuse", "_bdat_prev",
-                 "_size", "_auth", "_out", "_command_hook", "_hook_stages", "_c", "_blank",
+                 "_size", "_auth", "_out", "_command_hook", "_hooked", "_c", "_blank",
                  "attention")
 
     def __init__(self, config: ServerConfig, counters: ServerCounters | None = None,
@@ -88,12 +94,14 @@ class ServerSession(AuthMixin, ChunkingMixin):
         self._size = 0
         self._auth: tuple[str, str | None] | None = None  # (mechanism, LOGIN username)
         self._out: list[bytes] = []
-        # The command hook is called only when overridden: the default one
-        # answers None, and skipping it is the cheapest call on the hot path.
+        # The command hook is called only when overridden, and only for the stages it
+        # asked for: the default one answers None, and a command no hook looks at is
+        # handled at once (the commonest call on the hot path is the one not made).
         hooks = self.hooks
         overridden = type(hooks).command is not ServerHooks.command or "command" in getattr(hooks, "__dict__", ())
         self._command_hook = hooks.command if overridden else None
-        self._hook_stages = hooks.command_stages
+        stages = hooks.command_stages
+        self._hooked = _NONE if not overridden else _EVERY if stages is None else stages
 
     # -- output -----------------------------------------------------------
 
@@ -158,7 +166,13 @@ class ServerSession(AuthMixin, ChunkingMixin):
             if state < DATA and not self._overlong and not self.starttls:  # a command state
                 known = _LINES.get(data)  # a hit is one whole line, seen before
                 if known is not None:
-                    self._command(data, known)
+                    if known[1] in self._hooked:
+                        self._command(data, known)
+                        return out
+                    try:  # _command, minus the hook no one set for this stage
+                        known[0](self, known[2])
+                    except ProtocolError as e:
+                        self._error(e.code, e.status, e.text)
                     return out
                 nl = data.find(b"\n")
                 if nl == len(data) - 1 and 0 < nl < MAX_COMMAND_LINE and data[nl - 1] == 13:
@@ -217,16 +231,14 @@ class ServerSession(AuthMixin, ChunkingMixin):
         self._blank = self.envelope = Envelope()
         self._buf.clear()
 
-    def _command(self, raw: bytes, known: tuple[str, str, bytes] | None = None) -> None:
+    def _command(self, raw: bytes, known: tuple | None = None) -> None:
         """Handle one command line, ``raw`` with its line end (CRLF, or a bare LF)."""
         try:
             if known is None:
                 known = _LINES.get(raw) or _split(raw)
-            name, stage, arg = known
-            handler = getattr(self, name)
-            hook = self._command_hook
-            if hook is not None and (self._hook_stages is None or stage in self._hook_stages):
-                hooked = hook(stage, self, arg)
+            handler, stage, arg = known
+            if stage in self._hooked:
+                hooked = self._command_hook(stage, self, arg)
                 if hooked is not None:
                     if type(hooked) is Action:
                         if not self._act(hooked, ("command", handler, arg)):
@@ -234,7 +246,7 @@ class ServerSession(AuthMixin, ChunkingMixin):
                     else:
                         self._refuse(hooked, handler, arg)
                         return
-            handler(arg)
+            handler(self, arg)
         except ProtocolError as e:
             self._error(e.code, e.status, e.text)
 
@@ -246,7 +258,7 @@ class ServerSession(AuthMixin, ChunkingMixin):
     def _refuse(self, reply: tuple[int, str, str], handler, arg: bytes) -> None:
         """Answer a command with a policy's reply instead of handling it. A refused BDAT's chunk
         is still read and discarded (RFC 3030 §2): taken for commands, its octets would smuggle some in."""
-        if reply[0] != 421 and getattr(handler, "__func__", None) is ServerSession._bdat:
+        if reply[0] != 421 and handler is ServerSession._bdat:
             self._bdat(arg, refuse=reply)
         else:
             self._override(reply)
@@ -288,7 +300,7 @@ class ServerSession(AuthMixin, ChunkingMixin):
                 self._refuse(reply, held[1], held[2])
         elif held[0] == "command":
             try:
-                held[1](held[2])
+                held[1](self, held[2])
             except ProtocolError as e:
                 self._error(e.code, e.status, e.text)
         else:
@@ -543,7 +555,19 @@ class ServerSession(AuthMixin, ChunkingMixin):
         self.attention = True
 
 
-def _split(raw: bytes) -> tuple[str, str, bytes]:
+#: Verb -> handler, the unbound function (one table for all sessions: a per-session
+#: dict of bound methods would cost every idle connection a kilobyte or two, and
+#: a method name looked up per command costs a getattr and a bound method).
+_HANDLERS = {
+    b"HELO": ServerSession._helo, b"EHLO": ServerSession._ehlo, b"LHLO": ServerSession._lhlo,
+    b"MAIL": ServerSession._mail, b"RCPT": ServerSession._rcpt, b"DATA": ServerSession._data_cmd,
+    b"BDAT": ServerSession._bdat, b"RSET": ServerSession._rset, b"NOOP": ServerSession._noop,
+    b"QUIT": ServerSession._quit, b"VRFY": ServerSession._vrfy, b"EXPN": ServerSession._expn,
+    b"HELP": ServerSession._help, b"STARTTLS": ServerSession._starttls, b"AUTH": ServerSession._auth_cmd,
+}
+
+
+def _split(raw: bytes) -> tuple:
     """Split a command line with its line end (raising 500 for an unknown verb); remember it in _LINES."""
     verb, arg = split_command_line(raw[:-2] if raw.endswith(b"\r\n") else raw[:-1])
     known = (_HANDLERS[verb], verb.decode(), arg)
