@@ -63,11 +63,11 @@ class ClientConnection(asyncio.Protocol):
         now = (monotonic_ns() - self.t0) // 1000
         session = self.session
         events = session.receive(data)
-        rec = self.rec
         runner = self.runner
+        phase_values = self.rec.phase_values  # rec.phase() inlined: this runs for every reply
         for kind, a, b in events:
             if kind is REPLY:
-                rec.phase(a, now - self.mark)
+                phase_values[a].append(now - self.mark)
                 self.mark = now
             elif kind is DONE:
                 runner.txn_done(self, a, b, now)
@@ -94,8 +94,8 @@ class ClientConnection(asyncio.Protocol):
         if out and not self.upgrading:
             self.transport.writelines(out)
             out.clear()
-        expecting = session.expecting
-        self.deadline = now + runner.timeout_us[expecting] if expecting else 0
+        awaiting = session.awaiting
+        self.deadline = now + runner.timeout_us[awaiting[0]] if awaiting else 0
 
     def flush(self) -> None:
         """Write what the session queued (after a TLS upgrade) and arm the reply timeout."""

@@ -57,7 +57,9 @@ class Recorder:
     def __init__(self, warmup_us: int = 0):
         self.warmup_us = warmup_us
         self._txn: list[tuple[int, int, int, int]] = []   # (intended, start, end, octets) of OK transactions
-        self._phase: dict[str, list[int]] = defaultdict(list)
+        # Per-phase values since the last flush. The connection appends to these lists itself on
+        # its reply path (one call fewer per reply); everything else goes through phase().
+        self.phase_values: dict[str, list[int]] = defaultdict(list)
         self._sched: list[int] = []
         self._loop_lag: list[int] = []
         self.response = Histogram()
@@ -80,7 +82,7 @@ class Recorder:
         self._txn.append((intended, start, end, size))
 
     def phase(self, name: str, us: int) -> None:
-        self._phase[name].append(us)
+        self.phase_values[name].append(us)
 
     def scheduled(self, intended: int, picked: int) -> None:
         """An open-loop arrival was offered at ``intended`` and picked up at ``picked``."""
@@ -144,7 +146,9 @@ class Recorder:
     def _flush_steps(self) -> Iterator[None]:
         # Take the lists first: the hot path appends to fresh ones while this runs in steps.
         txn, self._txn = self._txn, []
-        phases, self._phase = self._phase, defaultdict(list)
+        phases, self.phase_values = self.phase_values, defaultdict(list)
+        if NO_RECORD:
+            phases.clear()  # the reply path appended anyway (see phase_values)
         sched, self._sched = self._sched, []
         loop_lag, self._loop_lag = self._loop_lag, []
         if txn:

@@ -86,14 +86,15 @@ class ClientSession:
         self.txn: Transaction | None = None
         self.chained: Transaction | None = None  # the next transaction, begun behind txn's data
         self._reader = ReplyReader()
-        self._expect: deque[str] = deque([BANNER])
+        # The phases whose replies are due, in order (RFC 2920 §3.1: replies come in command order).
+        self.awaiting: deque[str] = deque([BANNER])
         self._pending: deque[tuple[str, bytes]] = deque()  # commands held back without PIPELINING
         self._pipelining = False
 
     @property
     def expecting(self) -> str | None:
         """The phase whose reply is awaited next (for the driver's timeouts)."""
-        return self._expect[0] if self._expect else None
+        return self.awaiting[0] if self.awaiting else None
 
     @property
     def pipelining(self) -> bool:
@@ -113,7 +114,7 @@ class ClientSession:
         txn = self.txn
         return (self.state == S_TXN and self._pipelining and self.chained is None and not self.lmtp
                 and txn is not None and txn.data_sent and txn.failure is None and txn.bdat is None
-                and len(self._expect) == 1)
+                and len(self.awaiting) == 1)
 
     # -- starting things ----------------------------------------------------
 
@@ -153,7 +154,7 @@ class ClientSession:
             last = (BDAT, (f"BDAT {size} LAST\r\n".encode(), *txn.bdat))
         rcpts = txn.rcpts
         if self._pipelining:
-            expect = self._expect
+            expect = self.awaiting
             outbox = self.outbox
             expect.append(MAIL)
             outbox.append(mail)
@@ -176,7 +177,7 @@ class ClientSession:
         self._queue([(RSET, b"RSET\r\n")])
 
     def _queue(self, cmds: list[tuple[str, bytes | tuple[bytes, ...]]]) -> None:
-        if self._pipelining or not (self._expect or self._pending):
+        if self._pipelining or not (self.awaiting or self._pending):
             if self._pipelining:
                 for phase, line in cmds:
                     self._send(phase, line)
@@ -187,7 +188,7 @@ class ClientSession:
             self._pending.extend(cmds)
 
     def _send(self, phase: str, line: bytes | tuple[bytes, ...]) -> None:
-        self._expect.append(phase)
+        self.awaiting.append(phase)
         if type(line) is bytes:
             self.outbox.append(line)
         else:
@@ -211,7 +212,7 @@ class ClientSession:
             events.append((FAILED, phase, Reply(0, (e.text,))))
             self.state = S_CLOSED
             return events
-        expect = self._expect
+        expect = self.awaiting
         pending = self._pending
         for reply in replies:
             if not expect:
@@ -240,7 +241,7 @@ class ClientSession:
 
     def _on_banner(self, phase: str, reply: Reply, events: list) -> None:
         if reply.code == 220:
-            self._expect.append(EHLO)
+            self.awaiting.append(EHLO)
             self.outbox.append(commands.simple("LHLO" if self.lmtp else "EHLO", self.helo))
             self.state = S_GREETING
         else:
@@ -256,7 +257,7 @@ class ClientSession:
             self._after_greeting(events)
         elif phase == EHLO and not self.lmtp and code >= 500:
             # RFC 5321 §3.2: a server that does not know EHLO gets HELO.
-            self._expect.append(HELO)
+            self.awaiting.append(HELO)
             self.outbox.append(commands.simple("HELO", self.helo))
         else:
             events.append((FAILED, phase, reply))
@@ -292,13 +293,13 @@ class ClientSession:
                 txn.data_sent = True
                 if self.lmtp:
                     txn.lmtp_left = txn.accepted - 1
-                    self._expect.extend([END_OF_DATA] * txn.accepted)
+                    self.awaiting.extend([END_OF_DATA] * txn.accepted)
                 else:
-                    self._expect.append(END_OF_DATA)
+                    self.awaiting.append(END_OF_DATA)
             else:
                 # RFC 2920 §3.1: 354 with no valid recipient: send the bare terminator.
                 self.outbox.append(b".\r\n")
-                self._expect.append(END_OF_DATA)
+                self.awaiting.append(END_OF_DATA)
                 if txn.failure is None:
                     self._fail_txn(RCPT, txn.rcpt_failures[-1] if txn.rcpt_failures else reply, None)
         else:
@@ -337,7 +338,7 @@ class ClientSession:
             # RFC 2033 §4.2 with RFC 3030: one reply per accepted recipient after BDAT LAST.
             if first:
                 txn.lmtp_left = max(txn.accepted, 1) - 1
-                self._expect.extend([BDAT] * txn.lmtp_left)
+                self.awaiting.extend([BDAT] * txn.lmtp_left)
             else:
                 txn.lmtp_left -= 1
         if reply.code != 250 and txn.failure is None:
