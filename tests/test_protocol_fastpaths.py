@@ -90,6 +90,23 @@ def test_long_line_after_is_the_regex(body, skip, cut):
     assert _long_line_after(body, lf, end) == bool(LONG_LINE.search(body[:end], lf))
 
 
+@given(BODY, st.sampled_from([b"", b"\r\n.\r\n", b"\r\n.\r\nNOOP\r\n", b"\r\n.\r\nMAIL FROM:<a@example.org>\r\n"]),
+       st.booleans())
+def test_body_in_one_read_is_what_the_receiver_finds(body, end, keep):
+    """A body that ends in its first read is checked without a DataReceiver when it is not
+    kept: the replies, counts and state are the receiver's (fed the same octets as a bytearray,
+    which takes the general path). Bare-LF dot lines never end it (SMTP smuggling)."""
+    seen = []
+    for wrap in (bytes, bytearray):
+        session = ServerSession(ServerConfig(max_message_size=2500, keep_body=keep))
+        session.greeting()
+        session.feed(b"EHLO c.example\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
+        out = session.feed(wrap(body + end))
+        c = session.counters
+        seen.append((out, session.state, c.messages, c.transactions, c.bytes, c.replies, c.protocol_errors))
+    assert seen[0] == seen[1]
+
+
 # -- the server session's memos and canned replies -------------------------------
 
 from smtpbench.protocol import commands, server as server_module  # noqa: E402

@@ -11,7 +11,7 @@ from __future__ import annotations
 from .limits import MAX_TEXT_LINE
 
 TERMINATOR = b"\r\n.\r\n"
-_SEAM_STARTS = b"\r\n."  # the octets a terminator's part after a read boundary can start with
+SEAM_STARTS = b"\r\n."  # the octets a terminator's part after a read boundary can start with
 
 
 def dot_stuff(body: bytes) -> bytes:
@@ -81,6 +81,14 @@ def _long_line_after(data: bytes, lf: int, end: int) -> bool:
     return False
 
 
+def long_line_in(body: bytes, n: int) -> bool:
+    """Whether ``body[:n]``, a whole body up to the CRLF before its terminator, has a text
+    line over MAX_TEXT_LINE octets with its CRLF (RFC 5321 §4.5.3.1.6): what a
+    :class:`DataReceiver` fed the body in one piece finds."""
+    nl = body.find(b"\n", 0, n)  # there is one: body[:n] ends with CRLF
+    return nl + 1 > MAX_TEXT_LINE or _long_line_after(body, nl, n)
+
+
 class DataReceiver:
     """Consumes a DATA body chunk by chunk until CRLF.CRLF.
 
@@ -117,7 +125,7 @@ class DataReceiver:
 
     def feed(self, buf: bytes | bytearray, start: int = 0) -> int:
         chunk = buf if start == 0 and type(buf) is bytes else bytes(buf[start:])
-        if chunk and chunk[0] in _SEAM_STARTS:
+        if chunk and chunk[0] in SEAM_STARTS:
             # The terminator may straddle the previous read (then its part in
             # this chunk starts with CR, LF or "."): look across the seam
             # first, at most 8 octets; ``seam`` indexes tail+chunk.

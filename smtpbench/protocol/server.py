@@ -15,7 +15,7 @@ credentials, inject faults) are delegated to a :class:`ServerHooks` object.
 from __future__ import annotations
 
 from .commands import parse_path_and_params, split_command_line
-from .data import DataReceiver
+from .data import SEAM_STARTS, TERMINATOR, DataReceiver, find_terminator, long_line_in
 from .errors import ProtocolError
 from .limits import MAX_COMMAND_LINE
 from .replies import format_reply
@@ -27,6 +27,8 @@ from .server_types import (  # noqa: F401  (re-exported: the core's public types
 )
 
 _DEFAULT_HOOKS = ServerHooks()
+_TOO_BIG = (552, "5.3.4", "Message size exceeds fixed limit")  # RFC 1870: answered after the terminator
+_LONG_LINE = (500, "5.5.2", "Line too long (RFC 5321 4.5.3.1.6: 1000 octets)")
 _REPLY_CACHE: dict[tuple[int, str, str], bytes] = {}
 
 #: Command line (with its line end) -> (handler, stage, argument); the handler is the
@@ -152,11 +154,8 @@ class ServerSession(AuthMixin, ChunkingMixin):
             # ends in this read, or one whole command line. What the loop below
             # does, minus the buffer.
             if state == DATA:
-                end = self._data.feed(data)
-                if end < 0:
-                    return out
-                self._end_of_data()
-                if end == len(data):
+                end = self._body(data, 0)
+                if end < 0 or end == len(data):
                     return out
                 data = data[end:]
                 if self.paused:
@@ -185,12 +184,11 @@ class ServerSession(AuthMixin, ChunkingMixin):
         while pos < n and self.state != CLOSED and not self.starttls and not self.paused:
             state = self.state
             if state == DATA:
-                end = self._data.feed(buf, pos)
+                end = self._body(buf, pos)
                 if end < 0:
                     pos = n
                     break
                 pos = end
-                self._end_of_data()
                 continue
             if state == BDAT:
                 pos = self._bdat_chunk(buf, pos, n)
@@ -439,25 +437,49 @@ class ServerSession(AuthMixin, ChunkingMixin):
             raise ProtocolError(503, "5.5.1", "Need MAIL command")
         if self._bdat_size:
             raise ProtocolError(503, "5.5.1", "DATA after BDAT (RFC 3030 4.2)")
-        cfg = self.config
-        self._data = DataReceiver(cfg.keep_body, cfg.max_message_size, cfg.check_line_length, cfg.keep_head)
-        self.state = DATA
+        self.state = DATA  # the body's first read makes the receiver, if it needs one (_body)
         self._out.append(self._c.start_data)  # _send, inlined on the hot path
         replies = self.counters.replies
         replies[354] = replies.get(354, 0) + 1
+
+    def _body(self, buf: bytes | bytearray, pos: int) -> int:
+        """Take body octets from ``buf[pos:]``; return the index past the terminator
+        (the message is then answered), or -1 when the body goes on."""
+        rx = self._data
+        if rx is None:
+            # A body's first read. One that is not kept and ends in it (the sink's usual
+            # case) is checked here, as a DataReceiver would check it, without making one.
+            c = self._c
+            if c.discard and pos == 0 and type(buf) is bytes and buf and buf[0] not in SEAM_STARTS:
+                end = buf.find(TERMINATOR) if len(buf) < 4096 else find_terminator(buf)
+                if end >= 0:
+                    size = end + 2  # the body keeps the CRLF before "."
+                    if size > c.max_message_size:
+                        self._finish(None, size, _TOO_BIG)
+                    elif c.check_lines and long_line_in(buf, size):
+                        self._finish(None, size, _LONG_LINE)
+                    else:
+                        self._finish(None, size, None)
+                    return end + 5
+            cfg = self.config
+            rx = self._data = DataReceiver(cfg.keep_body, cfg.max_message_size, cfg.check_line_length, cfg.keep_head)
+        end = rx.feed(buf, pos)
+        if end >= 0:
+            self._end_of_data()
+        return end
 
     def _end_of_data(self) -> None:
         rx = self._data
         self._data = None
         if not (rx.head_limit or rx.oversize or rx.long_line or rx.keep):
-            self._finish(None, rx.size, None)  # the sink's usual case: a good body, discarded
+            self._finish(None, rx.size, None)  # a good body, discarded
             return
         if rx.head_limit:
             self.envelope.head = rx.head()
         if rx.oversize:
-            self._finish(None, rx.size, (552, "5.3.4", "Message size exceeds fixed limit"))
+            self._finish(None, rx.size, _TOO_BIG)
         elif rx.long_line:
-            self._finish(None, rx.size, (500, "5.5.2", "Line too long (RFC 5321 4.5.3.1.6: 1000 octets)"))
+            self._finish(None, rx.size, _LONG_LINE)
         else:
             self._finish(rx.body() if rx.keep else None, rx.size, None)
 

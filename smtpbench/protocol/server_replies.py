@@ -45,7 +45,7 @@ class Canned:
     """
 
     __slots__ = ("esc", "utf8", "size", "eightbit", "binary", "dsn", "chunking", "auth_required", "lmtp",
-                 "max_message_size", "max_recipients", "ehlo", "ehlo_tls", "helo", "banner",
+                 "max_message_size", "max_recipients", "discard", "check_lines", "ehlo", "ehlo_tls", "helo", "banner",
                  "sender_ok", "recipient_ok", "start_data", "accepted", "reset_ok", "bye")
 
     def __init__(self, config: "ServerConfig"):
@@ -61,6 +61,8 @@ class Canned:
         self.lmtp = config.lmtp
         self.max_message_size = config.max_message_size
         self.max_recipients = config.max_recipients
+        self.discard = not config.keep_body and not config.keep_head  # no octet of a body is kept
+        self.check_lines = config.check_line_length
         self.ehlo = format_reply(250, ehlo_lines(config, tls_active=False))
         self.ehlo_tls = format_reply(250, ehlo_lines(config, tls_active=True))
         self.helo = self.wire(250, "", config.hostname)
