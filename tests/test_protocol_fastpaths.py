@@ -126,7 +126,9 @@ def test_remembered_path_gives_each_caller_its_own_params():
 def test_path_memo_is_bounded():
     for i in range(commands._PARSED_MAX + 10):
         commands.parse_path_and_params(b"TO:<u%d@example.org>" % i, b"TO:", False)
-    assert 0 < len(commands._PARSED) <= commands._PARSED_MAX
+    memo = commands.path_memo(b"TO:", False, True)
+    assert 0 < len(memo) <= commands._PARSED_MAX
+    assert memo is commands.path_memo(b"TO:", False, True)  # cleared in place: sessions hold it
 
 
 def test_line_memo_is_bounded_and_keeps_no_auth_line():
@@ -137,6 +139,28 @@ def test_line_memo_is_bounded_and_keeps_no_auth_line():
     d.send(b"AUTH PLAIN AHVzZXIAc2VjcmV0\r\n")
     assert 0 < len(server_module._LINES) <= server_module._LINES_MAX
     assert not any(line.startswith(b"AUTH") for line in server_module._LINES)
+
+
+def test_remembered_sender_params_are_each_envelopes_own():
+    d = Dialog(extensions=("SIZE", "8BITMIME"))
+    envelopes = []
+    for _ in range(2):
+        d.codes(b"EHLO c.example\r\nMAIL FROM:<a@example.org> SIZE=10 BODY=8BITMIME\r\n")
+        envelopes.append(d.session.envelope)
+        envelopes[-1].mail_params["SIZE"] = "tampered"
+    assert envelopes[0].mail_params is not envelopes[1].mail_params
+    d.codes(b"RSET\r\nMAIL FROM:<a@example.org> SIZE=10 BODY=8BITMIME\r\n")
+    assert d.session.envelope.mail_params == {"SIZE": "10", "BODY": "8BITMIME"}
+
+
+@pytest.mark.parametrize("order", [(True, False), (False, True)])
+def test_remembered_paths_are_per_configuration(order):
+    """Whether a parameter value may be UTF-8 depends on SMTPUTF8 being offered (RFC 6531 §3.3):
+    the same line parsed under one configuration is not taken for another's."""
+    line = "MAIL FROM:<a@example.org> X-TRY=\u00e9\r\n".encode()
+    for utf8 in order:
+        d = Dialog(extensions=("SMTPUTF8",) if utf8 else ("SIZE",))
+        assert d.codes(b"EHLO c.example\r\n" + line) == [250, 555 if utf8 else 501]
 
 
 @pytest.mark.parametrize("line", [b"NOOP\r\n", b"NOOP\n"])

@@ -369,7 +369,11 @@ class ServerSession(AuthMixin, ChunkingMixin):
         c = self._c
         if c.auth_required and not self.authenticated:
             raise ProtocolError(530, "5.7.0", "Authentication required")
-        path, params = parse_path_and_params(arg, b"FROM:", allow_null=True, utf8=c.utf8)
+        known = c.senders.get(arg)  # parse_path_and_params' memo, without the call
+        if known is None:
+            path, params = parse_path_and_params(arg, b"FROM:", allow_null=True, utf8=c.utf8)
+        else:
+            path, params = known[0], known[1].copy() if known[1] else {}  # the envelope's own
         utf8 = self._mail_params(params) if params else False
         if not utf8 and not path.isascii():
             raise ProtocolError(553, "5.6.7", "Non-ASCII address needs SMTPUTF8 (RFC 6531 3.5)")
@@ -411,7 +415,8 @@ class ServerSession(AuthMixin, ChunkingMixin):
         if state != RCPT and state != MAIL:
             raise ProtocolError(503, "5.5.1", "Need MAIL command")
         c = self._c
-        path, params = parse_path_and_params(arg, b"TO:", allow_null=False, utf8=c.utf8)
+        known = c.recipients.get(arg)  # parse_path_and_params' memo, without the call (params only read)
+        path, params = known if known is not None else parse_path_and_params(arg, b"TO:", allow_null=False, utf8=c.utf8)
         for key in params:
             if not (key in ("NOTIFY", "ORCPT") and c.dsn):
                 raise ProtocolError(555, "5.5.4", f"Unsupported parameter {key}")

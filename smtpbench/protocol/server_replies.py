@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .commands import path_memo
 from .replies import format_reply
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ class Canned:
     """
 
     __slots__ = ("esc", "utf8", "size", "eightbit", "binary", "dsn", "chunking", "auth_required", "lmtp",
-                 "max_message_size", "max_recipients", "discard", "check_lines", "ehlo", "ehlo_tls", "helo", "banner",
+                 "max_message_size", "max_recipients", "discard", "check_lines", "senders", "recipients", "ehlo", "ehlo_tls", "helo", "banner",
                  "sender_ok", "recipient_ok", "start_data", "accepted", "reset_ok", "bye")
 
     def __init__(self, config: "ServerConfig"):
@@ -63,6 +64,9 @@ class Canned:
         self.max_recipients = config.max_recipients
         self.discard = not config.keep_body and not config.keep_head  # no octet of a body is kept
         self.check_lines = config.check_line_length
+        # MAIL and RCPT arguments parsed before under this configuration (commands.path_memo).
+        self.senders = path_memo(b"FROM:", True, self.utf8)
+        self.recipients = path_memo(b"TO:", False, self.utf8)
         self.ehlo = format_reply(250, ehlo_lines(config, tls_active=False))
         self.ehlo_tls = format_reply(250, ehlo_lines(config, tls_active=True))
         self.helo = self.wire(250, "", config.hostname)
