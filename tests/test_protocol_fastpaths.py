@@ -163,6 +163,18 @@ def test_remembered_paths_are_per_configuration(order):
         assert d.codes(b"EHLO c.example\r\n" + line) == [250, 555 if utf8 else 501]
 
 
+@pytest.mark.parametrize("lmtp", [False, True])
+def test_reply_counts_are_the_replies_sent(lmtp):
+    """Replies are counted by code, those of a transaction's steps apart from the rest: together, what was sent."""
+    d = Dialog(lmtp=lmtp, extensions=("ENHANCEDSTATUSCODES", "PIPELINING"))
+    codes = [d.greeting.code]
+    hello = b"LHLO" if lmtp else b"EHLO"
+    for script in [hello + b" c.example\r\nNOOP\r\nBOGUS\r\n", b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n",
+                   b"RCPT TO:<c@example.org>\r\nDATA\r\n", b"x\r\n.\r\nDATA\r\nRSET\r\nQUIT\r\n"]:
+        codes += d.codes(script)
+    assert d.session.counters.replies == {code: codes.count(code) for code in codes}
+
+
 @pytest.mark.parametrize("line", [b"NOOP\r\n", b"NOOP\n"])
 def test_remembered_line_after_an_overlong_one_is_its_tail(line):
     """A line seen before, arriving as the end of a too-long line, is that line's end (RFC 5321 §4.5.3.1.4)."""

@@ -116,13 +116,13 @@ class ServerSession(AuthMixin, ChunkingMixin):
             if len(_REPLY_CACHE) < 4096:  # constant replies; bounded all the same
                 _REPLY_CACHE[key] = wire
         self._out.append(wire)
-        replies = self.counters.replies
+        replies = self.counters.other_replies
         replies[code] = replies.get(code, 0) + 1
 
     def _send(self, wire: bytes, code: int) -> None:
         """Queue a pre-encoded reply (see server_replies.Canned) and count it."""
         self._out.append(wire)
-        replies = self.counters.replies
+        replies = self.counters.other_replies
         replies[code] = replies.get(code, 0) + 1
 
     def greeting(self) -> list[bytes]:
@@ -380,8 +380,7 @@ class ServerSession(AuthMixin, ChunkingMixin):
         self.envelope = Envelope(path, params, [], self._blank.helo, utf8)
         self.state = MAIL
         self._out.append(c.sender_ok)  # _send, inlined on the hot path
-        replies = self.counters.replies
-        replies[250] = replies.get(250, 0) + 1
+        self.counters.ok_250 += 1
 
     def _mail_params(self, params: dict[str, str | None]) -> bool:
         """Check MAIL's ESMTP parameters against what was offered; True for SMTPUTF8 (RFC 6531 §3.4)."""
@@ -430,8 +429,7 @@ class ServerSession(AuthMixin, ChunkingMixin):
         rcpts.append(path)
         self.state = RCPT
         self._out.append(c.recipient_ok)  # _send, inlined on the hot path
-        replies = self.counters.replies
-        replies[250] = replies.get(250, 0) + 1
+        self.counters.ok_250 += 1
 
     def _data_cmd(self, arg: bytes) -> None:
         if arg:
@@ -444,8 +442,7 @@ class ServerSession(AuthMixin, ChunkingMixin):
             raise ProtocolError(503, "5.5.1", "DATA after BDAT (RFC 3030 4.2)")
         self.state = DATA  # the body's first read makes the receiver, if it needs one (_body)
         self._out.append(self._c.start_data)  # _send, inlined on the hot path
-        replies = self.counters.replies
-        replies[354] = replies.get(354, 0) + 1
+        self.counters.ok_354 += 1
 
     def _body(self, buf: bytes | bytearray, pos: int) -> int:
         """Take body octets from ``buf[pos:]``; return the index past the terminator
@@ -534,8 +531,7 @@ class ServerSession(AuthMixin, ChunkingMixin):
                     self.reply(*refusal)
         elif refusal is None:
             self._out.append(self._c.accepted)  # _send, inlined on the hot path
-            replies = c.replies
-            replies[250] = replies.get(250, 0) + 1
+            c.ok_250 += 1
         else:
             self.reply(*refusal)
             if refusal[0] == 421:
