@@ -175,6 +175,26 @@ def test_reply_counts_are_the_replies_sent(lmtp):
     assert d.session.counters.replies == {code: codes.count(code) for code in codes}
 
 
+def test_new_envelope_is_what_the_class_makes():
+    from smtpbench.protocol.server_types import Envelope, new_envelope
+
+    made = new_envelope("a@example.org", {"SIZE": "10"}, "c.example", True)
+    assert made == Envelope("a@example.org", {"SIZE": "10"}, [], "c.example", True)  # every field set
+    assert made.rcpt_to is not new_envelope("", {}, "", False).rcpt_to
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_greeting_replies_are_canned_ones(tls):
+    """HELO gets the one-line reply, EHLO the extensions (without STARTTLS once TLS is up, RFC 3207 §4.2)."""
+    config = dict(hostname="mx.example", extensions=("STARTTLS", "SIZE"), tls_active=tls)
+    canned = ServerConfig(**config).canned
+    for line, wire in [(b"HELO c.example\r\n", canned.helo), (b"EHLO c.example\r\n", canned.ehlo_tls if tls else canned.ehlo)]:
+        d = Dialog(**config)
+        d.send(line)
+        assert d.wire.endswith(wire)
+    assert canned.helo == b"250 mx.example\r\n"
+
+
 @pytest.mark.parametrize("line", [b"NOOP\r\n", b"NOOP\n"])
 def test_remembered_line_after_an_overlong_one_is_its_tail(line):
     """A line seen before, arriving as the end of a too-long line, is that line's end (RFC 5321 §4.5.3.1.4)."""

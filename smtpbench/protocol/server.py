@@ -23,10 +23,14 @@ from .server_auth import AuthMixin
 from .server_chunking import ChunkingMixin
 from .server_types import (  # noqa: F401  (re-exported: the core's public types)
     AUTH_WAIT, BDAT, CLOSED, DATA, DEFAULT_EXTENSIONS, EXTENSIONS, INIT, MAIL, RCPT, READY, Action, Envelope,
-    ServerConfig, ServerCounters, ServerHooks,
+    ServerConfig, ServerCounters, ServerHooks, new_envelope,
 )
 
 _DEFAULT_HOOKS = ServerHooks()
+#: The envelope before HELO/EHLO, empty, shared by every session: nothing changes the
+#: envelope between transactions (MAIL makes a new one), and one per connection cost
+#: as much as the rest of its setup.
+_NO_ENVELOPE = Envelope()
 _TOO_BIG = (552, "5.3.4", "Message size exceeds fixed limit")  # RFC 1870: answered after the terminator
 _LONG_LINE = (500, "5.5.2", "Line too long (RFC 5321 4.5.3.1.6: 1000 octets)")
 _REPLY_CACHE: dict[tuple[int, str, str], bytes] = {}
@@ -81,7 +85,7 @@ class ServerSession(AuthMixin, ChunkingMixin):
         self.tls_active = config.tls_active
         self.authenticated = False
         # The empty envelope between transactions; MAIL starts a new one (never this one).
-        self._blank = self.envelope = Envelope()
+        self._blank = self.envelope = _NO_ENVELOPE
         self.errors = 0
         self._esc = self._c.esc
         self._buf = bytearray()
@@ -119,17 +123,11 @@ class ServerSession(AuthMixin, ChunkingMixin):
         replies = self.counters.other_replies
         replies[code] = replies.get(code, 0) + 1
 
-    def _send(self, wire: bytes, code: int) -> None:
-        """Queue a pre-encoded reply (see server_replies.Canned) and count it."""
-        self._out.append(wire)
-        replies = self.counters.other_replies
-        replies[code] = replies.get(code, 0) + 1
-
     def greeting(self) -> list[bytes]:
         """The 220 banner (RFC 5321 §4.3.1); call once when the connection opens."""
-        self._out = []
-        self._send(self._c.banner, 220)
-        return self._out
+        out = self._out = [self._c.banner]  # pre-encoded replies: server_replies.Canned
+        self.counters.ok_220 += 1
+        return out
 
     def refuse(self, code: int = 421, status: str = "4.3.2", text: str = "Service not available, closing channel") -> list[bytes]:
         """A reply-and-close at connect time (e.g. too many connections)."""
@@ -226,7 +224,7 @@ class ServerSession(AuthMixin, ChunkingMixin):
         self.attention = False
         self.tls_active = True
         self.state = INIT
-        self._blank = self.envelope = Envelope()
+        self._blank = self.envelope = _NO_ENVELOPE
         self._buf.clear()
 
     def _command(self, raw: bytes, known: tuple | None = None) -> None:
@@ -335,13 +333,11 @@ class ServerSession(AuthMixin, ChunkingMixin):
         if not arg:
             raise ProtocolError(501, "5.5.4", "Syntax: EHLO hostname")
         self._reset()
-        self._blank = self.envelope = Envelope(helo=arg.decode("utf-8", "replace"))
+        self._blank = self.envelope = new_envelope("", {}, arg.decode("utf-8", "replace"), False)
         self.state = READY
         c = self._c
-        if not ehlo:
-            self._send(c.helo, 250)
-        else:
-            self._send(c.ehlo_tls if self.tls_active else c.ehlo, 250)
+        self._out.append((c.ehlo_tls if self.tls_active else c.ehlo) if ehlo else c.helo)
+        self.counters.ok_250 += 1
 
     def _helo(self, arg: bytes) -> None:
         if self.config.lmtp:
@@ -377,9 +373,9 @@ class ServerSession(AuthMixin, ChunkingMixin):
         utf8 = self._mail_params(params) if params else False
         if not utf8 and not path.isascii():
             raise ProtocolError(553, "5.6.7", "Non-ASCII address needs SMTPUTF8 (RFC 6531 3.5)")
-        self.envelope = Envelope(path, params, [], self._blank.helo, utf8)
+        self.envelope = new_envelope(path, params, self._blank.helo, utf8)
         self.state = MAIL
-        self._out.append(c.sender_ok)  # _send, inlined on the hot path
+        self._out.append(c.sender_ok)
         self.counters.ok_250 += 1
 
     def _mail_params(self, params: dict[str, str | None]) -> bool:
@@ -428,7 +424,7 @@ class ServerSession(AuthMixin, ChunkingMixin):
             raise ProtocolError(452, "4.5.3", "Too many recipients")
         rcpts.append(path)
         self.state = RCPT
-        self._out.append(c.recipient_ok)  # _send, inlined on the hot path
+        self._out.append(c.recipient_ok)
         self.counters.ok_250 += 1
 
     def _data_cmd(self, arg: bytes) -> None:
@@ -441,7 +437,7 @@ class ServerSession(AuthMixin, ChunkingMixin):
         if self._bdat_size:
             raise ProtocolError(503, "5.5.1", "DATA after BDAT (RFC 3030 4.2)")
         self.state = DATA  # the body's first read makes the receiver, if it needs one (_body)
-        self._out.append(self._c.start_data)  # _send, inlined on the hot path
+        self._out.append(self._c.start_data)
         self.counters.ok_354 += 1
 
     def _body(self, buf: bytes | bytearray, pos: int) -> int:
@@ -530,7 +526,7 @@ class ServerSession(AuthMixin, ChunkingMixin):
                 else:
                     self.reply(*refusal)
         elif refusal is None:
-            self._out.append(self._c.accepted)  # _send, inlined on the hot path
+            self._out.append(self._c.accepted)
             c.ok_250 += 1
         else:
             self.reply(*refusal)
@@ -545,13 +541,15 @@ class ServerSession(AuthMixin, ChunkingMixin):
         self._reset()
         if self.state != INIT:
             self.state = READY
-        self._send(self._c.reset_ok, 250)
+        self._out.append(self._c.reset_ok)
+        self.counters.ok_250 += 1
 
     def _noop(self, arg: bytes) -> None:
         self.reply(250, "2.0.0", "OK")
 
     def _quit(self, arg: bytes) -> None:
-        self._send(self._c.bye, 221)
+        self._out.append(self._c.bye)
+        self.counters.ok_221 += 1
         self._close()
 
     def _vrfy(self, arg: bytes) -> None:

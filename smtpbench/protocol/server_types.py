@@ -69,10 +69,12 @@ class ServerCounters:
     bytes: int = 0
     bdat_chunks: int = 0
     protocol_errors: int = 0
-    # Replies sent, by code (read them as ``replies``): those of a transaction's every step
-    # (250 to MAIL, RCPT and the message, 354 to DATA) are counted apart, in attributes:
-    # an attribute increment costs half of a dict update, four times a message.
+    # Replies sent, by code (read them as ``replies``): the pre-encoded ones (server_replies.Canned:
+    # the banner, HELO/EHLO, MAIL, RCPT, DATA, the accepted message, RSET, QUIT) are counted
+    # apart, in attributes: an attribute increment costs about half of a dict update.
     other_replies: dict[int, int] = field(default_factory=dict)
+    ok_220: int = 0
+    ok_221: int = 0
     ok_250: int = 0
     ok_354: int = 0
 
@@ -80,7 +82,7 @@ class ServerCounters:
     def replies(self) -> dict[int, int]:
         """Replies sent, by code (a new dict)."""
         replies = dict(self.other_replies)
-        for code, n in ((250, self.ok_250), (354, self.ok_354)):
+        for code, n in ((220, self.ok_220), (221, self.ok_221), (250, self.ok_250), (354, self.ok_354)):
             if n:
                 replies[code] = replies.get(code, 0) + n
         return replies
@@ -96,6 +98,26 @@ class Envelope:
     helo: str = ""
     smtputf8: bool = False
     head: bytes = b""  # the first octets of the message, when the config keeps them (relay mode)
+
+
+_new = object.__new__
+
+
+def new_envelope(mail_from: str, mail_params: dict, helo: str, smtputf8: bool) -> Envelope:
+    """``Envelope(mail_from, mail_params, [], helo, smtputf8)``, made without calling the class.
+
+    Per MAIL on the sink's hot path: through ``type.__call__`` the dataclass's
+    ``__init__`` took 3,400 instructions, this 2,200 (callgrind). It sets every
+    field, as ``__init__`` would (a test compares the two).
+    """
+    env = _new(Envelope)
+    env.mail_from = mail_from
+    env.mail_params = mail_params
+    env.rcpt_to = []
+    env.helo = helo
+    env.smtputf8 = smtputf8
+    env.head = b""
+    return env
 
 
 @dataclass(frozen=True, slots=True)
