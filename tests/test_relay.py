@@ -231,7 +231,12 @@ def test_sink_stopped_mid_way_reports_undelivered_by_count(mta, tmp_path):
     assert len(relay["lost_examples"]) == min(relay["lost"], 20)
     # The lost ones are exactly what Postfix still holds (deferred: connection refused).
     assert postfix_outcomes(mta.log()).get("sent") == relay["delivered"]
-    assert mta.wait_queued(relay["lost"], timeout=5) == relay["lost"]
+    # Postfix also holds any message whose data went out but whose 250 was still on its way when
+    # the drain ended (the run counts those "unfinished", not accepted): with deliveries stopped,
+    # Postfix slows its intake (in_flow_delay), and on a busy machine a few can be caught so.
+    cut_off = sum(e["count"] for e in result["errors"] if e["kind"] == "unfinished" and e["phase"] == "end_of_data")
+    queued_n = mta.wait_queued(relay["lost"], timeout=5)
+    assert relay["lost"] <= queued_n <= relay["lost"] + cut_off, (queued_n, relay, result["errors"])
     # A message Postfix is trying at this moment sits in the active queue without a delay reason
     # yet; give those the few seconds it takes for the refused connection to defer them.
     deadline = time.monotonic() + 15
