@@ -17,7 +17,8 @@ from ..protocol.client import BANNER, CLOSED, DONE, FAILED, READY, REPLY, TLS_ST
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("runner", "session", "transport", "mark", "deadline", "txn_intended", "txn_start",
-                 "txn_size", "txn", "out", "attempt", "retry", "sent_wall", "begun", "pending", "sent", "closed", "opened_at", "t0", "rec", "_paused", "idle",
+                 "txn_size", "txn", "out", "attempt", "retry", "sent_wall", "begun", "pending", "sent", "closed",
+                 "opened_at", "t0", "rec", "_paused", "idle",
                  "upgrading", "chained", "chaining")
 
     def __init__(self, runner, session: ClientSession, opened_at: int, pending: int | None = None,

@@ -46,7 +46,8 @@ class Canned:
     """
 
     __slots__ = ("esc", "utf8", "size", "eightbit", "binary", "dsn", "chunking", "auth_required", "lmtp",
-                 "max_message_size", "max_recipients", "discard", "check_lines", "senders", "recipients", "ehlo", "ehlo_tls", "helo", "banner",
+                 "max_message_size", "max_recipients", "discard", "check_lines", "senders", "recipients",
+                 "ehlo", "ehlo_tls", "helo", "banner",
                  "sender_ok", "recipient_ok", "start_data", "accepted", "reset_ok", "bye")
 
     def __init__(self, config: "ServerConfig"):
