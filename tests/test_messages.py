@@ -148,7 +148,7 @@ def test_sequence_numbers_ids_and_addresses_unique_across_processes():
 
 
 def test_headers():
-    f = factory(p=1, count=2, subject="load {seq} from {process} {{braces}}",
+    f = factory(p=1, count=2, subject="load {seq} from {process} {{braces}} it's \\ \"q\"",
                 sender="s{seq}@example.org", recipient="r{n}.{process}@example.org",
                 headers={"X-Campaign": "spring", "Reply-To": "noreply@example.org"})
     f.next()
@@ -158,11 +158,14 @@ def test_headers():
     assert out.mail_from == "s3@example.org" and out.rcpts == ["r3.1@example.org"]
     assert msg["Message-ID"] == "<3.run-1@smtpbench>"
     assert msg["From"] == "s3@example.org" and msg["To"] == "r3.1@example.org"
-    assert msg["Subject"] == "load 3 from 1 {braces}"
+    assert msg["Subject"] == "load 3 from 1 {braces} it's \\ \"q\""
     assert msg["X-Smtpbench-Run"] == "run-1" and msg["X-Smtpbench-Seq"] == "3"
     assert msg["X-Campaign"] == "spring" and msg["Reply-To"] == "noreply@example.org"
     assert abs(msg["Date"].datetime.timestamp() - time.time()) < 5
     assert msg["Date"].datetime.utcoffset().total_seconds() == 0
+    # The send time comes first (the relay sink reads it), in µs, and agrees with Date.
+    assert out.pieces[0].startswith(b"X-Smtpbench-Sent: %d\r\n" % out.sent)
+    assert abs(out.sent / 1e6 - msg["Date"].datetime.timestamp()) < 1.0
     assert not msg.defects and not msg["Message-ID"].defects
 
 
@@ -309,8 +312,9 @@ def test_eml_dir_round_trip(tmp_path):
         out = f.next()
         seq = 1 + 2 * k
         assert out.seq == seq and out.mail_from == f"s{seq}@example.org"
-        head = f"X-Smtpbench-Run: run-1\r\nX-Smtpbench-Seq: {seq}\r\n".encode()
+        head = f"X-Smtpbench-Sent: {out.sent}\r\nX-Smtpbench-Run: run-1\r\nX-Smtpbench-Seq: {seq}\r\n".encode()
         assert out.raw() == head + expected[seq % 3]
+        assert abs(out.sent - time.time_ns() // 1000) < 5_000_000
         check_payload(out)
         assert out.eight_bit == (seq % 3 != 0) and out.smtputf8 == (seq % 3 == 2)
         assert b"".join(f.bdat_pieces(out)) == out.raw()

@@ -32,7 +32,7 @@ from gevent import GreenletExit
 from gevent import socket as gsocket
 
 from ..protocol.client import (BANNER, CLOSED, CONNECT, DONE, END_OF_DATA, FAILED, MAIL, QUIT, RCPT, READY, REPLY, TLS,
-                               TLS_START, ClientSession, Transaction)
+                               TLS_START, ClientSession)
 from .work import Work
 
 RECONNECT_BACKOFF = 0.05   # s, after a failed connect (as natively)
@@ -351,10 +351,7 @@ class Slot:
         session = conn.session
         if out is None:
             out = w.factory.next()
-        bdat = w.factory.bdat_pieces(out) if w.bdat and session.capabilities.has("CHUNKING") else None
-        # Octets as sent: BDAT carries the message unstuffed, so it is shorter than the DATA form.
-        size = out.size if bdat is None else sum(map(len, bdat))
-        txn = Transaction(out.mail_from, out.rcpts, out.pieces, size, out.smtputf8, out.eight_bit, bdat)
+        txn = w.factory.transaction(out, w.bdat and session.capabilities.has("CHUNKING"))
         now = w.now()
         w.started(now)
         conn.sent += 1

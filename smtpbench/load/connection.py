@@ -17,7 +17,7 @@ from ..protocol.client import BANNER, CLOSED, DONE, FAILED, READY, REPLY, TLS_ST
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("runner", "session", "transport", "mark", "deadline", "txn_intended", "txn_start",
-                 "txn_size", "txn", "out", "attempt", "retry", "sent_wall", "begun", "pending", "sent", "closed",
+                 "txn_size", "txn", "out", "attempt", "retry", "pending", "sent", "closed",
                  "opened_at", "t0", "rec", "_paused", "idle",
                  "upgrading", "chained", "chaining")
 
@@ -38,8 +38,6 @@ class ClientConnection(asyncio.Protocol):
         self.txn: Transaction | None = None
         self.out = None                # the message in flight (kept for a retry)
         self.attempt = 0               # 0 for a first try
-        self.sent_wall = 0             # wall-clock µs the message in flight was stamped with
-        self.begun = 0                 # µs: when it was begun on this connection
         self.retry = retry             # (outgoing, attempt) the pending message is a retry of
         self.sent = 0                  # transactions started on this connection
         self.closed = False
@@ -107,16 +105,14 @@ class ClientConnection(asyncio.Protocol):
         expecting = self.session.expecting
         self.deadline = self.now() + self.runner.timeout_us[expecting] if expecting else 0
 
-    def begin(self, txn: Transaction, intended: int, now: int, out, attempt: int, sent_wall: int) -> None:
+    def begin(self, txn: Transaction, intended: int, now: int, out, attempt: int) -> None:
         """Start a transaction (MAIL…DATA go out now, pipelined when offered)."""
         self.txn_intended = intended
         self.txn_start = now
-        self.begun = now
         self.txn_size = txn.size
         self.txn = txn
         self.out = out
         self.attempt = attempt
-        self.sent_wall = sent_wall
         self.sent += 1
         self.idle = False
         self.session.start_transaction(txn)
@@ -125,19 +121,18 @@ class ClientConnection(asyncio.Protocol):
         self.mark = now
         self.deadline = now + self.runner.timeout_us[self.session.expecting]
 
-    def chain(self, txn: Transaction, intended: int, now: int, out, attempt: int, sent_wall: int) -> None:
+    def chain(self, txn: Transaction, intended: int, now: int, out, attempt: int) -> None:
         """Begin the next transaction behind the data of this one (RFC 2920 §3.1; the caller writes).
 
         Its figures wait in :attr:`chained` until this one is done (:meth:`adopt_chained`).
         """
-        self.chained = (intended, now, txn.size, txn, out, attempt, sent_wall, now)
+        self.chained = (intended, now, txn.size, txn, out, attempt)
         self.sent += 1
         self.session.start_transaction(txn)
 
     def adopt_chained(self) -> None:
         """The transaction in flight is done: the chained one is now the one in flight."""
-        (self.txn_intended, self.txn_start, self.txn_size, self.txn, self.out, self.attempt, self.sent_wall,
-         self.begun) = self.chained
+        self.txn_intended, self.txn_start, self.txn_size, self.txn, self.out, self.attempt = self.chained
         self.chained = None
 
     def quit(self) -> None:

@@ -24,7 +24,7 @@ from collections import deque
 from time import monotonic_ns
 
 from ..addresses import Address
-from ..protocol.client import BANNER, PHASES, S_READY, ClientSession, Transaction
+from ..protocol.client import BANNER, PHASES, S_READY, ClientSession
 from ..scenario import Scenario
 from .connection import ClientConnection
 from .pacer import PACER_SWITCH_INTERVAL, pacer_thread
@@ -271,26 +271,15 @@ class Runner:
         """Start a message on a READY connection (or ``chained`` behind the one in flight):
         a new one, or ``retry`` = (outgoing, attempt)."""
         out, attempt = retry if retry is not None else (self.factory.next(), 0)
-        # The send time (wall clock, µs) as the first header line: a sink behind the server
-        # under test reads it to measure delivery latency (relay mode).
-        sent_wall = time.time_ns() // 1000
-        stamp = b"X-Smtpbench-Sent: %d\r\n" % sent_wall
-        bdat = self.factory.bdat_pieces(out) if self.bdat and conn.session.capabilities.has("CHUNKING") else None
-        if bdat is None:
-            pieces = (stamp, *out.pieces)
-            size = out.size + len(stamp)
-        else:
-            # Octets as sent: BDAT carries the message unstuffed, so it is shorter than the DATA form.
-            bdat = (stamp, *bdat)
-            pieces = out.pieces
-            size = sum(map(len, bdat))
-        txn = Transaction(out.mail_from, out.rcpts, pieces, size, out.smtputf8, out.eight_bit, bdat)
+        # A retry keeps its header block, X-Smtpbench-Sent too: its delivery latency (relay mode)
+        # counts from the first attempt, as its response time does.
+        txn = self.factory.transaction(out, self.bdat and conn.session.capabilities.has("CHUNKING"))
         self.in_flight += 1
         self.recorder.started(now)
         if chained:
-            conn.chain(txn, intended, now, out, attempt, sent_wall)
+            conn.chain(txn, intended, now, out, attempt)
             return
-        conn.begin(txn, intended, now, out, attempt, sent_wall)
+        conn.begin(txn, intended, now, out, attempt)
         if start is not None:
             conn.txn_start = start
 
@@ -305,7 +294,7 @@ class Runner:
             self.ok += 1
             if self.relay_log is not None:
                 # What the server under test accepted, when (wall clock): joined with the sink's arrivals.
-                self.relay_log.append((conn.out.seq, conn.sent_wall, conn.sent_wall + now - conn.begun))
+                self.relay_log.append((conn.out.seq, conn.out.sent, time.time_ns() // 1000))
         elif 400 <= failure[1].code < 500 and conn.attempt < self.load.retries and failure[1].code != 421:
             # Deferred (RFC 5321 §4.2.5: 4xx means try again later) and the scenario asks to:
             # the same message goes again after the schedule's wait; its intended start stays,
