@@ -34,7 +34,6 @@ import re
 import string
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import numpy as np
@@ -71,24 +70,25 @@ _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
-@dataclass(slots=True)
-class Outgoing:
-    """One message, ready to send.
+class Outgoing(Transaction):
+    """One message, ready to send; as a :class:`~smtpbench.protocol.client.Transaction`, its first attempt.
 
-    ``pieces`` is the DATA payload to write after the 354 reply: dot-stuffed and
+    ``mail_from`` and ``rcpts`` are the envelope; ``pieces`` is the DATA payload to
+    write after the 354 reply: the header block, then body pieces, dot-stuffed and
     ending with ``b".\\r\\n"`` (so CRLF.CRLF overall); write it with
     ``transport.writelines(pieces)``. ``size`` is the octet count as sent, without
     that 3-octet terminator (what RFC 1870 ``SIZE=`` declares and the wire carries).
+    ``smtputf8``: addresses or headers are UTF-8 (RFC 6531 §3.4); ``eight_bit``:
+    octets above 127 in the content (BODY=8BITMIME, RFC 6152).
+
+    Being the transaction itself saves building a second object per message; a
+    retry, or a BDAT attempt, gets a fresh one (:meth:`MessageFactory.attempt`).
     """
 
+    __slots__ = ("seq", "sent")
+
     seq: int  #: sequence number, unique across the processes of a run
-    mail_from: str  #: reverse-path for MAIL FROM
-    rcpts: list[str]  #: forward-paths, one RCPT TO each
-    pieces: tuple[bytes, ...]  #: DATA payload: header block, body pieces; dot-stuffed, ends with b".\r\n"
-    size: int  #: octets as sent: sum of len(pieces) minus 3
-    smtputf8: bool  #: addresses or headers are UTF-8: send SMTPUTF8 (RFC 6531 §3.4)
-    eight_bit: bool  #: octets above 127 in the content: send BODY=8BITMIME (RFC 6152)
-    sent: int = 0  #: wall clock, µs since the epoch, when it was made: its ``X-Smtpbench-Sent`` header
+    sent: int  #: wall clock, µs since the epoch, when it was made: its ``X-Smtpbench-Sent`` header
 
     def raw(self) -> bytes:
         """The message itself: unstuffed, without the terminator (what a capturing sink stores)."""
@@ -209,20 +209,29 @@ class MessageFactory:
         if want != self._last_len:
             self._last_body, self._last_octets = self._body(want)
             self._last_len = want
-        return Outgoing(seq, mail_from, rcpts, (head, *self._last_body), len(head) + self._last_octets - 3,
-                        self._smtputf8, self._eight_bit, sent)
+        out = Outgoing(mail_from, rcpts, (head, *self._last_body), len(head) + self._last_octets - 3,
+                       self._smtputf8, self._eight_bit)
+        out.seq = seq
+        out.sent = sent
+        return out
 
-    def transaction(self, out: Outgoing, bdat: bool) -> Transaction:
-        """A protocol :class:`~smtpbench.protocol.client.Transaction` for ``out`` (a new one per attempt).
+    def attempt(self, out: Outgoing | None, bdat: bool) -> tuple[Outgoing, Transaction]:
+        """``(message, transaction)`` for one attempt at sending ``out`` (None: the next message).
 
-        ``bdat``: the server offers CHUNKING and the scenario wants it; the message then goes
-        unstuffed in one ``BDAT LAST``, and its size is the octets as sent that way.
+        A first attempt by DATA is the message itself (see :class:`Outgoing`); a retry gets a
+        fresh :class:`~smtpbench.protocol.client.Transaction`, as does BDAT (``bdat``: the
+        server offers CHUNKING and the scenario wants it), where the message goes unstuffed in
+        one ``BDAT LAST`` and its size is the octets as sent that way.
         """
+        if out is None:
+            out = self.next()
+            if not bdat:
+                return out, out
         if not bdat:
-            return Transaction(out.mail_from, out.rcpts, out.pieces, out.size, out.smtputf8, out.eight_bit)
+            return out, Transaction(out.mail_from, out.rcpts, out.pieces, out.size, out.smtputf8, out.eight_bit)
         pieces = self.bdat_pieces(out)
-        return Transaction(out.mail_from, out.rcpts, out.pieces, sum(map(len, pieces)), out.smtputf8,
-                           out.eight_bit, pieces)
+        return out, Transaction(out.mail_from, out.rcpts, out.pieces, sum(map(len, pieces)), out.smtputf8,
+                                out.eight_bit, pieces)
 
     def bdat_pieces(self, out: Outgoing) -> tuple[bytes, ...]:
         """The message of ``out`` unstuffed, as pieces, for BDAT chunks (RFC 3030 §2: no stuffing).
@@ -266,8 +275,11 @@ class MessageFactory:
         rcpts = [self._rcpt((r + j) * P + p, seq) for j in range(nr)]
         head = f"X-Smtpbench-Sent: {sent}\r\nX-Smtpbench-Run: {self.run_id}\r\nX-Smtpbench-Seq: {seq}\r\n".encode()
         smtputf8 = utf8 or self._smtputf8
-        return Outgoing(seq, self._sender(seq, seq), rcpts, (head, body), len(head) + len(body) - 3, smtputf8,
-                        eight or smtputf8, sent)
+        out = Outgoing(self._sender(seq, seq), rcpts, (head, body), len(head) + len(body) - 3, smtputf8,
+                       eight or smtputf8)
+        out.seq = seq
+        out.sent = sent
+        return out
 
 
 class _Source:

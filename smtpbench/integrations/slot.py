@@ -349,9 +349,7 @@ class Slot:
         w = self.work
         conn = self.conn
         session = conn.session
-        if out is None:
-            out = w.factory.next()
-        txn = w.factory.transaction(out, w.bdat and session.capabilities.has("CHUNKING"))
+        out, txn = w.factory.attempt(out, w.bdat and session.capabilities.has("CHUNKING"))
         now = w.now()
         w.started(now)
         conn.sent += 1

@@ -270,10 +270,14 @@ class Runner:
                retry: tuple | None = None, chained: bool = False) -> None:
         """Start a message on a READY connection (or ``chained`` behind the one in flight):
         a new one, or ``retry`` = (outgoing, attempt)."""
-        out, attempt = retry if retry is not None else (self.factory.next(), 0)
         # A retry keeps its header block, X-Smtpbench-Sent too: its delivery latency (relay mode)
         # counts from the first attempt, as its response time does.
-        txn = self.factory.transaction(out, self.bdat and conn.session.capabilities.has("CHUNKING"))
+        if retry is None and not self.bdat:
+            out = txn = self.factory.next()  # the common case of MessageFactory.attempt, without its call
+            attempt = 0
+        else:
+            out, attempt = retry if retry is not None else (None, 0)
+            out, txn = self.factory.attempt(out, self.bdat and conn.session.capabilities.has("CHUNKING"))
         self.in_flight += 1
         self.recorder.started(now)
         if chained:
