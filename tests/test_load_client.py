@@ -127,7 +127,12 @@ def test_messages_delivered(chunk, pipelining):
     per_message = [2, 2, 2] if pipelining else [3 + 2, 3 + 1, 3 + 3]  # MAIL, DATA, message + RCPTs
     assert len(link.client_writes) == 1 + sum(per_message) + 1
     if pipelining:
-        assert link.client_writes[1].count(b"\r\n") == 4  # MAIL, 2 x RCPT, DATA
+        assert link.client_writes[1] == (b"MAIL FROM:<s@example.org> SIZE=44\r\nRCPT TO:<a@example.net>\r\n"
+                                         b"RCPT TO:<b@example.net>\r\nDATA\r\n")
+        assert link.client_writes[3] == b"MAIL FROM:<s@example.org> SIZE=44\r\nRCPT TO:<r1@example.net>\r\nDATA\r\n"
+    else:
+        assert link.client_writes[1:4] == [b"MAIL FROM:<s@example.org> SIZE=44\r\n", b"RCPT TO:<a@example.net>\r\n",
+                                           b"RCPT TO:<b@example.net>\r\n"]
 
 
 def test_pipelining_only_when_offered(chunk):

@@ -41,6 +41,9 @@ PHASES = (CONNECT, TLS, BANNER, EHLO, HELO, STARTTLS, AUTH, MAIL, RCPT, DATA, EN
 
 REPLY, READY, DONE, FAILED, CLOSED, TLS_START = "reply", "ready", "done", "failed", "closed", "tls_start"
 
+#: What a pipelined transaction with one recipient awaits, in order.
+_MAIL_RCPT_DATA = (MAIL, RCPT, DATA)
+
 # Session states.
 S_BANNER, S_GREETING, S_READY, S_TXN, S_QUIT, S_CLOSED = range(6)
 
@@ -132,41 +135,44 @@ class ClientSession:
         else:
             raise RuntimeError("start_transaction() needs a READY session (or one that can chain)")
         caps = self.capabilities.keywords
-        params = ""
-        if "SIZE" in caps:
-            params = f" SIZE={txn.size}"  # RFC 1870 §6
-        body = "8BITMIME" if txn.eight_bit and "8BITMIME" in caps else ""  # RFC 6152
-        if txn.bdat is not None and "CHUNKING" in caps:
-            if txn.eight_bit and "BINARYMIME" in caps:
-                body = "BINARYMIME"  # RFC 3030 §3
-        else:
-            txn.bdat = None
-        if body:
-            params += f" BODY={body}"
-        if txn.smtputf8:
-            params += " SMTPUTF8"  # RFC 6531 §3.4 (sent even if not offered: the server decides)
-        mail = f"MAIL FROM:<{txn.mail_from}>{params}\r\n".encode()
+        params = f" SIZE={txn.size}" if "SIZE" in caps else ""  # RFC 1870 §6
+        if txn.eight_bit or txn.smtputf8 or txn.bdat is not None:
+            params += self._mail_extras(txn, caps)
+        mail = f"MAIL FROM:<{txn.mail_from}>{params}\r\n"
+        rcpts = txn.rcpts
+        if self._pipelining and txn.bdat is None:
+            # MAIL, RCPT… and DATA as one piece: one buffer for the driver's write (RFC 2920 §3.1).
+            if len(rcpts) == 1:
+                self.outbox.append(f"{mail}RCPT TO:<{rcpts[0]}>\r\nDATA\r\n".encode())
+                self.awaiting.extend(_MAIL_RCPT_DATA)
+            else:
+                self.outbox.append((mail + "".join([f"RCPT TO:<{r}>\r\n" for r in rcpts]) + "DATA\r\n").encode())
+                self.awaiting.extend((MAIL, *[RCPT] * len(rcpts), DATA))
+            return
         if txn.bdat is None:
             last = (DATA, b"DATA\r\n")
         else:
             # RFC 3030 §2: the chunk follows its BDAT line at once, and may be pipelined.
             size = sum(map(len, txn.bdat))
             last = (BDAT, (f"BDAT {size} LAST\r\n".encode(), *txn.bdat))
-        rcpts = txn.rcpts
-        if self._pipelining:
-            expect = self.awaiting
-            outbox = self.outbox
-            expect.append(MAIL)
-            outbox.append(mail)
-            for r in rcpts:
-                expect.append(RCPT)
-                outbox.append(f"RCPT TO:<{r}>\r\n".encode())
-            self._send(*last)
-            return
-        cmds = [(MAIL, mail)]
+        cmds = [(MAIL, mail.encode())]
         cmds += [(RCPT, f"RCPT TO:<{r}>\r\n".encode()) for r in rcpts]
         cmds.append(last)
         self._queue(cmds)
+
+    @staticmethod
+    def _mail_extras(txn: Transaction, caps) -> str:
+        """MAIL parameters beyond SIZE: BODY= and SMTPUTF8; drops BDAT when CHUNKING is not offered."""
+        body = "8BITMIME" if txn.eight_bit and "8BITMIME" in caps else ""  # RFC 6152
+        if txn.bdat is not None and "CHUNKING" in caps:
+            if txn.eight_bit and "BINARYMIME" in caps:
+                body = "BINARYMIME"  # RFC 3030 §3
+        else:
+            txn.bdat = None
+        params = f" BODY={body}" if body else ""
+        if txn.smtputf8:
+            params += " SMTPUTF8"  # RFC 6531 §3.4 (sent even if not offered: the server decides)
+        return params
 
     def quit(self) -> None:
         """Queue QUIT (RFC 5321 §4.1.1.10)."""
@@ -223,16 +229,20 @@ class ClientSession:
                 return events
             phase = expect.popleft()
             events.append((REPLY, phase, reply))
-            if reply.code == 421 and phase != QUIT:
-                # RFC 5321 §3.8: the server is closing the channel. The transaction ends with the
-                # session (FAILED, no DONE): a driver must not start the next one on a closed session.
-                self._fail_txn(phase, reply, None)
-                events.append((FAILED, phase, reply))
-                self.state = S_CLOSED
-                break
-            _ON_REPLY[phase](self, phase, reply, events)
-            if self.state == S_CLOSED:
-                break
+            code = reply.code
+            if code == 250 and phase is RCPT:
+                self.txn.accepted += 1  # all _on_rcpt does for its commonest reply, without the call
+            elif code != 250 or phase is not MAIL:  # (_on_mail does nothing on 250)
+                if code == 421 and phase != QUIT:
+                    # RFC 5321 §3.8: the server is closing the channel. The transaction ends with the
+                    # session (FAILED, no DONE): a driver must not start the next one on a closed session.
+                    self._fail_txn(phase, reply, None)
+                    events.append((FAILED, phase, reply))
+                    self.state = S_CLOSED
+                    break
+                _ON_REPLY[phase](self, phase, reply, events)
+                if self.state == S_CLOSED:
+                    break
             if pending and not expect:
                 self._send(*pending.popleft())
         return events
