@@ -115,11 +115,13 @@ class ClientConnection(asyncio.Protocol):
         self.attempt = attempt
         self.sent += 1
         self.idle = False
-        self.session.start_transaction(txn)
-        self.transport.writelines(self.session.outbox)
-        self.session.outbox.clear()
+        session = self.session
+        session.start_transaction(txn)
+        out = session.outbox
+        self.transport.writelines(out)
+        out.clear()
         self.mark = now
-        self.deadline = now + self.runner.timeout_us[self.session.expecting]
+        self.deadline = now + self.runner.timeout_us[session.awaiting[0]]
 
     def chain(self, txn: Transaction, intended: int, now: int, out, attempt: int) -> None:
         """Begin the next transaction behind the data of this one (RFC 2920 §3.1; the caller writes).

@@ -73,6 +73,7 @@ class Runner:
         self.end_us = int(load.duration * 1e6) if load.duration else 1 << 62
         self.mpc = load.messages_per_connection
         self.think = load.think_time
+        self.think_us = int(load.think_time * 1e6)
         self.lmtp = scenario.target.lmtp or scenario.sink.lmtp
         self.ssl = None
         if load.tls != "none":
@@ -324,7 +325,7 @@ class Runner:
                 self._make_idle(conn)
             self._dispatch()
         else:
-            intended_next = now + int(self.think * 1e6)
+            intended_next = now + self.think_us
             if conn.chained is not None:
                 conn.adopt_chained()  # the slot's next message is out already
             elif not self._may_begin(now):
@@ -340,7 +341,8 @@ class Runner:
                     asyncio.get_running_loop().call_later(self.think, self._think_over, conn, intended_next)
                 else:
                     self._begin(conn, intended_next, now)
-        self._check_done()
+        if self.stopping:  # only then can the run be done (see _check_done)
+            self._check_done()
 
     def chain(self, conn: ClientConnection, now: int) -> None:
         """``pipeline_messages``: the slot's next message goes out behind the data of this one
