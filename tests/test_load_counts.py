@@ -51,6 +51,10 @@ def test_closed_loop_ok_equals_received(start_sink, tmp_path, args, sink_args):
     assert final["recipients"] == totals["ok"] * (3 if "--recipients" in args else 1)
     assert final["bytes"] == totals["bytes"]
     assert final["protocol_errors"] == 0
+    # The generator's own CPU for the run: some, and no more than its processes' time (each may
+    # start up to the common start's 0.3 s before t0, mostly asleep).
+    processes = 2 if "--processes" in args else 1
+    assert 0 < totals["cpu_us"] <= totals["duration_us"] + 500_000 * processes, totals
     probe = 1  # start_sink's readiness check connects once
     if "--messages-per-connection" in args:
         assert final["connections_total"] == 300 + probe
