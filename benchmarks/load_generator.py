@@ -17,7 +17,10 @@ connections reused, the same message count N) with:
 * ``smtpbench run`` with ``SMTPBENCH_NO_RECORD=1``: the same, per-transaction
   recording off (see ``smtpbench/load/recorder.py``): what recording costs
   (after the rounds, RECORDING_PAIRS more back-to-back pairs of on and off,
-  and the verdict from all pairs: by throughput and by CPU per message);
+  and the verdict from all pairs: by throughput and by in-run CPU per message,
+  result.json's totals.cpu_us; and by component: what recording costs in the
+  generator's Python alone, measured in process by ``load.core``, over that
+  CPU per message);
 * ``smtpbench run --pipeline-messages``: each session's next MAIL, RCPT and
   DATA in the same write as the last message's data (RFC 2920 §3.1): one
   round trip per message;
@@ -193,7 +196,8 @@ def run(opts: Options) -> Report:
                 opened[key].append(m)
                 print(f": {m.result['totals']['msgs_per_s']:,.1f}/s, send lag p99 "
                       f"{m.result['latency']['send_lag']['p99']} us", flush=True)
-    report = _report(runs, fixed, pairs, opened, n, rates, closed_max, rounds, floor)
+    rec_cost = _recording_cost_us(rounds=3 if opts.quick else 7)
+    report = _report(runs, fixed, pairs, rec_cost, opened, n, rates, closed_max, rounds, floor)
     load = report.data["load_average"] = {"before": load_before, "after": os.getloadavg()}
     if max(load["before"][0], load["after"][0]) > (os.cpu_count() or 1) / 2:
         report.notes.append(f"the machine was busy (1-min load average {load['before'][0]:.1f} before, "
@@ -233,11 +237,30 @@ def _row_figures(ms: list[Measurement], n: int, fixed: list[Measurement] | None)
     }
 
 
+def _recording_cost_us(rounds: int = 5, messages: int = 20_000) -> float:
+    """What recording costs per message in the generator's own Python (``load.core``, in process,
+    best of interleaved rounds, the recorder flushed at a run's cadence): steadier than any
+    end-to-end figure on a shared machine."""
+    from .load_core import _drive
+
+    on, off = [], []
+    for _ in range(rounds):
+        on.append(_drive(True, messages, True))
+        off.append(_drive(True, messages, False))
+    return (min(on) - min(off)) / messages * 1e6
+
+
+def _run_cpu_us(m: Measurement) -> float:
+    """smtpbench's own CPU per message for the run itself (no start-up, no result file)."""
+    totals = m.result["totals"]
+    return totals["cpu_us"] / totals["issued"]
+
+
 def _paired(a: list[float], b: list[float]) -> float:
     return median([x / y for x, y in zip(a, b) if y])
 
 
-def _report(runs, fixed, pairs, opened, n, rates, closed_max, rounds, floor) -> Report:
+def _report(runs, fixed, pairs, rec_cost, opened, n, rates, closed_max, rounds, floor) -> Report:
     figs = {mode: _row_figures(runs[mode], n, fixed if mode in SMTPBENCH else None) for mode in MODES}
     wall = {mode: [n / m.wall for m in runs[mode]] for mode in MODES}
     in_run = {mode: [n / m.in_run for m in runs[mode]] for mode in MODES}
@@ -261,14 +284,12 @@ def _report(runs, fixed, pairs, opened, n, rates, closed_max, rounds, floor) -> 
          "result.json msgs/s", "gen CPU us/msg", "marginal us/msg", "gen busy", "sink CPU us/msg", "sink busy"],
         rows)
     # Recording on/off: every pair, the rounds' and the extra ones. Throughput per pair, and what the
-    # generator's CPU per message says (it is CPU-bound: on/off throughput = CPU off / CPU on).
+    # generator's in-run CPU per message says (CPU-bound, on/off throughput = CPU off / CPU on).
     on, off = runs[PIPE] + pairs[PIPE], runs[NO_RECORD] + pairs[NO_RECORD]
-    fixed_cpu = median([f.cpu for f in fixed])
     rec_in_run = _paired([n / m.in_run for m in on], [n / m.in_run for m in off])
     rec_wall = _paired([n / m.wall for m in on], [n / m.wall for m in off])
-    rec_by_cpu = _paired([m.cpu - fixed_cpu for m in off], [m.cpu - fixed_cpu for m in on])
-    cpu_on = median([(m.cpu - fixed_cpu) / n * 1e6 for m in on])
-    cpu_off = median([(m.cpu - fixed_cpu) / n * 1e6 for m in off])
+    cpu_on, cpu_off = [_run_cpu_us(m) for m in on], [_run_cpu_us(m) for m in off]
+    rec_by_cpu = _paired(cpu_off, cpu_on)
     recording = Table(
         f"recording on vs off (smtpbench run with pipelining; off = SMTPBENCH_NO_RECORD=1): {len(on)} pairs, "
         "medians; on/off is the median of per-pair ratios",
@@ -277,8 +298,13 @@ def _report(runs, fixed, pairs, opened, n, rates, closed_max, rounds, floor) -> 
           f"{rec_in_run:.3f}"],
          ["msgs/s (wall)", f"{median([n / m.wall for m in on]):,.0f}", f"{median([n / m.wall for m in off]):,.0f}",
           f"{rec_wall:.3f}"],
-         ["generator marginal CPU us/msg", f"{cpu_on:.1f}", f"{cpu_off:.1f}",
-          f"{rec_by_cpu:.3f} ({cpu_on - cpu_off:+.1f} us/msg)"]])
+         ["generator in-run CPU us/msg (totals.cpu_us / issued)", f"{median(cpu_on):.1f}", f"{median(cpu_off):.1f}",
+          f"{rec_by_cpu:.3f} ({median(cpu_on) - median(cpu_off):+.1f} us/msg)"]])
+    # By component: recording's own cost (in process, load.core) over the whole cost per message.
+    rec_by_component = 1 - rec_cost / median(cpu_on)
+    recording.rows.append(["by component: recording's cost in load.core over the CPU us/msg above",
+                           f"{median(cpu_on):.1f}", f"{median(cpu_on) - rec_cost:.1f}",
+                           f"{rec_by_component:.3f} ({rec_cost:+.2f} us/msg)"])
     open_table, open_data, med, abs_dev = _open_loop(opened, rates, closed_max)
     floor_table = Table(
         "this machine's floor: how late a bare thread wakes, sleeping to a schedule at the 1/2-max inter-arrival "
@@ -291,7 +317,8 @@ def _report(runs, fixed, pairs, opened, n, rates, closed_max, rounds, floor) -> 
         Check("smtpbench with pipelining / smtp-source (msgs/s, wall)", vs_source[PIPE], 1.3),
         Check("smtpbench --pipeline-messages / smtp-source (msgs/s, wall)", vs_source[CHAIN], 1.3),
         Check("recording on / off (msgs/s in-run)", rec_in_run, 0.95),
-        Check("recording on / off (by generator CPU per message)", rec_by_cpu, 0.95),
+        Check("recording on / off (by generator in-run CPU per message)", rec_by_cpu, 0.95),
+        Check("recording on / off (by component: load.core's cost over the CPU per message)", rec_by_component, 0.95),
         Check("open loop: achieved rate off target (median |deviation|)", abs_dev, 1.0, unit="%",
               higher_is_better=False),
         Check("open loop: send lag p99 (median over rounds)", med[HALF]["send_lag_p99"] / 1000, 1.0, unit=" ms",
@@ -319,6 +346,7 @@ def _report(runs, fixed, pairs, opened, n, rates, closed_max, rounds, floor) -> 
         "rounds": rounds, "messages_per_run": n, "sessions": SESSIONS, "size": SIZE,
         "modes": figs, "ratios_vs_smtp_source": {"wall": vs_source, "in_run": vs_source_in_run},
         "recording_on_off": {"pairs": len(on), "in_run": rec_in_run, "wall": rec_wall, "by_cpu": rec_by_cpu,
+                             "by_component": rec_by_component, "recording_us_per_msg_in_process": rec_cost,
                              "cpu_us_per_msg": {"on": cpu_on, "off": cpu_off}},
         "fixed_cost": {"wall_s": fixed_wall, "cpu_s": fixed_cpu},
         "open_loop": {"closed_max": closed_max, "rates": rates, "rounds": open_data, "median": med,

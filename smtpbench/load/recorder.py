@@ -55,8 +55,10 @@ class Interval:
 class Recorder:
     """Per-process measurements; :meth:`export` gives a mergeable dict."""
 
-    def __init__(self, warmup_us: int = 0):
+    def __init__(self, warmup_us: int = 0, record: bool | None = None):
+        """``record=False`` (default: unless ``SMTPBENCH_NO_RECORD=1``) is the benchmarks' switch."""
         self.warmup_us = warmup_us
+        self.recording = not NO_RECORD if record is None else record
         self._txn: list[int] = []   # intended, start, end, octets of each OK transaction, one after another
         # Per-phase values since the last flush. The connection appends to these lists itself on
         # its reply path (one call fewer per reply); everything else goes through phase().
@@ -73,7 +75,7 @@ class Recorder:
         self.errors: dict[tuple, list] = {}
         self.totals = defaultdict(int)
         self._stepping: Iterator[None] | None = None  # a flush in steps, under way (see flush_steps)
-        if NO_RECORD:
+        if not self.recording:
             self.ok = self.phase = self.started = self.scheduled = _ignore  # type: ignore[method-assign]
             self.totals["recording_disabled"] = 1
 
@@ -148,7 +150,7 @@ class Recorder:
         # Take the lists first: the hot path appends to fresh ones while this runs in steps.
         txn, self._txn = self._txn, []
         phases, self.phase_values = self.phase_values, defaultdict(list)
-        if NO_RECORD:
+        if not self.recording:
             phases.clear()  # the reply path appended anyway (see phase_values)
         sched, self._sched = self._sched, []
         loop_lag, self._loop_lag = self._loop_lag, []
