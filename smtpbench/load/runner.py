@@ -273,12 +273,13 @@ class Runner:
         a new one, or ``retry`` = (outgoing, attempt)."""
         # A retry keeps its header block, X-Smtpbench-Sent too: its delivery latency (relay mode)
         # counts from the first attempt, as its response time does.
-        if retry is None and not self.bdat:
+        bdat = self.bdat and conn.session.capabilities.has("CHUNKING")
+        if retry is None and not bdat:
             out = txn = self.factory.next()  # the common case of MessageFactory.attempt, without its call
             attempt = 0
         else:
             out, attempt = retry if retry is not None else (None, 0)
-            out, txn = self.factory.attempt(out, self.bdat and conn.session.capabilities.has("CHUNKING"))
+            out, txn = self.factory.attempt(out, bdat)
         self.in_flight += 1
         self.recorder.started(now)
         if chained:
@@ -405,6 +406,8 @@ class Runner:
     # -- open loop --------------------------------------------------------------
 
     def _dispatch(self) -> None:
+        if not (self.waiting or self.retry_ready):
+            return  # (the common case on each completion: nothing queued, so nothing to start or open)
         now = self.now()
         while (self.retry_ready or self.waiting) and self.idle:
             conn = self.idle.popleft()
