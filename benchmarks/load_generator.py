@@ -196,7 +196,7 @@ def run(opts: Options) -> Report:
                 opened[key].append(m)
                 print(f": {m.result['totals']['msgs_per_s']:,.1f}/s, send lag p99 "
                       f"{m.result['latency']['send_lag']['p99']} us", flush=True)
-    rec_cost = _recording_cost_us(rounds=3 if opts.quick else 7)
+    rec_cost = _recording_cost_us(rounds=3 if opts.quick else 11)
     report = _report(runs, fixed, pairs, rec_cost, opened, n, rates, closed_max, rounds, floor)
     load = report.data["load_average"] = {"before": load_before, "after": os.getloadavg()}
     if max(load["before"][0], load["after"][0]) > (os.cpu_count() or 1) / 2:
