@@ -21,6 +21,16 @@ PACER_SWITCH_INTERVAL = 0.0002
 #: releases it itself, from its next read, as soon as it is due (see Runner.release_due).
 PACER_LOOKAHEAD = 0.002
 
+#: Each wake-up of the pacer takes the GIL from the loop, which on a small VM costs tens of µs
+#: (futex, context switches): at 10,000 arrivals/s, waking per arrival cost ~10 µs of CPU per
+#: message. So it publishes in batches (refilling when half the look-ahead is left), and while
+#: the loop is busy (it read within PACER_BUSY_US and releases due arrivals itself) it looks
+#: back only PACER_GRACE_US after the head is due, in case the loop went idle meanwhile.
+#: Measured (result.json totals.cpu_us / issued, one smtp-sink): at 3,000/s 182-186 -> 132-146 µs
+#: per message, at 10,000/s 91-96 -> 85-87; send lag p50 +25 µs at 3,000/s, p99 unchanged.
+PACER_BUSY_US = 300
+PACER_GRACE_US = 150
+
 
 def pacer_thread(loop: asyncio.AbstractEventLoop, schedule: Schedule, runner,
                  finished: asyncio.Future, stop: threading.Event) -> None:
@@ -32,7 +42,8 @@ def pacer_thread(loop: asyncio.AbstractEventLoop, schedule: Schedule, runner,
     due at once, so under load an arrival leaves within one callback of its
     time, with no thread or GIL hand-over on the way. When the loop is idle
     (in epoll), nobody looks: the thread sleeps until the head is due and then
-    wakes the loop with ``call_soon_threadsafe``.
+    wakes the loop with ``call_soon_threadsafe``. While the loop is busy it looks
+    back only a grace period after each head is due (see :data:`PACER_GRACE_US`).
 
     Why a thread at all: uvloop's timers have millisecond resolution and fire
     up to 1 ms early or late; ``time.sleep`` (clock_nanosleep) wakes within
@@ -65,7 +76,13 @@ def pacer_thread(loop: asyncio.AbstractEventLoop, schedule: Schedule, runner,
         # Sleep until the head is due (to wake the loop if it is idle then) or the next arrival must be
         # published, whichever comes first.
         # (A head already due, with its wake-up not yet taken by the loop: look again after a quantum.)
-        wake = min(head if head is not None and head > now else now, 1 << 62 if done else nxt - ahead)
+        if head is None or head <= now:
+            due = now
+        elif now - runner.busy_at <= PACER_BUSY_US:
+            due = head + PACER_GRACE_US  # the busy loop releases it; look back in case it went idle
+        else:
+            due = head
+        wake = min(due, 1 << 62 if done else nxt - ahead // 2)
         time.sleep(max((wake - now) / 1e6, PACER_QUANTUM))
     loop.call_soon_threadsafe(lambda: finished.done() or finished.set_result(None))
 

@@ -89,6 +89,7 @@ class Runner:
         self.waiting: deque[int] = deque()   # open loop: intended times of arrivals without a connection
         self.upcoming: deque[int] = deque()  # open loop: arrivals published ahead by the pacer thread
         self.wake_pending = False            # the pacer asked the loop to release_due (not run yet)
+        self.busy_at = -(1 << 62)            # open loop: when a read last looked at the published arrivals (µs)
         self.retry_ready: deque[tuple] = deque()  # open loop: (intended, outgoing, attempt) due again
         self.retrying: dict[object, tuple] = {}   # timer handle -> (intended, outgoing, attempt) waiting to retry
         self.opening = 0
