@@ -66,6 +66,7 @@ from pathlib import Path
 
 from .harness import (HOST, Check, Options, Peer, Report, Table, find_program, free_port, median, smtp_source,
                       timed_client)
+from .load_core import recording_cost_us
 
 NAME = "generator"
 
@@ -196,7 +197,7 @@ def run(opts: Options) -> Report:
                 opened[key].append(m)
                 print(f": {m.result['totals']['msgs_per_s']:,.1f}/s, send lag p99 "
                       f"{m.result['latency']['send_lag']['p99']} us", flush=True)
-    rec_cost = _recording_cost_us(rounds=3 if opts.quick else 11)
+    rec_cost = recording_cost_us(rounds=3 if opts.quick else 11)
     report = _report(runs, fixed, pairs, rec_cost, opened, n, rates, closed_max, rounds, floor)
     load = report.data["load_average"] = {"before": load_before, "after": os.getloadavg()}
     if max(load["before"][0], load["after"][0]) > (os.cpu_count() or 1) / 2:
@@ -237,19 +238,6 @@ def _row_figures(ms: list[Measurement], n: int, fixed: list[Measurement] | None)
     }
 
 
-def _recording_cost_us(rounds: int = 5, messages: int = 20_000) -> float:
-    """What recording costs per message in the generator's own Python (``load.core``, in process,
-    best of interleaved rounds, the recorder flushed at a run's cadence): steadier than any
-    end-to-end figure on a shared machine."""
-    from .load_core import _drive
-
-    on, off = [], []
-    for _ in range(rounds):
-        on.append(_drive(True, messages, True))
-        off.append(_drive(True, messages, False))
-    return (min(on) - min(off)) / messages * 1e6
-
-
 def _run_cpu_us(m: Measurement) -> float:
     """smtpbench's own CPU per message for the run itself (no start-up, no result file)."""
     totals = m.result["totals"]
@@ -286,18 +274,18 @@ def _report(runs, fixed, pairs, rec_cost, opened, n, rates, closed_max, rounds, 
     # Recording on/off: every pair, the rounds' and the extra ones. Throughput per pair, and what the
     # generator's in-run CPU per message says (CPU-bound, on/off throughput = CPU off / CPU on).
     on, off = runs[PIPE] + pairs[PIPE], runs[NO_RECORD] + pairs[NO_RECORD]
-    rec_in_run = _paired([n / m.in_run for m in on], [n / m.in_run for m in off])
-    rec_wall = _paired([n / m.wall for m in on], [n / m.wall for m in off])
+    in_run_on, in_run_off = [n / m.in_run for m in on], [n / m.in_run for m in off]
+    wall_on, wall_off = [n / m.wall for m in on], [n / m.wall for m in off]
+    rec_in_run = _paired(in_run_on, in_run_off)
+    rec_wall = _paired(wall_on, wall_off)
     cpu_on, cpu_off = [_run_cpu_us(m) for m in on], [_run_cpu_us(m) for m in off]
     rec_by_cpu = _paired(cpu_off, cpu_on)
     recording = Table(
         f"recording on vs off (smtpbench run with pipelining; off = SMTPBENCH_NO_RECORD=1): {len(on)} pairs, "
         "medians; on/off is the median of per-pair ratios",
         ["figure", "recording on", "recording off", "on/off"],
-        [["msgs/s in-run", f"{median([n / m.in_run for m in on]):,.0f}", f"{median([n / m.in_run for m in off]):,.0f}",
-          f"{rec_in_run:.3f}"],
-         ["msgs/s (wall)", f"{median([n / m.wall for m in on]):,.0f}", f"{median([n / m.wall for m in off]):,.0f}",
-          f"{rec_wall:.3f}"],
+        [["msgs/s in-run", f"{median(in_run_on):,.0f}", f"{median(in_run_off):,.0f}", f"{rec_in_run:.3f}"],
+         ["msgs/s (wall)", f"{median(wall_on):,.0f}", f"{median(wall_off):,.0f}", f"{rec_wall:.3f}"],
          ["generator in-run CPU us/msg (totals.cpu_us / issued)", f"{median(cpu_on):.1f}", f"{median(cpu_off):.1f}",
           f"{rec_by_cpu:.3f} ({median(cpu_on) - median(cpu_off):+.1f} us/msg)"]])
     # By component: recording's own cost (in process, load.core) over the whole cost per message.
