@@ -59,7 +59,7 @@ class Clock:
     The hub's own timers fire up to a millisecond late (epoll's timeout is in milliseconds):
     as much as the whole latency being measured on loopback. A thread sleeping in
     ``clock_nanosleep`` wakes within tens of microseconds and hands the wake-up to the hub
-    at once (as the native runner's pacer thread does). One request at a time: the pacer's.
+    at once. One request at a time: the pacer's.
     """
 
     def __init__(self) -> None:

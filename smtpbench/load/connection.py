@@ -86,10 +86,8 @@ class ClientConnection(asyncio.Protocol):
         if self.chaining and session.can_chain:
             runner.chain(self, now)
         upcoming = runner.upcoming
-        if upcoming:  # open loop, busy: release due arrivals without the pacer's wake-up
-            runner.busy_at = now  # (and the pacer may look back later: see pacer_thread)
-            if upcoming[0] <= now:
-                runner.release_due(now)
+        if upcoming and upcoming[0] <= now:  # open loop: due arrivals leave now, before the timer's wake-up
+            runner.release_due(now)
         # What the session queued and what the runner's callbacks added: one write per read.
         out = session.outbox
         if out and not self.upgrading:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import asyncio
 import math
 import ssl
-import sys
-import threading
 import time
 from collections import deque
 from time import monotonic_ns
@@ -27,7 +25,7 @@ from ..addresses import Address
 from ..protocol.client import BANNER, PHASES, S_READY, ClientSession
 from ..scenario import Scenario
 from .connection import ClientConnection
-from .pacer import PACER_SWITCH_INTERVAL, pacer_thread
+from .pacer import Pacer
 from .pacing import Profile, Schedule
 from .recorder import INTERVAL_US, Recorder
 
@@ -87,9 +85,8 @@ class Runner:
         self.connections: set[ClientConnection] = set()
         self.idle: deque[ClientConnection] = deque()
         self.waiting: deque[int] = deque()   # open loop: intended times of arrivals without a connection
-        self.upcoming: deque[int] = deque()  # open loop: arrivals published ahead by the pacer thread
-        self.wake_pending = False            # the pacer asked the loop to release_due (not run yet)
-        self.busy_at = -(1 << 62)            # open loop: when a read last looked at the published arrivals (µs)
+        self.upcoming: deque[int] = deque()  # open loop: the next arrivals, taken ahead by the pacer
+        self.pacer: Pacer | None = None
         self.retry_ready: deque[tuple] = deque()  # open loop: (intended, outgoing, attempt) due again
         self.retrying: dict[object, tuple] = {}   # timer handle -> (intended, outgoing, attempt) waiting to retry
         self.opening = 0
@@ -426,7 +423,7 @@ class Runner:
             self.open()
 
     async def _pace(self) -> None:
-        """Feed arrivals from a pacer thread (see :func:`~smtpbench.load.pacer.pacer_thread`) into the loop."""
+        """Release the schedule's arrivals as they come due (see :class:`~smtpbench.load.pacer.Pacer`)."""
         load = self.load
         profile = Profile(load.rate, load.stages, load.duration)
         if load.stages:
@@ -434,22 +431,16 @@ class Runner:
         schedule = Schedule(profile, load.arrival, self.scenario.seed, self.index, self.count)
         loop = asyncio.get_running_loop()
         finished = loop.create_future()
-        stop = threading.Event()
-        thread = threading.Thread(target=pacer_thread, name="smtpbench-pacer", daemon=True,
-                                  args=(loop, schedule, self, finished, stop))
-        previous = sys.getswitchinterval()
-        sys.setswitchinterval(PACER_SWITCH_INTERVAL)
-        thread.start()
+        self.pacer = pacer = Pacer(loop, schedule, self, finished)
+        pacer.start()
         try:
             await finished
         finally:
-            stop.set()
-            sys.setswitchinterval(previous)
+            pacer.close()
 
     def release_due(self, now: int | None = None) -> None:
-        """Take the arrivals now due from ``upcoming`` (filled ahead by the pacer thread) into the
-        queue and start them: from the pacer's wake-up, or from a read when the loop is busy."""
-        self.wake_pending = False
+        """Take the arrivals now due from ``upcoming`` into the queue and start them: from the
+        pacer's timer, or from a read when the loop is busy; then set the timer for the next."""
         now = self.now() if now is None else now
         upcoming = self.upcoming
         rec = self.recorder
@@ -460,8 +451,11 @@ class Runner:
             rec.scheduled(intended, now)
             self.waiting.append(intended)
             released = True
+            if not upcoming:
+                self.pacer.fill()
         if released:
             self._dispatch()
+        self.pacer.arm()
 
     # -- the run ----------------------------------------------------------------
 
@@ -528,7 +522,7 @@ class Runner:
         cpu0 = time.process_time()
         tasks = [asyncio.ensure_future(c) for c in (self._tick(), self._watch_loop(), self._sweep(), self._flusher())]
         if self.open_loop:
-            # The pacer thread starts before t0 and sleeps to each arrival itself (it never sends
+            # The pacer starts before t0 with its timer set for the first arrival (it never sends
             # early): started after t0, its set-up would delay the first arrivals.
             await self._pace()
         else:
