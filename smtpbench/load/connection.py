@@ -85,9 +85,6 @@ class ClientConnection(asyncio.Protocol):
                 return
         if self.chaining and session.can_chain:
             runner.chain(self, now)
-        upcoming = runner.upcoming
-        if upcoming and upcoming[0] <= now:  # open loop: due arrivals leave now, before the timer's wake-up
-            runner.release_due(now)
         # What the session queued and what the runner's callbacks added: one write per read.
         out = session.outbox
         if out and not self.upgrading:

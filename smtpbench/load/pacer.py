@@ -15,14 +15,22 @@ BATCH = 64
 class Pacer:
     """Puts each arrival of ``schedule`` into ``upcoming`` and has the loop release it when due.
 
-    ``upcoming`` holds the next intended times (µs since t0), in order. Whoever
-    looks first releases the head once it is due: a read (a busy loop checks
-    the head on each one) or the loop timer, armed for the head. The timer is
-    a timerfd on Linux (see :mod:`~smtpbench.load.looptimer`): it wakes an
-    idle loop within tens of µs of the head and costs no thread. (A pacer
-    thread did this before; its wake-ups took the GIL from the loop, and an
-    open-loop message cost about twice the CPU of a closed-loop one.)
-    Nothing is ever released before its intended time.
+    ``upcoming`` holds the next intended times (µs since t0), in order. A loop
+    timer is set for the head; when it fires, every arrival due by then is
+    released at once. The timer is a timerfd on Linux (see
+    :mod:`~smtpbench.load.looptimer`): it wakes an idle loop within tens of µs
+    of the head, and a busy one within one pass of its callbacks, with no
+    thread. Nothing is ever released before its intended time.
+
+    Why only the timer: reads used to release due arrivals too, as soon as
+    they looked. But each such release re-armed the timer, and on a VM setting
+    a timer that is the next to expire costs ~10 µs (the hardware timer is
+    reprogrammed); from the timer alone, one wake-up releases all that is due.
+    Measured against one smtp-sink at 12,700/s (1 KiB): 82 -> 75 µs of CPU per
+    message, and the generator kept up (send lag p99 0.7 ms) instead of falling
+    behind; at 20,000/s offered it reached 17,700/s instead of 13,000/s.
+    (Before that a pacer thread slept to each arrival; its wake-ups took the
+    GIL from the loop.)
     """
 
     def __init__(self, loop, schedule: Schedule, runner, finished):

@@ -438,10 +438,10 @@ class Runner:
         finally:
             pacer.close()
 
-    def release_due(self, now: int | None = None) -> None:
-        """Take the arrivals now due from ``upcoming`` into the queue and start them: from the
-        pacer's timer, or from a read when the loop is busy; then set the timer for the next."""
-        now = self.now() if now is None else now
+    def release_due(self) -> None:
+        """Take the arrivals now due from ``upcoming`` into the queue and start them (the pacer's
+        timer fired); then set the timer for the next."""
+        now = self.now()
         upcoming = self.upcoming
         rec = self.recorder
         released = False
