@@ -143,3 +143,36 @@ def test_pacer_releases_every_arrival_once_and_never_early(timer, rate, limit, m
     assert min(lag) >= 0                              # never early
     if timer == "best" and looptimer.sys.platform.startswith("linux"):
         assert statistics.median(lag) < 500, lag      # the timerfd: tens of µs, bar a noisy neighbour
+
+
+GEVENT_CLOCK = """
+import json, sys, time
+from smtpbench.integrations.work import Clock
+if sys.argv[1] == "fallback":
+    sys.platform = "other"  # the hub's own timer, as off Linux (after the imports, which read it)
+clock = Clock()
+assert (clock._file is None) == (sys.argv[1] == "fallback")
+late = []
+for wait in [300, 700, 1300, 250, 900] * 8:
+    target = time.monotonic_ns() + wait * 1000
+    clock.sleep_until(target)
+    late.append((time.monotonic_ns() - target) // 1000)
+clock.close()
+print(json.dumps(late))
+"""
+
+
+@pytest.mark.parametrize("mode", ["timerfd", "fallback"])
+def test_locust_drivers_gevent_clock_is_never_early(mode):
+    """The Locust driver's pacer sleeps on the same timerfd, watched by gevent's hub (subprocess: gevent)."""
+    import json
+    import subprocess
+
+    if mode == "timerfd" and not sys.platform.startswith("linux"):
+        pytest.skip("timerfd is Linux-only")
+    out = subprocess.run([sys.executable, "-c", GEVENT_CLOCK, mode], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    late = json.loads(out.stdout)
+    assert len(late) == 40 and min(late) >= 0, late
+    if mode == "timerfd":
+        assert statistics.median(late) < 500, late

@@ -25,16 +25,16 @@ from __future__ import annotations
 import math
 import os
 import socket
+import sys
 import time
 from time import monotonic_ns
 
 import gevent
-from gevent import monkey
 from gevent import ssl as gssl
-from gevent.event import Event
 from gevent.queue import Empty, PriorityQueue
 
 from ..addresses import parse_address
+from ..load.looptimer import TimerFile
 from ..load.pacing import Profile, Schedule
 from ..load.recorder import INTERVAL_US, Recorder
 from ..load.runner import phase_timeouts, split
@@ -54,38 +54,36 @@ def make_setup(scenario: Scenario, run_id: str, target: str, t0_wall: float, dur
 
 
 class Clock:
-    """Wakes a greenlet at an exact time, from a real OS thread.
+    """Wakes a greenlet at an exact time: a timerfd the hub watches like a socket.
 
     The hub's own timers fire up to a millisecond late (epoll's timeout is in milliseconds):
-    as much as the whole latency being measured on loopback. A thread sleeping in
-    ``clock_nanosleep`` wakes within tens of microseconds and hands the wake-up to the hub
-    at once. One request at a time: the pacer's.
+    as much as the whole latency being measured on loopback. A timerfd wakes ``epoll_wait``
+    within the kernel's timer slack, tens of microseconds, with no thread to hand the GIL
+    over (see :mod:`smtpbench.load.looptimer`, the native runner's pacer). Off Linux the
+    hub's timer, never early. One sleeper at a time: the pacer.
     """
 
     def __init__(self) -> None:
-        self._requests = monkey.get_original("queue", "SimpleQueue")()
-        self._sleep = monkey.get_original("time", "sleep")
-        self._loop = gevent.get_hub().loop
-        monkey.get_original("_thread", "start_new_thread")(self._run, ())
-
-    def _run(self) -> None:
-        while True:
-            item = self._requests.get()
-            if item is None:
-                return
-            deadline_ns, wake = item
-            wait = (deadline_ns - monotonic_ns()) / 1e9
-            if wait > 0:
-                self._sleep(wait)
-            self._loop.run_callback_threadsafe(wake)
+        self._hub = gevent.get_hub()
+        self._file = TimerFile() if sys.platform.startswith("linux") else None
+        if self._file is not None:
+            self._watcher = self._hub.loop.io(self._file.fd, 1)  # 1: readable
 
     def sleep_until(self, deadline_ns: int) -> None:
-        woken = Event()
-        self._requests.put((deadline_ns, woken.set))
-        woken.wait()
+        if self._file is None:
+            while (wait := deadline_ns - monotonic_ns()) > 0:
+                gevent.sleep(wait / 1e9)
+            return
+        self._file.set(deadline_ns)
+        while True:
+            self._hub.wait(self._watcher)
+            if self._file.expired():
+                return
 
     def close(self) -> None:
-        self._requests.put(None)
+        if self._file is not None:
+            self._watcher.close()
+            self._file.close()
 
 
 def tls_context(verify: bool) -> gssl.SSLContext:

@@ -8,6 +8,8 @@ the loop watches it like a socket, so an expiry wakes ``epoll_wait`` within
 the kernel's timer slack (50 µs by default) and costs no thread and no GIL
 hand-over. Python has ``os.timerfd_*`` from 3.13; before that it is called
 through ctypes. Elsewhere :class:`CallAtTimer` falls back on ``call_at``.
+:class:`TimerFile` is the timerfd alone: the Locust driver's gevent hub
+watches one too (see :class:`smtpbench.integrations.work.Clock`).
 """
 
 from __future__ import annotations
@@ -32,16 +34,14 @@ class _Itimerspec(ctypes.Structure):
     _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
 
 
-class TimerFD:
-    """A timerfd watched by ``loop``: ``at(ns)`` arms it for a ``time.monotonic_ns()`` value,
-    and ``callback()`` runs in the loop when that time has come (or passed)."""
+class TimerFile:
+    """A timerfd, whatever loop watches it: :meth:`set` arms it for a ``time.monotonic_ns()``
+    value; its :attr:`fd` turns readable when that time has come, and :meth:`expired` says so."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, callback):
-        self.loop = loop
-        self.callback = callback
+    def __init__(self) -> None:
         if hasattr(os, "timerfd_create"):  # Python 3.13+
             self.fd = os.timerfd_create(CLOCK_MONOTONIC, flags=TFD_NONBLOCK | TFD_CLOEXEC)
-            self._settime = self._settime_os
+            self.set = self._set_os
         else:
             libc = ctypes.CDLL(None, use_errno=True)
             fd = libc.timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC)
@@ -52,34 +52,53 @@ class TimerFD:
             self._libc_settime = libc.timerfd_settime
             self._spec = _Itimerspec()
             self._spec_ref = ctypes.byref(self._spec)
-            self._settime = self._settime_ctypes
-        loop.add_reader(self.fd, self._fired)
+            self.set = self._set_ctypes
 
-    def at(self, ns: int) -> None:
-        """Fire at ``ns`` (monotonic); re-arming replaces the previous time. A time already past
-        fires at once (a zero would disarm the timer, so it is never passed)."""
-        self._settime(max(ns, 1))
+    def set(self, ns: int) -> None:  # (replaced per instance by one of the two below)
+        """Expire at ``ns`` (monotonic), replacing any earlier setting. A time already past expires at
+        once (a zero would disarm the timer, so it is never passed)."""
 
-    def _settime_os(self, ns: int) -> None:
-        os.timerfd_settime_ns(self.fd, flags=TFD_TIMER_ABSTIME, initial=ns)
+    def _set_os(self, ns: int) -> None:
+        os.timerfd_settime_ns(self.fd, flags=TFD_TIMER_ABSTIME, initial=max(ns, 1))
 
-    def _settime_ctypes(self, ns: int) -> None:
+    def _set_ctypes(self, ns: int) -> None:
         value = self._spec.it_value
-        value.tv_sec, value.tv_nsec = divmod(ns, 1_000_000_000)
+        value.tv_sec, value.tv_nsec = divmod(max(ns, 1), 1_000_000_000)
         if self._libc_settime(self.fd, TFD_TIMER_ABSTIME, self._spec_ref, None) < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))
 
-    def _fired(self) -> None:
+    def expired(self) -> bool:
+        """Whether the set time has come, taking the expiry (so the fd is no longer readable)."""
         try:
-            os.read(self.fd, 8)  # the expiry count; reading it re-arms readability for the next expiry
-        except BlockingIOError:  # re-armed since it became readable: not due after all
-            return
-        self.callback()
+            os.read(self.fd, 8)  # the expiry count
+        except BlockingIOError:  # re-set since it turned readable: not due after all
+            return False
+        return True
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class TimerFD:
+    """A :class:`TimerFile` watched by an asyncio ``loop``: ``at(ns)`` arms it, and ``callback()``
+    runs in the loop when that time has come (or passed)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, callback):
+        self.loop = loop
+        self.callback = callback
+        self.file = TimerFile()
+        self.fd = self.file.fd
+        self.at = self.file.set
+        loop.add_reader(self.fd, self._fired)
+
+    def _fired(self) -> None:
+        if self.file.expired():
+            self.callback()
 
     def close(self) -> None:
         self.loop.remove_reader(self.fd)
-        os.close(self.fd)
+        self.file.close()
 
 
 class CallAtTimer:
