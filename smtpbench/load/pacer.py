@@ -45,6 +45,7 @@ class Pacer:
         self.timer = loop_timer(loop, self.fire)
 
     def start(self) -> None:
+        """Set the timer for the first arrival (before t0 is fine: it never fires early)."""
         self.fill()
         self.arm()
 
@@ -64,6 +65,7 @@ class Pacer:
             self.published += 1
 
     def fire(self) -> None:
+        """The timer's callback: it is disarmed now; the runner releases what is due and re-arms it."""
         self.armed = -1
         self.runner.release_due()
 
