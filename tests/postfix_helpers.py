@@ -414,9 +414,15 @@ class PrivatePostfix:
     # -- the queue and the log --------------------------------------------------------------
 
     def queue(self) -> list[dict]:
-        """``postqueue -j``: one dict per queued message (queue_name, queue_id, recipients...)."""
+        """``postqueue -j``: one dict per queued message (queue_name, queue_id, recipients...).
+
+        By queue id: the listing walks the queue directories one after the other, so a message the
+        queue manager moves between them (incoming -> active) while it runs can be listed twice
+        (seen in CI: 11 of 10); its queue id stays the same.
+        """
         out = self._run(_sbin("postqueue"), "-c", str(self.config_dir), "-j").stdout
-        return [json.loads(line) for line in out.splitlines() if line.strip()]
+        entries = (json.loads(line) for line in out.splitlines() if line.strip())
+        return list({entry["queue_id"]: entry for entry in entries}.values())
 
     def queue_size(self) -> int:
         """Messages anywhere in the queue (incoming, active, deferred, hold, maildrop). A snapshot:
