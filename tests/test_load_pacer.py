@@ -8,7 +8,6 @@ import os
 import statistics
 import sys
 import time
-from collections import deque
 
 import pytest
 import uvloop
@@ -94,24 +93,18 @@ def test_loop_timer_picks_the_timerfd_on_linux():
 
 
 class _Runner:
-    """The part of Runner the pacer uses: its clock, bounds and release of due arrivals."""
+    """The part of Runner the pacer uses: its clock, bounds, and what it is handed when due."""
 
     def __init__(self, end_us, limit):
         self.t0_ns = time.monotonic_ns() + 5_000_000  # t0 is 5 ms away, as in a real start
         self.end_us, self.limit = end_us, limit
-        self.upcoming: deque[int] = deque()
         self.released: list[tuple[int, int]] = []  # (intended, when released)
 
     def now(self):
         return (time.monotonic_ns() - self.t0_ns) // 1000
 
-    def release_due(self):  # as Runner.release_due, minus the connections
-        now = self.now()
-        while self.upcoming and self.upcoming[0] <= now:
-            self.released.append((self.upcoming.popleft(), now))
-            if not self.upcoming:
-                self.pacer.fill()
-        self.pacer.arm()
+    def arrived(self, due, now):
+        self.released.extend((intended, now) for intended in due)
 
 
 @pytest.mark.parametrize("timer", ["best", "call_at"])
@@ -126,7 +119,7 @@ def test_pacer_releases_every_arrival_once_and_never_early(timer, rate, limit, m
         runner = _Runner(end_us, limit)
         finished = loop.create_future()
         schedule = Schedule(Profile(rate, None, end_us / 1e6))
-        runner.pacer = pacer = Pacer(loop, schedule, runner, finished)
+        pacer = Pacer(loop, schedule, runner, finished)
         pacer.start()
         try:
             await asyncio.wait_for(finished, 5)

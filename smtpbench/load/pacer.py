@@ -13,7 +13,8 @@ BATCH = 64
 
 
 class Pacer:
-    """Puts each arrival of ``schedule`` into ``upcoming`` and has the loop release it when due.
+    """Takes the arrivals of ``schedule`` into ``upcoming`` and hands them to ``runner.arrived``
+    when due.
 
     ``upcoming`` holds the next intended times (µs since t0), in order. A loop
     timer is set for the head; when it fires, every arrival due by then is
@@ -36,7 +37,7 @@ class Pacer:
     def __init__(self, loop, schedule: Schedule, runner, finished):
         self.schedule = schedule
         self.runner = runner
-        self.upcoming: deque[int] = runner.upcoming
+        self.upcoming: deque[int] = deque()
         self.finished = finished
         self.t0_ns = runner.t0_ns
         self.published = 0
@@ -65,9 +66,18 @@ class Pacer:
             self.published += 1
 
     def fire(self) -> None:
-        """The timer's callback: it is disarmed now; the runner releases what is due and re-arms it."""
+        """The timer's callback (it is disarmed now): hand over every arrival due, set it again."""
         self.armed = -1
-        self.runner.release_due()
+        now = self.runner.now()
+        upcoming = self.upcoming
+        due = []
+        while upcoming and upcoming[0] <= now:
+            due.append(upcoming.popleft())
+            if not upcoming:
+                self.fill()
+        if due:
+            self.runner.arrived(due, now)
+        self.arm()
 
     def arm(self) -> None:
         """Set the timer for the head, unless it is set for it already."""

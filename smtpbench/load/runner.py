@@ -85,8 +85,6 @@ class Runner:
         self.connections: set[ClientConnection] = set()
         self.idle: deque[ClientConnection] = deque()
         self.waiting: deque[int] = deque()   # open loop: intended times of arrivals without a connection
-        self.upcoming: deque[int] = deque()  # open loop: the next arrivals, taken ahead by the pacer
-        self.pacer: Pacer | None = None
         self.retry_ready: deque[tuple] = deque()  # open loop: (intended, outgoing, attempt) due again
         self.retrying: dict[object, tuple] = {}   # timer handle -> (intended, outgoing, attempt) waiting to retry
         self.opening = 0
@@ -431,31 +429,21 @@ class Runner:
         schedule = Schedule(profile, load.arrival, self.scenario.seed, self.index, self.count)
         loop = asyncio.get_running_loop()
         finished = loop.create_future()
-        self.pacer = pacer = Pacer(loop, schedule, self, finished)
+        pacer = Pacer(loop, schedule, self, finished)
         pacer.start()
         try:
             await finished
         finally:
             pacer.close()
 
-    def release_due(self) -> None:
-        """Take the arrivals now due from ``upcoming`` into the queue and start them (the pacer's
-        timer fired); then set the timer for the next."""
-        now = self.now()
-        upcoming = self.upcoming
+    def arrived(self, due: list[int], now: int) -> None:
+        """The pacer's arrivals now due (intended times, in order): queue them and start them."""
         rec = self.recorder
-        released = False
-        while upcoming and upcoming[0] <= now:
-            intended = upcoming.popleft()
-            self.issued += 1
+        for intended in due:
             rec.scheduled(intended, now)
-            self.waiting.append(intended)
-            released = True
-            if not upcoming:
-                self.pacer.fill()
-        if released:
-            self._dispatch()
-        self.pacer.arm()
+        self.issued += len(due)
+        self.waiting.extend(due)
+        self._dispatch()
 
     # -- the run ----------------------------------------------------------------
 
