@@ -1,7 +1,5 @@
-import sys
-
-from .cli import main
+from .cli import program
 
 # Guarded: worker processes are spawned and re-import the main module.
 if __name__ == "__main__":
-    sys.exit(main())
+    program()

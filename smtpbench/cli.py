@@ -514,5 +514,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def program() -> None:
+    """The ``smtpbench`` command: :func:`main`, then a quick exit (see :mod:`smtpbench.quickexit`)."""
+    from .quickexit import exit_now
+
+    exit_now(main())
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    program()
