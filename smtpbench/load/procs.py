@@ -17,43 +17,50 @@ from typing import Callable
 from .. import eventloop
 from ..addresses import Address
 from ..messages import MessageFactory
+from ..quickexit import exit_now
 from ..scenario import Scenario
 from .recorder import merge_exports
 from .runner import Runner
 
-START_DELAY = 0.3  # s: from "all processes ready" to the common t0
+# s: from "all processes ready" to the common t0. A worker, its message factory built before it
+# says ready, reaches its loop 5-14 ms after the start message (measured, 2 cores, 2 workers);
+# the rest is margin for a busy machine. A late worker starts late, and its send lag shows it.
+START_DELAY = 0.1
 SOLO_START_DELAY = 0.05  # s: one process waits for nobody, only for its own loop and pacer to start
 READY_TIMEOUT = 60.0
 
 
-async def _run_one(scenario: Scenario, target: Address, run_id: str, t0_ns: int, index: int, count: int,
+async def _run_one(scenario: Scenario, target: Address, factory: MessageFactory, t0_ns: int, index: int, count: int,
                    progress: Callable[[dict], None] | None) -> dict:
-    factory = MessageFactory(scenario.message, scenario.seed, run_id, index, count)
     runner = Runner(scenario, target, factory, t0_ns, index, count, progress)
     return await runner.run()
 
 
 def _worker(scenario_json: str, target: Address, run_id: str, index: int, count: int, conn) -> None:
     scenario = Scenario.model_validate_json(scenario_json)
+    factory = MessageFactory(scenario.message, scenario.seed, run_id, index, count)  # ~10 ms: before t0 is set
     # Start together: say we are ready (imports done), then wait for the common t0.
     conn.send(("ready", index, None))
     kind, _, t0_ns = conn.recv()
     try:
-        export = eventloop.run(_run_one(scenario, target, run_id, t0_ns, index, count,
+        export = eventloop.run(_run_one(scenario, target, factory, t0_ns, index, count,
                                         lambda p: conn.send(("progress", index, p))))
         conn.send(("done", index, export))
     except BaseException as e:  # the parent reports it; never hang the run
         conn.send(("error", index, "".join(traceback.format_exception(e))))
     finally:
         conn.close()
+    # The parent has the export and joins this process before it can report: skip teardown.
+    exit_now(0)
 
 
 def run_load(scenario: Scenario, target: Address, run_id: str, processes: int,
              progress: Callable[[dict], None] | None = None) -> dict:
     """Run the scenario's load against ``target``; return the merged measurements."""
     if processes <= 1:
+        factory = MessageFactory(scenario.message, scenario.seed, run_id, 0, 1)
         t0_ns = time.monotonic_ns() + int(SOLO_START_DELAY * 1e9)
-        export = eventloop.run(_run_one(scenario, target, run_id, t0_ns, 0, 1, progress))
+        export = eventloop.run(_run_one(scenario, target, factory, t0_ns, 0, 1, progress))
         merged = merge_exports([export])
         merged["processes"] = [_proc_summary(export)]
         return merged
