@@ -203,9 +203,29 @@ def save(result: dict, folder: str, name: str = "result.json") -> str:
     path = os.path.join(folder, name)
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=1)
+        f.write(_lines(result))
     os.replace(tmp, path)
     return path
+
+
+def _lines(result: dict) -> str:
+    """The result as JSON, one line per top-level key and per entry of a top-level table.
+
+    ``json.dump(indent=...)`` runs Python's own encoder, one call per value; without an indent
+    the C encoder does the work. A result holds a histogram per phase and per second (an 8 s
+    open-loop run at 13,700/s: 0.5 MB indented), and indented it took 65 ms against 7 ms
+    (measured), a cost at the end of every run that grows with its length. Lines per entry keep
+    the file readable in an editor and easy to diff; ``jq .`` pretty-prints it whole.
+    """
+    dumps = json.dumps
+    rows = []
+    for key, value in result.items():
+        if isinstance(value, dict) and value:
+            inner = ",\n".join(f"  {dumps(k)}: {dumps(v)}" for k, v in value.items())
+            rows.append(f" {dumps(key)}: {{\n{inner}\n }}")
+        else:
+            rows.append(f" {dumps(key)}: {dumps(value)}")
+    return "{\n" + ",\n".join(rows) + "\n}\n"
 
 
 def load_result(path: str) -> dict:

@@ -191,3 +191,23 @@ def test_a_stepped_flush_left_half_done_loses_nothing():
     assert list(steps) == []          # the suspended flusher then ends quietly
     rec.flush()
     assert rec.response.total == 101
+
+
+def test_result_file_is_json_with_a_line_per_entry(tmp_path):
+    """save() writes what load_result reads back unchanged, one line per top-level key and table entry."""
+    import json
+
+    from smtpbench.results import SCHEMA, load_result, save
+
+    result = {"schema": SCHEMA, "name": "tést ✓", "totals": {"ok": 3, "failed": 0},
+              "intervals": {str(i): {"t": i, "response": {"counts": [1, 2, 3]}} for i in range(5)},
+              "errors": [], "thresholds": {}, "health": {"valid": True, "reasons": ["a\nb"]}}
+    path = save(result, str(tmp_path / "run"))
+    assert load_result(str(tmp_path / "run")) == result
+    text = open(path, encoding="utf-8").read()
+    lines = text.splitlines()
+    assert lines[0] == "{" and lines[-1] == "}"
+    assert [ln for ln in lines if ln.startswith('  "') and '"t":' in ln] == \
+        [f'  "{i}": {json.dumps(result["intervals"][str(i)])}' + ("," if i < 4 else "") for i in range(5)]
+    assert ' "errors": [],' in lines and ' "thresholds": {},' in lines
+    assert not (tmp_path / "run" / "result.json.tmp").exists()
