@@ -5,7 +5,8 @@ Python would do next, module teardown and collecting every object of numpy,
 pydantic and uvloop one by one, only frees memory the kernel frees anyway:
 about 70 ms on this machine (measured: 83 ms from the last ``atexit`` handler
 to exit with smtpbench's modules loaded, 13 ms with none). A benchmark's user
-times the whole command, so the generator skips it.
+times the whole command, so every smtpbench command, and each generator worker
+process, skips it.
 
 ``atexit`` handlers still run (multiprocessing's clean-up, say), and standard
 output and error are flushed first, so nothing written is lost.
