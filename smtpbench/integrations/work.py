@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 import os
 import socket
-import sys
 import time
 from time import monotonic_ns
 
@@ -34,7 +33,7 @@ from gevent import ssl as gssl
 from gevent.queue import Empty, PriorityQueue
 
 from ..addresses import parse_address
-from ..load.looptimer import TimerFile
+from ..load.looptimer import TimerFile, has_timerfd
 from ..load.pacing import Profile, Schedule
 from ..load.recorder import INTERVAL_US, Recorder
 from ..load.runner import phase_timeouts, split
@@ -65,7 +64,7 @@ class Clock:
 
     def __init__(self) -> None:
         self._hub = gevent.get_hub()
-        self._file = TimerFile() if sys.platform.startswith("linux") else None
+        self._file = TimerFile() if has_timerfd() else None
         if self._file is not None:
             self._watcher = self._hub.loop.io(self._file.fd, 1)  # 1: readable
 

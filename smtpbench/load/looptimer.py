@@ -124,8 +124,13 @@ class CallAtTimer:
             self._handle.cancel()
 
 
+def has_timerfd() -> bool:
+    """Whether :class:`TimerFile` works here (timerfd_create(2) is Linux's)."""
+    return sys.platform.startswith("linux")
+
+
 def loop_timer(loop: asyncio.AbstractEventLoop, callback):
     """The most precise timer this platform offers."""
-    if sys.platform.startswith("linux"):
+    if has_timerfd():
         return TimerFD(loop, callback)
     return CallAtTimer(loop, callback)
