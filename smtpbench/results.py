@@ -22,7 +22,8 @@ Schema ``smtpbench.result/1`` (all latencies in integer microseconds):
 * ``health``: ``valid``, ``reasons``, CPU per process, offered vs achieved rate; Locust runs add
   ``workers`` (per worker process: messages, CPU, Locust's CPU warnings) and ``warnings``
 * ``locust`` (Locust runs only): worker count, master host, reports merged
-* ``thresholds``: ``[{metric, limit, observed, passed}]``; ``verdict``: ok | thresholds_failed | invalid
+* ``thresholds``: ``[{metric, limit, observed, passed}]`` (``observed`` null: the metric had no samples,
+  which fails); ``verdict``: ok | thresholds_failed | invalid
 
 Read with jq, e.g. ``jq '.totals.msgs_per_s, .latency.response.p99' result.json``.
 """

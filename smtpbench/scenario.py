@@ -162,6 +162,9 @@ class Load(_Table):
     def _open_needs_rate(self) -> "Load":
         if self.model == "open" and self.rate is None and not self.stages:
             raise ValueError("open loop needs 'rate' (msgs/s) or 'stages'")
+        if self.duration and self.warmup >= self.duration:
+            # The headline figures leave the warm-up out: nothing would be left to measure.
+            raise ValueError(f"warmup ({self.warmup:g} s) must be shorter than duration ({self.duration:g} s)")
         if self.pipeline_messages:
             # The next message of a session goes out with the data of the last: that is the
             # closed loop without think time, over a pipelining session, sending each message once.

@@ -10,6 +10,7 @@ Keys name a metric of result.json; values are limits:
 
 from __future__ import annotations
 
+from .protocol.client import PHASES
 from .units import parse_duration
 
 LATENCIES = ("response", "service", "send_lag")
@@ -23,7 +24,11 @@ def split_metric(key: str) -> tuple[str, str]:
     for pct in PERCENTILE_KEYS:
         if key.endswith("." + pct):
             metric = key[: -len(pct) - 1]
-            if metric in LATENCIES or (metric.startswith("phase.") and len(metric) > 6):
+            if metric in LATENCIES:
+                return metric, pct
+            if metric.startswith("phase."):
+                if metric[6:] not in PHASES:
+                    raise ValueError(f"unknown phase '{metric[6:]}' in threshold '{key}'; phases: {', '.join(PHASES)}")
                 return metric, pct
     raise ValueError(f"unknown threshold '{key}'; {HELP}")
 
@@ -59,15 +64,25 @@ def evaluate(thresholds: dict, result: dict) -> list[dict]:
             metric, pct = split_metric(key)
             lat = result["latency"]
             summary = lat["phases"].get(metric[6:], {}) if metric.startswith("phase.") else lat.get(metric, {})
-            observed = summary.get(pct, 0)
-            limit_us = parse_duration(limit) * 1e6
-            passed = observed <= limit_us
-            shown = f"{observed / 1000:.2f} ms"
+            if not summary.get("count"):
+                # Nothing measured is not "under the limit": e.g. phase.end_of_data when the
+                # server offered CHUNKING (the data went as BDAT), or a run whose messages all failed.
+                observed, passed, shown = None, False, "no samples"
+            else:
+                observed = summary[pct]
+                passed = observed <= parse_duration(limit) * 1e6
+                shown = f"{observed / 1000:.2f} ms"
         op = ">=" if key == "min_throughput" else "<="
         out.append({"metric": key, "op": op, "limit": limit, "observed": observed, "shown": shown,
                     "passed": bool(passed)})
-    if totals["ok"] == 0 and totals["failed"] > 0:
-        # Implicit: a run in which nothing got through is not a success, thresholds or not.
+    accepted = totals["ok"] + totals.get("warmup_ok", 0)
+    if accepted == 0 and totals["failed"] + totals.get("warmup_failed", 0) > 0:
+        # Implicit: a run in which nothing got through is not a success, thresholds or not
+        # (warm-up included: a warm-up as long as the run must not hide it).
         out.append({"metric": "messages_ok", "op": ">=", "limit": 1, "observed": 0,
                     "shown": "no message was accepted", "passed": False, "implicit": True})
+    elif totals["ok"] + totals["failed"] == 0 and accepted:
+        # Every message fell in the warm-up: the headline figures measure nothing.
+        out.append({"metric": "messages_measured", "op": ">=", "limit": 1, "observed": 0,
+                    "shown": "every message fell in the warm-up", "passed": False, "implicit": True})
     return out

@@ -29,6 +29,46 @@ def test_thresholds_decide_the_exit_code(start_sink, tmp_path, threshold, code):
     assert ("FAIL" in run.stdout) is (code == 1)
 
 
+def test_a_phase_that_never_happened_fails_its_threshold(start_sink, tmp_path):
+    """The default sink offers CHUNKING, so the data goes as BDAT: end_of_data has no samples,
+    which is not "under the limit"."""
+    scenario = write_scenario(tmp_path, '[thresholds]\n"phase.end_of_data.p99" = "60s"\n"phase.bdat.p99" = "60s"\n')
+    sink = start_sink()
+    run = run_load(tmp_path / "out", "--scenario", scenario, "--target", sink.address,
+                   "--sessions", "2", "--messages", "20")
+    assert sink.stop()["messages"] == 20
+    assert_exit(run, 1)
+    by_metric = {th["metric"]: th for th in run.result["thresholds"]}
+    assert by_metric["phase.end_of_data.p99"]["passed"] is False
+    assert by_metric["phase.end_of_data.p99"]["observed"] is None
+    assert by_metric["phase.bdat.p99"]["passed"] is True
+    assert "no samples [FAIL]" in run.stdout
+
+
+def test_a_refused_run_fails_even_inside_its_warmup(tmp_path):
+    """Every message of the run falls in the warm-up and is refused: still 'no message was
+    accepted', exit 1, not an empty OK."""
+    port = free_port()
+    run = run_load(tmp_path / "out", "--target", f"127.0.0.1:{port}", "--sessions", "2",
+                   "--duration", "1s", "--warmup", "0.9s", timeout=30)
+    assert run.returncode == 1, run
+    t = run.result["totals"]
+    assert t["ok"] + t["warmup_ok"] == 0 and t["warmup_failed"] > 0, t
+    assert {th["metric"] for th in run.result["thresholds"] if not th["passed"]} == {"messages_ok"}
+
+
+def test_a_run_all_in_its_warmup_is_not_ok(start_sink, tmp_path):
+    """Ten messages, all sent inside a 5 s warm-up: the headline figures measure nothing."""
+    sink = start_sink()
+    run = run_load(tmp_path / "out", "--target", sink.address, "--sessions", "2", "--messages", "10",
+                   "--warmup", "5s", "--duration", "10s")
+    assert sink.stop()["messages"] == 10
+    assert_exit(run, 1)
+    assert run.result["totals"]["warmup_ok"] == 10
+    assert [th["metric"] for th in run.result["thresholds"] if not th["passed"]] == ["messages_measured"]
+    assert "every message fell in the warm-up" in run.stdout
+
+
 @pytest.mark.parametrize("text, key", [
     ("[load]\nsesions = 5\n", "load.sesions"),
     ("[load]\nduration = \"fast\"\n", "load.duration"),
@@ -36,6 +76,8 @@ def test_thresholds_decide_the_exit_code(start_sink, tmp_path, threshold, code):
     ("[load]\ndrain = -1\n", "load.drain"),
     ("[thresholds]\n\"response.p42\" = \"1ms\"\n", "response.p42"),
     ("[thresholds]\nerror_rate = 2\n", "error_rate"),
+    ("[thresholds]\n\"phase.nosuch.p99\" = \"50ms\"\n", "phase.nosuch.p99"),
+    ("[load]\nduration = \"3s\"\nwarmup = \"3s\"\n", "load"),   # nothing left to measure
     ("[load]\nmodel = \"open\"\n", "load"),            # open loop without a rate
     ("[message]\nsize = \"big\"\n", "message.size"),
     ("[load]\npipeline_messages = true\npipelining = false\n", "pipeline_messages"),
