@@ -503,7 +503,15 @@ COMMANDS = {"sink": cmd_sink, "run": cmd_run, "bench": cmd_bench, "validate": cm
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # parse_args would blame the top-level parser and show its usage; the mistake is in the
+        # command's flags, so show that command's usage (exit 2, as argparse does).
+        given = sys.argv[1:] if argv is None else argv
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        before_command = given.index(unknown[0]) < given.index(args.command)
+        (parser if before_command else commands.choices[args.command]).error(
+            f"unrecognized arguments: {' '.join(unknown)}")
     eventloop.choose(getattr(args, "loop", None))
     try:
         return COMMANDS[args.command](args)
@@ -515,9 +523,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def program() -> None:
-    """The ``smtpbench`` command: :func:`main`, then a quick exit (see :mod:`smtpbench.quickexit`)."""
+    """The ``smtpbench`` command: :func:`main`, then a quick exit (see :mod:`smtpbench.quickexit`).
+    Output into a pipe whose reader has gone is dropped (see :mod:`smtpbench.closedpipe`)."""
+    from .closedpipe import tolerate
     from .quickexit import exit_now
 
+    tolerate()
     exit_now(main())
 
 

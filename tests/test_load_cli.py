@@ -108,3 +108,32 @@ def test_not_a_file_exits_2(tmp_path):
     run = run_load(tmp_path / "out", "--scenario", missing, "--target", "127.0.0.1:1", timeout=30)
     assert run.returncode == 2, run
     assert run.stderr.strip().count("\n") == 0 and missing in run.stderr
+
+
+def test_a_closed_stdout_costs_no_traceback_and_keeps_the_exit_code(start_sink, tmp_path):
+    """`smtpbench run … | head`: the reader is gone before the summary (here before anything is
+    written, and unbuffered, so every print meets the closed pipe). The run still writes its
+    result, ends with its verdict's code and prints no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    sink = start_sink()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "smtpbench", "run", "--target", sink.address, "--sessions", "2",
+                             "--messages", "20", "--out", str(tmp_path / "out")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=env)
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert sink.stop()["messages"] == 20
+    assert b"Traceback" not in err and b"BrokenPipe" not in err, err
+    assert proc.returncode in (0, 3), err  # 3: the machine was too busy (see assert_exit)
+    assert (tmp_path / "out" / "result.json").exists()
+
+
+def test_a_misspelt_flag_shows_the_commands_usage(tmp_path):
+    run = run_load(tmp_path / "out", "--target", "127.0.0.1:1", "--sesions", "5", timeout=30)
+    assert run.returncode == 2, run
+    assert "Traceback" not in run.stderr
+    assert run.stderr.startswith("usage: smtpbench run ") and "--sessions N" in run.stderr, run.stderr
+    assert run.stderr.strip().endswith("smtpbench run: error: unrecognized arguments: --sesions 5"), run.stderr
