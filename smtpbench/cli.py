@@ -95,6 +95,8 @@ def _add_load_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-pipelining", dest="pipelining", action="store_false", default=None, help="never pipeline (RFC 2920)")
     p.add_argument("--pipeline-messages", dest="pipeline_messages", action="store_true", default=None,
                    help="closed loop: send each session's next message behind the last one's data (RFC 2920 §3.1)")
+    p.add_argument("--lmtp", action="store_true", default=None,
+                   help="speak LMTP (RFC 2033: LHLO, a reply per recipient); bench: the embedded sink too")
     p.add_argument("--out", "-o", metavar="DIR", help="run folder (default: results/<run-id>)")
 
 
@@ -107,6 +109,7 @@ def _load_overrides(args: argparse.Namespace, scenario) -> dict:
         "load__max_connections": args.max_connections, "load__processes": args.processes,
         "load__pipelining": args.pipelining,
         "load__pipeline_messages": args.pipeline_messages,
+        "target__lmtp": args.lmtp, "sink__lmtp": args.lmtp,
     }
     if args.rate is not None:
         flags["load__model"] = "open"

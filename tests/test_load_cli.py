@@ -137,3 +137,15 @@ def test_a_misspelt_flag_shows_the_commands_usage(tmp_path):
     assert "Traceback" not in run.stderr
     assert run.stderr.startswith("usage: smtpbench run ") and "--sessions N" in run.stderr, run.stderr
     assert run.stderr.strip().endswith("smtpbench run: error: unrecognized arguments: --sesions 5"), run.stderr
+
+
+def test_lmtp_flag_speaks_lmtp_to_an_lmtp_sink(start_sink, tmp_path):
+    """`run --lmtp` greets with LHLO (RFC 2033 §4.1); without it an LMTP server refuses EHLO and HELO."""
+    sink = start_sink("--lmtp")
+    run = run_load(tmp_path / "lmtp", "--target", sink.address, "--lmtp", "--sessions", "2", "--messages", "20",
+                   "--recipients", "2")
+    plain = run_load(tmp_path / "smtp", "--target", sink.address, "--sessions", "1", "--messages", "2")
+    assert sink.stop()["messages"] == 20
+    assert_exit(run, 0)
+    assert run.result["totals"]["ok"] == 20 and run.result["scenario"]["target"]["lmtp"] is True
+    assert plain.returncode == 1 and plain.result["totals"]["ok"] == 0

@@ -277,8 +277,10 @@ def summary_text(results: list[dict], comparison: Comparison, path: str | None =
     if comparison.warnings:
         lines.append("")
         lines += [f"  WARNING: {w}" for w in comparison.warnings]
-    lines.append(f"\n  verdicts: Welch's t-test on per-1 s-interval values (log scale but for the error rate), "
-                 f"{CONFIDENCE:.0%} confidence; differences under {NEGLIGIBLE:.0%} count as none")
+    lines.append(f"\n  ratio: the whole-run figures. difference and verdict: Welch's t-test on the per-1 s "
+                 f"intervals' values (log scale but for the error rate), {CONFIDENCE:.0%} confidence; differences "
+                 f"under {NEGLIGIBLE:.0%} count as none.\n  The two can disagree, most for tail percentiles: one slow "
+                 "interval sets a whole run's p99.9, while the typical interval may be faster.")
     if path:
         lines.append(f"  report: {path}")
     return "\n".join(lines)
