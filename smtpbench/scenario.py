@@ -243,7 +243,7 @@ def _check_address(value: str) -> str:
 def _int_or_table(value: Any) -> str:
     # Pick the union branch up front, so an error speaks of the form the user wrote
     # (a bad distribution table is not reported as "expected a size"). The tag names
-    # are ones _format_error leaves out of the key path.
+    # are ones format_error leaves out of the key path.
     return "dict" if isinstance(value, (dict, Distribution)) else "int"
 
 
@@ -382,7 +382,9 @@ def step(scenario: Scenario, value: Any) -> Scenario:
 _HELP = {"Size": SIZE_HELP, "Duration": DURATION_HELP}
 
 
-def _format_error(source: str, err: dict, model: type[BaseModel]) -> str:
+def format_error(source: str, err: dict, model: type[BaseModel]) -> str:
+    """One line for a pydantic error ``err`` in ``source``: the key path, what is wrong, what is
+    allowed (unknown keys list the keys allowed there). Also used for ``PUT /faults`` bodies."""
     loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "int", "str", "float", "tuple", "list", "dict"))
            or str(p).isdigit()]
     key = ".".join(loc) if loc else "(top level)"
@@ -425,7 +427,7 @@ def build(data: dict, source: str = "<scenario>") -> Scenario:
     try:
         return Scenario.model_validate(data)
     except ValidationError as e:
-        raise ScenarioError(_format_error(source, e.errors()[0], Scenario)) from None
+        raise ScenarioError(format_error(source, e.errors()[0], Scenario)) from None
 
 
 def load(path: str | os.PathLike | None) -> Scenario:

@@ -3,6 +3,7 @@ timeouts, graceful shutdown, flow control, stats outputs, configuration errors
 and hostile clients. Everything over real loopback sockets."""
 
 import json
+import os
 import random
 import re
 import select
@@ -10,6 +11,7 @@ import shutil
 import signal
 import smtplib
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -95,6 +97,38 @@ def test_unix_socket_lmtp_per_recipient_replies(unix_sink):
         assert w.command(b"QUIT") == 221
     final = sink.stop()
     assert (final["messages"], final["recipients"]) == (1, 3)
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_unix_socket_file_is_removed_on_exit(unix_sink, sig, loop):
+    """The socket file the sink made goes when it stops: nothing is left behind at the path."""
+    sink = unix_sink("--loop", loop)
+    assert stat.S_ISSOCK(os.lstat(sink.path).st_mode)
+    with greeted(sink.path, socket.AF_UNIX) as w:
+        w.send(b"HELO c\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\n")
+        assert [w.code() for _ in range(4)] == [250, 250, 250, 354]
+        w.send(MSG + b".\r\n")
+        assert w.code() == 250
+        assert w.command(b"QUIT") == 221
+    final = sink.stop(sig)
+    assert sink.proc.returncode == 0, sink.output
+    assert final["messages"] == 1
+    assert not os.path.lexists(sink.path), os.listdir(os.path.dirname(sink.path))
+
+
+def test_unix_socket_path_taken_over_meanwhile_is_left_alone(unix_sink):
+    """When another socket has replaced the sink's at the path (another server started there),
+    the sink removes nothing on exit: only the very file it made (same device and inode) is its own."""
+    sink = unix_sink()
+    os.unlink(sink.path)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other:
+        other.bind(sink.path)
+        theirs = os.lstat(sink.path)
+        sink.stop()
+        assert sink.proc.returncode == 0, sink.output
+        now = os.lstat(sink.path)  # still there, and still theirs
+        assert stat.S_ISSOCK(now.st_mode) and (now.st_dev, now.st_ino) == (theirs.st_dev, theirs.st_ino)
 
 
 def test_two_workers_share_the_port_and_stats_add_up(start_sink):

@@ -366,6 +366,73 @@ def test_put_faults_rejects_bad_rules(start_sink, tmp_path):
     assert caught.value.code == 400
 
 
+def put_faults_raw(stats_port: int, body: bytes) -> tuple[int, str, str]:
+    """PUT ``body`` as it is to /faults: (status, content type, text), errors included."""
+    request = urllib.request.Request(f"http://127.0.0.1:{stats_port}/faults", data=body, method="PUT",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.headers["Content-Type"], response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers["Content-Type"], e.read().decode()
+
+
+def rcpt_code(host: str, port: int, rcpt: str) -> int:
+    """The sink's reply to RCPT TO:<rcpt> on a fresh connection."""
+    with smtplib.SMTP(host, port, timeout=10) as client:
+        client.ehlo()
+        assert client.mail("a@example.org")[0] == 250
+        return client.rcpt(rcpt)[0]
+
+
+BLOCK = {"on": "RCPT", "match": "^blocked@", "reply": "550 5.7.1 Blocked here"}
+#: (body, what its one-line 400 says after "PUT /faults: ")
+BAD_FAULT_BODIES = [
+    ([{**BLOCK, "bogus": 1}],
+     "unknown key 'faults.0.bogus'; allowed here: on, action, probability, match, reply, delay, rate"),
+    ([BLOCK, {"on": "RCPT", "reply": "650 6.0.0 out of range"}],
+     "key 'faults.1.reply': expected an SMTP reply such as '451 4.7.1 try again later', got '650 6.0.0 out of range'"),
+    ([{**BLOCK, "on": "SEND"}], "key 'faults.0.on': Input should be 'connect', 'banner', 'EHLO'"),
+    ([{**BLOCK, "probability": 2}], "key 'faults.0.probability': Input should be less than or equal to 1 (got 2)"),
+    ([{"on": "RCPT", "action": "reply"}], "key 'faults.0': action 'reply' needs reply"),
+    (BLOCK, "key 'faults': Input should be a valid array"),
+    (b'[{"on": "RCPT",', "not valid JSON: "),
+]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_put_faults_bad_body_gets_one_line_and_changes_nothing(start_sink, workers):
+    """A bad PUT /faults gets 400 and one line in the scenario errors' words (the key path, what is
+    wrong, what is allowed); the rules in force stay, the sink goes on serving; a good PUT still
+    answers 200 with the rules as the sink now holds them."""
+    stats_port = free_port()
+    server = start_sink("--stats-listen", f"127.0.0.1:{stats_port}", "--workers", workers)
+    assert wait_for(lambda: get_stats(stats_port), timeout=10), "the stats listener never came up"
+    status, ctype, text = put_faults_raw(stats_port, json.dumps([BLOCK]).encode())
+    assert (status, ctype) == (200, "application/json")
+    assert json.loads(text) == [{"on": "RCPT", "action": "reply", "probability": 1.0, "match": "^blocked@",
+                                 "reply": "550 5.7.1 Blocked here", "delay": 0.0, "rate": 0}]
+    # With workers the parent forwards the rules to each; every fresh connection must see them.
+    assert wait_for(lambda: all(rcpt_code(server.host, server.port, "blocked@example.net") == 550
+                                for _ in range(6)), timeout=10)
+    for body, says in BAD_FAULT_BODIES:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        status, ctype, text = put_faults_raw(stats_port, raw)
+        assert (status, ctype) == (400, "text/plain"), (raw, status, text)
+        assert text.endswith("\n") and text.count("\n") == 1, (raw, text)
+        assert text.startswith("PUT /faults: " + says), (raw, text)
+        assert "pydantic" not in text and "validation error" not in text, (raw, text)
+    # Nothing changed: the rule still fires on every connection, others still pass.
+    for _ in range(6):
+        assert rcpt_code(server.host, server.port, "blocked@example.net") == 550
+        assert rcpt_code(server.host, server.port, "fine@example.net") == 250
+    # And so does the HTTP endpoint (workers report their counters every 250 ms).
+    assert wait_for(lambda: get_stats(stats_port)["connections_total"] >= 12, timeout=10)
+    final = server.stop()
+    assert server.proc.returncode == 0, server.output
+    assert final["faults_injected"] >= 12 and final["replies"]["550"] == final["faults_injected"]
+
+
 # -- the capacity model ------------------------------------------------------------------------
 
 def test_capacity_model_throughput(start_sink, tmp_path):

@@ -19,7 +19,7 @@ from typing import TextIO
 
 from .. import eventloop
 from ..addresses import Address
-from ..scenario import Sink
+from ..scenario import Sink, format_error
 from .monitor import Monitor
 from .server import SinkServer
 from .stats import merge
@@ -49,12 +49,16 @@ async def _single(settings: Sink, address: Address, out: TextIO, seed: int) -> d
     stop = _stop_event()
     server = SinkServer(settings, seed=seed)
     names = await server.listen(address)
-    print(_listening(names, address), file=out, flush=True)
-    monitor = Monitor(settings, server.stats.snapshot, out, faults=_fault_endpoint(lambda rules, payload: server.set_faults(rules)))
-    await monitor.start()
-    await stop.wait()
-    await server.drain(settings.grace)
-    return await monitor.stop()
+    try:
+        print(_listening(names, address), file=out, flush=True)
+        monitor = Monitor(settings, server.stats.snapshot, out,
+                          faults=_fault_endpoint(lambda rules, payload: server.set_faults(rules)))
+        await monitor.start()
+        await stop.wait()
+        await server.drain(settings.grace)
+        return await monitor.stop()
+    finally:
+        server.remove_socket_files()  # also when the stats endpoint could not start
 
 
 async def _worker(settings_json: str, address: Address, conn, seed: int, control) -> None:
@@ -98,8 +102,25 @@ def faults_from_json(payload: str) -> list:
     return TypeAdapter(list[Fault]).validate_json(payload)
 
 
+FAULTS_SOURCE = "PUT /faults"
+
+
+def fault_rules_error(e) -> str:
+    """One line for a rejected ``PUT /faults`` body, worded as a scenario error (the first problem,
+    its key path under ``faults``, and what is allowed), e.g.
+    ``PUT /faults: unknown key 'faults.0.bogus'; allowed here: on, action, ...``."""
+    if isinstance(e, UnicodeDecodeError):
+        return f"{FAULTS_SOURCE}: the body is not UTF-8"
+    err = e.errors()[0]
+    if err["type"] == "json_invalid":  # the input is the whole body: not worth echoing
+        return f"{FAULTS_SOURCE}: not valid JSON: {err['msg'].removeprefix('Invalid JSON: ')}"
+    # The body is the [[sink.faults]] list: its key paths start at Sink's "faults" field.
+    return format_error(FAULTS_SOURCE, {**err, "loc": ("faults", *err["loc"])}, Sink)
+
+
 def _fault_endpoint(apply):
-    """``PUT /faults`` with a JSON list of rules (the ``[[sink.faults]]`` schema) replaces them live."""
+    """``PUT /faults`` with a JSON list of rules (the ``[[sink.faults]]`` schema) replaces them live;
+    a body that is not valid rules gets 400 with one line (:func:`fault_rules_error`) and changes nothing."""
     from pydantic import ValidationError
 
     def handle(method: str, path: str, body: bytes):
@@ -108,7 +129,7 @@ def _fault_endpoint(apply):
         try:
             rules = faults_from_json(body.decode("utf-8") or "[]")
         except (ValidationError, UnicodeDecodeError) as e:
-            return 400, "text/plain", f"bad fault rules: {e}\n".encode()
+            return 400, "text/plain", (fault_rules_error(e) + "\n").encode()
         payload = json.dumps([r.model_dump(mode="json") for r in rules])
         apply(rules, payload)
         return 200, "application/json", (payload + "\n").encode()

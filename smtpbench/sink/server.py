@@ -6,6 +6,7 @@ import asyncio
 import os
 import socket
 import ssl
+import stat
 
 from ..addresses import Address
 from ..protocol.server import Envelope, ServerConfig, ServerHooks
@@ -86,6 +87,7 @@ class SinkServer:
         self._servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.Task | None = None
         self._shared_hooks: FaultHooks | None = None
+        self._socket_files: list[tuple[str, int, int]] = []  # (path, st_dev, st_ino) of unix sockets we made
 
     def fault_hooks(self, client: str) -> FaultHooks:
         """The fault policy's hooks for a connection from ``client``.
@@ -121,12 +123,29 @@ class SinkServer:
             if os.path.exists(address.path):
                 os.unlink(address.path)  # a stale socket file from an earlier run
             server = await loop.create_unix_server(factory, address.path, backlog=4096, ssl=self._implicit())
+            try:
+                made = os.lstat(address.path)
+                self._socket_files.append((address.path, made.st_dev, made.st_ino))
+            except (OSError, ValueError):  # not a file system path (abstract namespace)
+                pass
         else:
             server = await loop.create_server(factory, address.host, address.port, backlog=4096,
                                               reuse_port=reuse_port or None, ssl=self._implicit())
         self._servers.append(server)
         self._sweeper = self._sweeper or asyncio.ensure_future(self._sweep())
         return [s.getsockname() for s in server.sockets]
+
+    def remove_socket_files(self) -> None:
+        """Remove the unix socket files :meth:`listen` created, each only if it is still the
+        socket made then (same device and inode): never a file another process put there since."""
+        while self._socket_files:
+            path, dev, ino = self._socket_files.pop()
+            try:
+                now = os.lstat(path)
+                if (now.st_dev, now.st_ino) == (dev, ino) and stat.S_ISSOCK(now.st_mode):
+                    os.unlink(path)
+            except OSError:
+                pass  # gone already, or not ours to remove
 
     @staticmethod
     def _tls_context(settings: Sink):
@@ -188,6 +207,7 @@ class SinkServer:
         self.draining = True
         for server in self._servers:
             server.close()
+        self.remove_socket_files()  # no new client can find us; the ones connected go on
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         while self.connections:
