@@ -5,6 +5,11 @@ and multipart/mixed MIME (RFC 2045-2049) with base64 attachments. Long bodies
 are the same 64 KiB block repeated, so a 10 MiB body costs one block of memory
 plus its tail. Every body is dot-stuffed (RFC 5321 §4.5.2) and ends with the
 ``.\r\n`` that closes DATA. :mod:`smtpbench.messages` adds the per-message headers.
+
+A size is the message's own, before stuffing: what a server stores, what BDAT
+sends, and what RFC 1870 §4 has ``SIZE=`` declare ("not ... the terminating dot
+or doubled quoting dots"). DATA carries an octet more per line that starts with
+a dot.
 """
 
 from __future__ import annotations
@@ -86,12 +91,14 @@ def _master(kind: str) -> bytes:
 
 
 @cache
-def _text_block(kind: str) -> bytes:
-    """Whole copies of the master text, about BLOCK_OCTETS, dot-stuffed: shared by every long body."""
+def _text_block(kind: str) -> tuple[bytes, int]:
+    """Whole copies of the master text, about BLOCK_OCTETS, dot-stuffed: shared by every long
+    body; and its length before stuffing."""
     master = _master(kind)
-    block = _stuff(master * max(1, round(BLOCK_OCTETS / len(master))))
+    raw = master * max(1, round(BLOCK_OCTETS / len(master)))
+    block = _stuff(raw)
     SHARED.append(block)
-    return block
+    return block, len(raw)
 
 
 @cache
@@ -132,38 +139,20 @@ def _text(master: bytes, length: int) -> bytes:
     return bytes(cut) + b"\r\n"
 
 
-def _stuffed_len(raw: bytes) -> int:
-    """Octets of ``raw`` after dot-stuffing (RFC 5321 §4.5.2), ``raw`` starting a line."""
-    return len(raw) + raw.count(b"\r\n.") + raw.startswith(b".")
-
-
-def _text_stuffed(master: bytes, target: int) -> bytes:
-    """Text whose dot-stuffed size is exactly ``target`` octets (``target`` != 1)."""
-    # One more octet of text is one more stuffed octet, or two where it is the "." that
-    # starts a line. So: shrink by the stuffing, grow to reach the target, then take back
-    # any overshoot by turning line-leading dots into "-".
-    raw = _text(master, target)
-    length = target - (_stuffed_len(raw) - target)
-    raw = _text(master, length)
-    while (size := _stuffed_len(raw)) < target:
-        length += target - size
-        raw = _text(master, length)
-    if size > target:
-        buf = bytearray(raw)
-        for _ in range(size - target):
-            at = buf.rfind(b"\r\n.")
-            buf[at + 2 if at >= 0 else 0] = 0x2D
-        raw = bytes(buf)
-    return raw
+def stuffed_dots(pieces) -> int:
+    """How many octets dot-stuffing added to ``pieces`` (each starting a line; the last ending
+    with the ``.\r\n`` terminator, whose dot is not one of them)."""
+    return sum(p.count(b"\r\n.") + p.startswith(b".") for p in pieces) - 1
 
 
 def _text_pieces(kind: str, target: int) -> list[bytes]:
-    """Stuffed text of exactly ``target`` octets: shared blocks, then a tail of its own."""
-    block = _text_block(kind)
-    count, rest = divmod(target, len(block))
+    """Text of exactly ``target`` octets before stuffing (``target`` != 1), stuffed: shared
+    blocks, then a tail of its own."""
+    block, raw_octets = _text_block(kind)
+    count, rest = divmod(target, raw_octets)
     if count and rest == 1:
-        count, rest = count - 1, rest + len(block)
-    return [block] * count + [_stuff(_text_stuffed(_master(kind), rest))]
+        count, rest = count - 1, rest + raw_octets
+    return [block] * count + [_stuff(_text(_master(kind), rest))]
 
 
 def _join(parts: list[bytes]) -> tuple[bytes, ...]:
@@ -183,7 +172,7 @@ def _join(parts: list[bytes]) -> tuple[bytes, ...]:
 
 
 def plain(kind: str, target: int) -> tuple[bytes, ...]:
-    """A text/plain body of ``target`` octets stuffed, as DATA pieces."""
+    """A text/plain body of ``target`` octets (before stuffing), as DATA pieces."""
     return _join(_text_pieces(kind, target))
 
 
@@ -223,7 +212,7 @@ def multipart_minimum(kind: str, attachments: int) -> int:
 def multipart(kind: str, attachments: int, target: int) -> tuple[bytes, ...]:
     """multipart/mixed (RFC 2046 §5.1.3): a text part, then ``attachments`` base64 parts.
 
-    The stuffed size is exactly ``target``: the room left by the part headers is split
+    The size before stuffing is exactly ``target``: the room left by the part headers is split
     evenly over the text and the attachments, and the text takes up what base64's
     4-octet granularity leaves over. The boundary lines start right after the CRLF
     ending each part (RFC 2046 §5.1.1: that CRLF belongs to the boundary).

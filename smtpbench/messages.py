@@ -39,7 +39,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .bodies import BLOCK_OCTETS, SHARED, mime_headers, multipart, multipart_minimum, plain  # noqa: F401
+from .bodies import BLOCK_OCTETS, SHARED, mime_headers, multipart, multipart_minimum, plain, stuffed_dots  # noqa: F401
 from .protocol.client import Transaction
 from .protocol.data import dot_stuff, normalise_crlf, unstuff
 from .scenario import PATTERN_FIELDS, Distribution, Message, ScenarioError
@@ -77,8 +77,10 @@ class Outgoing(Transaction):
     ``mail_from`` and ``rcpts`` are the envelope; ``pieces`` is the DATA payload to
     write after the 354 reply: the header block, then body pieces, dot-stuffed and
     ending with ``b".\\r\\n"`` (so CRLF.CRLF overall); write it with
-    ``transport.writelines(pieces)``. ``size`` is the octet count as sent, without
-    that 3-octet terminator (what RFC 1870 ``SIZE=`` declares and the wire carries).
+    ``transport.writelines(pieces)``. ``size`` is the message's own octet count:
+    before stuffing and without the terminator, as RFC 1870 §4 has ``SIZE=`` declare
+    it, as BDAT sends it and a server stores it. ``wire`` is what DATA carries:
+    one more octet per line that starts with a dot (the bytes counted as sent).
     ``smtputf8``: addresses or headers are UTF-8 (RFC 6531 §3.4); ``eight_bit``:
     octets above 127 in the content (BODY=8BITMIME, RFC 6152).
 
@@ -109,7 +111,7 @@ class MessageFactory:
     processes the same way (so with ``{n}`` no two recipients of a run are alike);
     ``{process}`` is the process index.
 
-    Size is the octet count as sent (:attr:`Outgoing.size`): exact for a fixed size
+    Size is the message's own octet count (:attr:`Outgoing.size`): exact for a fixed size
     or a ``choices`` value, rounded to SIZE_STEPS_PER_OCTAVE steps for ``uniform``
     and ``lognormal``; never less than the header block and, with attachments, the
     MIME skeleton.
@@ -159,9 +161,10 @@ class MessageFactory:
         self._last_len = -1
         self._last_body: tuple[bytes, ...] = ()
         self._last_octets = 0
+        self._last_wire = 0
         self._unstuffed: dict[tuple[int, bool], tuple[bytes, bytes]] = {}
-        self._eml: list[tuple[bytes, bool, bool]] | None = None
-        self._head_dots = False
+        self._eml: list[tuple[bytes, int, bool, bool]] | None = None
+        self._head_dots = 0
         if spec.eml_dir:
             self._eml = _load_eml(spec.eml_dir)
             return
@@ -180,7 +183,7 @@ class MessageFactory:
         tail.extend(mime_headers(kind, atts))
         tail_text = "\r\n".join(tail) + "\r\n\r\n"
         # A user header may start with "." (RFC 5322 §3.6.8 ftext allows it): stuff the constant lines once.
-        self._head_dots = tail_text.startswith(".") or "\r\n." in tail_text
+        self._head_dots = tail_text.startswith(".") + tail_text.count("\r\n.")  # octets stuffing adds
         self._tail = ("." if tail_text.startswith(".") else "") + tail_text.replace("\r\n.", "\r\n..")
         # RFC 5322 §3.6.4: the id-left of a msg-id is dot-atom-text; the run id is made to fit.
         mid = re.sub(r"[^A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+", "-", run_id) + "@smtpbench"
@@ -206,12 +209,13 @@ class MessageFactory:
             self._date = _rfc5322_date(second)
         mail_from, first, head = self._render(seq, r * P + p, self._date, sent)
         rcpts = [first] if nr == 1 else [first, *[self._rcpt((r + j) * P + p, seq) for j in range(1, nr)]]
-        want = (self._size or next(self._sizes)) - len(head)  # type: ignore[arg-type]
+        head_octets = len(head) - self._head_dots
+        want = (self._size or next(self._sizes)) - head_octets  # type: ignore[arg-type]
         if want != self._last_len:
-            self._last_body, self._last_octets = self._body(want)
+            self._last_body, self._last_octets, self._last_wire = self._body(want)
             self._last_len = want
-        out = Outgoing(mail_from, rcpts, (head, *self._last_body), len(head) + self._last_octets - 3,
-                       self._smtputf8, self._eight_bit)
+        out = Outgoing(mail_from, rcpts, (head, *self._last_body), head_octets + self._last_octets,
+                       self._smtputf8, self._eight_bit, None, len(head) + self._last_wire)
         out.seq = seq
         out.sent = sent
         return out
@@ -222,17 +226,17 @@ class MessageFactory:
         A first attempt by DATA is the message itself (see :class:`Outgoing`); a retry gets a
         fresh :class:`~smtpbench.protocol.client.Transaction`, as does BDAT (``bdat``: the
         server offers CHUNKING and the scenario wants it), where the message goes unstuffed in
-        one ``BDAT LAST`` and its size is the octets as sent that way.
+        one ``BDAT LAST`` (its size is the message's size).
         """
         if out is None:
             out = self.next()
             if not bdat:
                 return out, out
         if not bdat:
-            return out, Transaction(out.mail_from, out.rcpts, out.pieces, out.size, out.smtputf8, out.eight_bit)
+            return out, Transaction(out.mail_from, out.rcpts, out.pieces, out.size, out.smtputf8, out.eight_bit,
+                                    None, out.wire)
         pieces = self.bdat_pieces(out)
-        return out, Transaction(out.mail_from, out.rcpts, out.pieces, sum(map(len, pieces)), out.smtputf8,
-                                out.eight_bit, pieces)
+        return out, Transaction(out.mail_from, out.rcpts, out.pieces, out.size, out.smtputf8, out.eight_bit, pieces)
 
     def bdat_pieces(self, out: Outgoing) -> tuple[bytes, ...]:
         """The message of ``out`` unstuffed, as pieces, for BDAT chunks (RFC 3030 §2: no stuffing).
@@ -256,7 +260,8 @@ class MessageFactory:
             self._unstuffed[key] = entry
         return entry[1]
 
-    def _body(self, want: int) -> tuple[tuple[bytes, ...], int]:
+    def _body(self, want: int) -> tuple[tuple[bytes, ...], int, int]:
+        """The body pieces for ``want`` octets, their size and their octets as sent (stuffed)."""
         if want < self._min_body:
             want = self._min_body  # the message is at least its header block (and MIME skeleton)
         elif want == 1:
@@ -265,19 +270,20 @@ class MessageFactory:
         entry = _CACHE.get(key)
         if entry is None:
             pieces = multipart(self._kind, self._atts, want) if self._atts else plain(self._kind, want)
-            entry = (pieces, sum(map(len, pieces)))
+            wire = sum(map(len, pieces)) - 3
+            entry = (pieces, wire - stuffed_dots(pieces), wire)
             _CACHE.put(key, entry)
         return entry
 
     def _next_eml(self, seq: int, r: int, nr: int, sent: int) -> Outgoing:
         eml = self._eml
-        body, utf8, eight = eml[seq % len(eml)]  # type: ignore[index]
+        body, octets, utf8, eight = eml[seq % len(eml)]  # type: ignore[index]
         P, p = self._P, self._p
         rcpts = [self._rcpt((r + j) * P + p, seq) for j in range(nr)]
         head = f"X-Smtpbench-Sent: {sent}\r\nX-Smtpbench-Run: {self.run_id}\r\nX-Smtpbench-Seq: {seq}\r\n".encode()
         smtputf8 = utf8 or self._smtputf8
-        out = Outgoing(self._sender(seq, seq), rcpts, (head, body), len(head) + len(body) - 3, smtputf8,
-                       eight or smtputf8)
+        out = Outgoing(self._sender(seq, seq), rcpts, (head, body), len(head) + octets, smtputf8,
+                       eight or smtputf8, None, len(head) + len(body) - 3)
         out.seq = seq
         out.sent = sent
         return out
@@ -424,8 +430,9 @@ def _encoded_words(text: str) -> str:
                         for i in range(0, len(text), 11))
 
 
-def _load_eml(folder: str) -> list[tuple[bytes, bool, bool]]:
-    """Each ``*.eml`` in ``folder`` by name: (stuffed and terminated, needs SMTPUTF8, has 8-bit)."""
+def _load_eml(folder: str) -> list[tuple[bytes, int, bool, bool]]:
+    """Each ``*.eml`` in ``folder`` by name: (stuffed and terminated, its size before stuffing,
+    needs SMTPUTF8, has 8-bit)."""
     if not os.path.isdir(folder):
         raise ScenarioError(f"key 'message.eml_dir': no such folder {folder!r}")
     names = sorted(n for n in os.listdir(folder)
@@ -442,5 +449,6 @@ def _load_eml(folder: str) -> list[tuple[bytes, bool, bool]]:
         end = data.find(b"\r\n\r\n")
         header = data if end < 0 else data[:end]
         # RFC 6532 §3: raw UTF-8 in header fields needs an SMTPUTF8 transaction.
-        out.append((dot_stuff(data), not header.isascii(), not data.isascii()))
+        stuffed = dot_stuff(data)
+        out.append((stuffed, len(stuffed) - 3 - stuffed_dots((stuffed,)), not header.isascii(), not data.isascii()))
     return out

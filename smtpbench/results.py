@@ -7,7 +7,8 @@ Schema ``smtpbench.result/1`` (all latencies in integer microseconds):
 * ``environment``: versions, CPU count, event loop, processes, hostname, platform
 * ``load``: model, sessions/rate, processes, duration, warm-up, offered rate
 * ``totals``: issued, ok, failed, rcpt_failed, warmup_ok, warmup_failed, bytes,
-  measured_seconds, msgs_per_s, mb_per_s, error_rate (warm-up excluded from all but the warmup_* keys);
+  measured_seconds, msgs_per_s, mb_per_s, error_rate (warm-up excluded from all but the warmup_* keys;
+  bytes and mb_per_s: accepted messages' octets as sent, dot-stuffed with DATA, as the sink counts them);
   cpu_us (``smtpbench run``): the generator's CPU time from the start of the load to the end of the drain, its processes
   summed (no interpreter start, imports or result file: ``cpu_us / issued`` is its cost per message)
 * ``latency``: ``response``, ``service``, ``send_lag``, ``sched_lag``, ``loop_lag`` and

@@ -37,7 +37,8 @@ def unstuff_lines(payload: bytes) -> bytes:
 def check_payload(out: Outgoing) -> bytes:
     """What any DATA payload must be; returns the payload."""
     payload = b"".join(out.pieces)
-    assert len(payload) - 3 == out.size
+    assert len(out.raw()) == out.size  # the message's own size (RFC 1870 §4: before stuffing)
+    assert out.wire == len(payload) - 3  # what DATA carries, as the sink counts bytes
     assert payload.endswith(b"\r\n.\r\n")
     assert payload.find(b"\r\n.\r\n") == len(payload) - 5, "a terminator before the end"
     for line in payload[:-3].split(b"\r\n"):
@@ -211,7 +212,8 @@ def test_dot_stuffing_is_exercised_and_correct(kind):
         # The sink's own receiver agrees (it is what a server runs on these bytes).
         rx = DataReceiver(keep=True, limit=1 << 30)
         assert rx.feed(b"".join(out.pieces)) == len(payload)
-        assert rx.size == out.size and rx.body() == raw
+        # rx.size is the octets as sent (stuffed); the message's size is before stuffing.
+        assert rx.size == len(payload) - 3 > out.size == len(raw) and rx.body() == raw
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -339,7 +341,9 @@ def test_bdat_pieces_are_the_unstuffed_message(spec):
     out = f.next()
     pieces = f.bdat_pieces(out)
     assert b"".join(pieces) == out.raw()
-    assert sum(map(len, pieces)) < out.size  # stuffing made the DATA form longer
+    assert sum(map(len, pieces)) == out.size < len(b"".join(out.pieces)) - 3  # stuffing made DATA longer
+    _, txn = f.attempt(out, bdat=True)
+    assert txn.size == txn.wire == out.size < out.wire  # BDAT sends the message as it is
     again = f.bdat_pieces(f.next())
     assert all(x is y for x, y in zip(pieces[1:], again[1:]))
 

@@ -381,8 +381,8 @@ class Slot:
         if kind is not DONE:   # FAILED or CLOSED before the transaction ended (421, garbage)
             outcome = self._failed(intended, a, b.code, "reply" if b.code else "protocol", b.text, begun=True)
         elif a:
-            w.succeeded(intended, start, end, txn.size)
-            outcome = Outcome(True, end - intended, txn.size)
+            w.succeeded(intended, start, end, txn.wire)
+            outcome = Outcome(True, end - intended, txn.wire)
         else:
             phase, reply = b
             if 400 <= reply.code < 500 and attempt < w.load.retries:

@@ -106,7 +106,7 @@ class ClientConnection(asyncio.Protocol):
         """Start a transaction (MAIL…DATA go out now, pipelined when offered)."""
         self.txn_intended = intended
         self.txn_start = now
-        self.txn_size = txn.size
+        self.txn_size = txn.wire  # bytes as sent, as the sink counts them
         self.txn = txn
         self.out = out
         self.attempt = attempt
@@ -125,7 +125,7 @@ class ClientConnection(asyncio.Protocol):
 
         Its figures wait in :attr:`chained` until this one is done (:meth:`adopt_chained`).
         """
-        self.chained = (intended, now, txn.size, txn, out, attempt)
+        self.chained = (intended, now, txn.wire, txn, out, attempt)
         self.sent += 1
         self.session.start_transaction(txn)
 

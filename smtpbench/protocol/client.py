@@ -51,17 +51,18 @@ S_BANNER, S_GREETING, S_READY, S_TXN, S_QUIT, S_CLOSED = range(6)
 class Transaction:
     """One message in flight: its envelope, payload and progress."""
 
-    __slots__ = ("mail_from", "rcpts", "pieces", "size", "smtputf8", "eight_bit", "bdat",
+    __slots__ = ("mail_from", "rcpts", "pieces", "size", "wire", "smtputf8", "eight_bit", "bdat",
                  "accepted", "lmtp_left", "failure", "rcpt_failures", "data_sent")
 
     def __init__(self, mail_from: str, rcpts: list[str], pieces: tuple[bytes, ...] | list[bytes],
                  size: int, smtputf8: bool = False, eight_bit: bool = False,
-                 bdat: tuple[bytes, ...] | None = None):
+                 bdat: tuple[bytes, ...] | None = None, wire: int | None = None):
         self.mail_from = mail_from
         self.bdat = bdat           # the unstuffed message, for BDAT (RFC 3030), when the client prefers it
         self.rcpts = rcpts
         self.pieces = pieces
-        self.size = size
+        self.size = size           # the message's own octets (RFC 1870 §4: what SIZE= declares)
+        self.wire = size if wire is None else wire  # the octets sent: with DATA, dot-stuffed
         self.smtputf8 = smtputf8
         self.eight_bit = eight_bit
         self.accepted = 0          # recipients the server took
