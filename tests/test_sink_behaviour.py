@@ -13,6 +13,7 @@ import smtplib
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -115,6 +116,55 @@ def test_unix_socket_file_is_removed_on_exit(unix_sink, sig, loop):
     assert sink.proc.returncode == 0, sink.output
     assert final["messages"] == 1
     assert not os.path.lexists(sink.path), os.listdir(os.path.dirname(sink.path))
+
+
+def _sink_on(path: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "smtpbench", "sink", "--listen", f"unix:{path}"],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_unix_path_that_is_not_a_socket_is_not_removed(tmp_path):
+    """A path that holds a file (a mistake on the command line) is never deleted to make room."""
+    folder = tempfile.mkdtemp(prefix="smtpbench-", dir="/tmp")
+    try:
+        precious = os.path.join(folder, "notes.txt")
+        with open(precious, "w") as f:
+            f.write("precious")
+        done = _sink_on(precious)
+        assert done.returncode == 2 and "not a socket" in done.stderr and "Traceback" not in done.stderr, done
+        with open(precious) as f:
+            assert f.read() == "precious"
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_unix_socket_of_a_running_sink_is_not_taken_over(unix_sink):
+    """A second sink on the same path exits 2; the first keeps its socket and serves on."""
+    sink = unix_sink()
+    done = _sink_on(sink.path)
+    assert done.returncode == 2 and "another server is listening" in done.stderr, done
+    with greeted(sink.path, socket.AF_UNIX) as w:
+        assert w.command(b"NOOP") == 250
+    sink.stop()
+    assert sink.proc.returncode == 0
+
+
+def test_stale_unix_socket_is_replaced(tmp_path):
+    """A socket file nothing listens on (a sink killed with SIGKILL, say) is removed and bound again."""
+    folder = tempfile.mkdtemp(prefix="smtpbench-", dir="/tmp")
+    path = os.path.join(folder, "sink.sock")
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(path)
+    stale.close()  # the file stays, nobody listens
+    proc = spawn_sink(f"unix:{path}", str(tmp_path / "stats.jsonl"))
+    try:
+        with greeted(path, socket.AF_UNIX) as w:
+            assert w.command(b"QUIT") == 221
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
+    assert proc.returncode == 0
 
 
 def test_unix_socket_path_taken_over_meanwhile_is_left_alone(unix_sink):

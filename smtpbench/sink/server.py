@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 import ssl
@@ -68,6 +69,28 @@ def server_config(settings: Sink, keep_body: bool) -> ServerConfig:
     )
 
 
+def _clear_stale_socket(path: str) -> None:
+    """Remove a unix socket file left by an earlier run, so its path can be bound again; raise
+    OSError for anything else there: a file that is not a socket, or a socket a server answers on."""
+    try:
+        found = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(found.st_mode):
+        raise OSError(errno.EEXIST, f"{path} exists and is not a socket (not removed)")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        os.unlink(path)  # nobody listens: stale
+        return
+    except OSError:
+        return  # cannot tell (permissions, say): binding will say what is wrong
+    finally:
+        probe.close()
+    raise OSError(errno.EADDRINUSE, f"another server is listening on {path}")
+
+
 class SinkServer:
     """The sink in one process (a worker, or the only process)."""
 
@@ -120,8 +143,7 @@ class SinkServer:
         if sock is not None:
             server = await loop.create_server(factory, sock=sock, backlog=4096, ssl=self._implicit())
         elif address.path:
-            if os.path.exists(address.path):
-                os.unlink(address.path)  # a stale socket file from an earlier run
+            _clear_stale_socket(address.path)
             server = await loop.create_unix_server(factory, address.path, backlog=4096, ssl=self._implicit())
             try:
                 made = os.lstat(address.path)
