@@ -36,6 +36,9 @@ def summary_text(result: dict, path: str | None = None) -> str:
         lines.append(f"  threshold {th['metric']} {th.get('op', '<=')} {th['limit']}: observed {th['shown']} [{mark}]")
     for reason in result["health"]["reasons"]:
         lines.append(f"  INVALID: {reason}")
+    if result.get("scenario", {}).get("load", {}).get("pipeline_messages") and t["ok"] and not t.get("chained"):
+        lines.append("  note: pipeline_messages chained nothing: the server offered CHUNKING (BDAT LAST already "
+                     "sends a whole transaction at once; [load] bdat = \"never\" to chain DATA) or LMTP")
     if path:
         lines.append(f"  result: {path}")
     return "\n".join(lines)

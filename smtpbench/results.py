@@ -9,6 +9,7 @@ Schema ``smtpbench.result/1`` (all latencies in integer microseconds):
 * ``totals``: issued, ok, failed, rcpt_failed, warmup_ok, warmup_failed, bytes,
   measured_seconds, msgs_per_s, mb_per_s, error_rate (warm-up excluded from all but the warmup_* keys;
   bytes and mb_per_s: accepted messages' octets as sent, dot-stuffed with DATA, as the sink counts them);
+  chained: messages sent behind the previous one's data (``pipeline_messages``);
   cpu_us (``smtpbench run``): the generator's CPU time from the start of the load to the end of the drain, its processes
   summed (no interpreter start, imports or result file: ``cpu_us / issued`` is its cost per message)
 * ``latency``: ``response``, ``service``, ``send_lag``, ``sched_lag``, ``loop_lag`` and
@@ -91,7 +92,7 @@ def build_result(scenario: Scenario, merged: dict, *, run_id: str, kind: str, co
         ok=ok, failed=failed, issued=totals.get("issued", 0), rcpt_failed=totals.get("rcpt_failed", 0),
         warmup_ok=totals.get("warmup_ok", 0), warmup_failed=totals.get("warmup_failed", 0),
         bytes=totals.get("bytes", 0), measured_seconds=round(measured_s, 3),
-        retries=totals.get("retries", 0), tls_full=totals.get("tls_full", 0), tls_resumed=totals.get("tls_resumed", 0),
+        retries=totals.get("retries", 0), chained=totals.get("chained", 0), tls_full=totals.get("tls_full", 0), tls_resumed=totals.get("tls_resumed", 0),
         msgs_per_s=round(ok / measured_s, 2) if measured_s else 0.0,
         mb_per_s=round(totals.get("bytes", 0) / 1e6 / measured_s, 3) if measured_s else 0.0,
         error_rate=round(failed / (ok + failed), 6) if ok + failed else 0.0,

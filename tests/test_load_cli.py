@@ -149,3 +149,15 @@ def test_lmtp_flag_speaks_lmtp_to_an_lmtp_sink(start_sink, tmp_path):
     assert_exit(run, 0)
     assert run.result["totals"]["ok"] == 20 and run.result["scenario"]["target"]["lmtp"] is True
     assert plain.returncode == 1 and plain.result["totals"]["ok"] == 0
+
+
+def test_pipeline_messages_says_when_it_chained_nothing(start_sink, tmp_path):
+    """Against a server offering CHUNKING, BDAT LAST carries each transaction and nothing is
+    chained: the summary says so instead of leaving a user to compare figures."""
+    sink = start_sink()
+    run = run_load(tmp_path / "out", "--target", sink.address, "--sessions", "2", "--messages", "20",
+                   "--pipeline-messages")
+    assert sink.stop()["messages"] == 20
+    assert_exit(run, 0)
+    assert run.result["totals"]["chained"] == 0
+    assert "note: pipeline_messages chained nothing" in run.stdout

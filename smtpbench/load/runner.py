@@ -353,6 +353,7 @@ class Runner:
         (RFC 2920 §3.1), as a closed loop without think time would send it on the 250."""
         if self._may_begin(now) and not (self.mpc and conn.sent >= self.mpc):
             self.issued += 1
+            self.recorder.totals["chained"] += 1
             self._begin(conn, now, now, chained=True)
 
     def _fail_chained(self, conn: ClientConnection, now: int, phase: str, code: int, kind: str, text: str) -> None:
