@@ -184,6 +184,20 @@ def test_all_recipients_rejected(chunk, pipelining):
         assert link.replies(DATA) == [354]
 
 
+def test_bdat_taken_with_every_recipient_refused_is_a_failure():
+    """A broken server refuses every RCPT yet answers 250 to BDAT LAST: the message reached
+    nobody, so it fails at RCPT, as it does by DATA (scripted replies: our own server says 554)."""
+    s = ClientSession(pipelining=True)
+    s.receive(b"220 broken.example ESMTP\r\n")
+    s.receive(b"250-broken.example\r\n250-PIPELINING\r\n250 CHUNKING\r\n")
+    s.outbox.clear()
+    s.start_transaction(txn(("bad1@x.net", "bad2@x.net"), bdat=True))
+    assert b"BDAT" in b"".join(s.outbox)
+    events = s.receive(b"250 ok\r\n550 no\r\n550 no\r\n250 2.0.0 queued anyway\r\n")
+    [(_, ok, failure)] = [e for e in events if e[0] == DONE]
+    assert not ok and failure[0] == RCPT and failure[1].code == 550
+
+
 @pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "lockstep"])
 def test_data_refused(chunk, pipelining):
     policy = Policy(answer={"DATA": ((451, "4.3.0", "Try again later"), 1)})

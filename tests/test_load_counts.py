@@ -54,7 +54,7 @@ def test_closed_loop_ok_equals_received(start_sink, tmp_path, args, sink_args):
     # The generator's own CPU for the run: some, and no more than its processes' time (each may
     # start up to the common start's 0.3 s before t0, mostly asleep).
     processes = 2 if "--processes" in args else 1
-    assert 0 < totals["cpu_us"] <= totals["duration_us"] + 500_000 * processes, totals
+    assert 0 < totals["cpu_us"] <= (totals["duration_us"] + 500_000) * processes, totals
     probe = 1  # start_sink's readiness check connects once
     if "--messages-per-connection" in args:
         assert final["connections_total"] == 300 + probe
@@ -87,6 +87,15 @@ def test_open_loop_offers_rate_times_duration(start_sink, tmp_path):
     assert sum(result["timeseries"]["offered"]) == totals["issued"]
     # Achieved throughput over the measured span, with room for a noisy machine.
     assert totals["msgs_per_s"] == pytest.approx(rate, rel=0.1)
+
+
+def test_two_processes_report_the_runs_duration_not_their_sum(start_sink, tmp_path):
+    """duration_us is the run's, from the common start until the last process is done: the
+    processes run side by side, so their durations do not add up (they were summed)."""
+    result, _ = run_against_sink(start_sink, tmp_path, "--rate", "200", "--duration", "2s", "--processes", "2")
+    totals = result["totals"]
+    assert totals["ok"] == totals["issued"] == pytest.approx(400, abs=4)
+    assert 2_000_000 <= totals["duration_us"] < 3_000_000, totals
 
 
 def test_open_loop_first_arrival_finds_a_warm_connection(start_sink, tmp_path):

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import free_port, require_command
-from load_helpers import (PostfixSink, ScriptedServer, assert_accounted, assert_exit, count_at_least,
+from load_helpers import (PostfixSink, ScriptedServer, assert_accounted, assert_exit, count_at_least, run_with_sink,
                           errors_by, run_load, write_scenario)
 
 DURATION = 2.0
@@ -176,3 +176,16 @@ def test_stall_shows_in_response_time_not_service_time(tmp_path):
     assert service["p90"] < response["p90"]
     # The send lag (intended -> actual send) holds the wait: response = send lag + service.
     assert result["latency"]["send_lag"]["max"] >= 0.5e6
+
+
+@pytest.mark.parametrize("hide", [(), ("--hide", "CHUNKING")], ids=["bdat", "data"])
+def test_every_recipient_refused_counts_each_recipient(start_sink, tmp_path, hide):
+    """Three recipients, all refused: each message fails at RCPT (one error entry each) and
+    totals.rcpt_failed counts the three refusals of each (it counted none)."""
+    scenario = '[[sink.faults]]\non = "RCPT"\naction = "reply"\nreply = "550 5.1.1 No such user"\n'
+    result, final = run_with_sink(start_sink, tmp_path, scenario, "--sessions", "2", "--messages", "20",
+                                  "--recipients", "3", sink_args=hide)
+    t = result["totals"]
+    assert (t["ok"], t["failed"], t["rcpt_failed"]) == (0, 20, 60), t
+    assert errors_by(result) == {("rcpt", 550, "reply"): 20}
+    assert final["messages"] == 0

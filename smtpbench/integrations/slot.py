@@ -31,7 +31,7 @@ import gevent
 from gevent import GreenletExit
 from gevent import socket as gsocket
 
-from ..protocol.client import (BANNER, CLOSED, CONNECT, DONE, END_OF_DATA, FAILED, MAIL, QUIT, RCPT, READY, REPLY, TLS,
+from ..protocol.client import (BANNER, CLOSED, CONNECT, DONE, END_OF_DATA, FAILED, QUIT, READY, REPLY, TLS,
                                TLS_START, ClientSession)
 from .work import Work
 
@@ -393,11 +393,8 @@ class Slot:
                 txn.rcpt_failures = []   # counted with the try that ends the message, as natively
             else:
                 outcome = self._failed(intended, phase, reply.code, "reply", reply.text, begun=True)
-        if txn.rcpt_failures and (a is True or (kind is DONE and b[0] not in (MAIL, RCPT))):
-            # Recipients refused while the message went on (to the others). After a refused MAIL
-            # the RCPT replies are only its echo (503), not refusals.
-            for r in txn.rcpt_failures:
-                w.recorder.rcpt_failed(end, r.code, r.text)
+        if txn.rcpt_failures and kind is DONE:
+            w.recorder.refused_recipients(end, txn.rcpt_failures, None if a else b[0])
         if conn.dead is not None:
             self._drop()
         self.next_intended = end + int(w.load.think_time * 1e6)

@@ -116,10 +116,23 @@ class Recorder:
             entry[0] += 1
             entry[2] = at
 
-    def rcpt_failed(self, at: int, code: int, text: str) -> None:
+    def rcpt_failed(self, at: int, code: int, text: str, listed: bool = True) -> None:
+        """A refused recipient; ``listed``: also an entry in the errors."""
         self.intervals[at // INTERVAL_US].counts["rcpt_failed"] += 1
         self.totals["rcpt_failed"] += 1
-        self.error(at, "rcpt", code, "reply", text)
+        if listed:
+            self.error(at, "rcpt", code, "reply", text)
+
+    def refused_recipients(self, at: int, refusals, failed_phase: str | None) -> None:
+        """A finished transaction's refused recipients (``failed_phase``: None when the message
+        was accepted). Counted whether the message went on to the others or failed for want of
+        any; then its own error entry stands for them in the errors. After a refused MAIL the
+        RCPT replies are only its echo (503), not refusals."""
+        if failed_phase == "mail":
+            return
+        listed = failed_phase != "rcpt"
+        for r in refusals:
+            self.rcpt_failed(at, r.code, r.text, listed)
 
     def loop_lag_sample(self, us: int) -> None:
         self._loop_lag.append(us)
@@ -236,7 +249,7 @@ def merge_exports(exports: list[dict]) -> dict:
                 out["totals"][k] = min(out["totals"].get(k) or v, v)
             elif k == "first_end":
                 out["totals"][k] = min(out["totals"].get(k) or 1 << 62, v)
-            elif k == "last_end":
+            elif k in ("last_end", "duration_us"):  # processes share t0: the run lasts as long as the last
                 out["totals"][k] = max(out["totals"].get(k, 0), v)
             else:
                 out["totals"][k] += v

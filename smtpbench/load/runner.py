@@ -317,11 +317,8 @@ class Runner:
         else:
             phase, reply = failure
             self._fail(now, intended, phase, reply.code, "reply", reply.text)
-        if txn.rcpt_failures and (ok or failure[0] not in ("mail", "rcpt")):
-            # Recipients refused while the message went on (to the others). After a
-            # refused MAIL the RCPT replies are only its echo (503), not refusals.
-            for r in txn.rcpt_failures:
-                rec.rcpt_failed(now, r.code, r.text)
+        if txn.rcpt_failures:
+            rec.refused_recipients(now, txn.rcpt_failures, None if ok else failure[0])
         if self.open_loop:
             if self.mpc and conn.sent >= self.mpc:
                 conn.quit()

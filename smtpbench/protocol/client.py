@@ -352,7 +352,9 @@ class ClientSession:
                 self.awaiting.extend([BDAT] * txn.lmtp_left)
             else:
                 txn.lmtp_left -= 1
-        if reply.code != 250 and txn.failure is None:
+        # No recipient accepted: the message went nowhere, whatever a (broken) server answers to
+        # BDAT LAST (RFC 3030 §2 wants 554 there; DATA's path checks the same).
+        if txn.failure is None and (reply.code != 250 or txn.accepted == 0):
             if txn.accepted == 0 and txn.rcpt_failures:
                 self._fail_txn(RCPT, txn.rcpt_failures[-1], None)
             else:
