@@ -194,6 +194,9 @@ class AiosmtpdSink:
 # -- scripted, misbehaving servers --------------------------------------------------------
 
 
+DRIBBLE = b"250-still going\r\n"
+
+
 class _Conn(asyncio.Protocol):
     def __init__(self, server: "ScriptedServer"):
         self.server = server
@@ -224,6 +227,9 @@ class _Conn(asyncio.Protocol):
             return
         if mode == "hang" and self.session.state == DATA:
             return  # take the message, never answer it
+        if mode == "dribble" and self.session.envelope.helo:
+            self._dribble(0)  # from MAIL on: a reply that keeps coming, an octet at a time, never ending
+            return
         replies = self.session.feed(data)
         if mode == "garbage" and self.session.envelope.helo:
             replies = [b"this is not smtp\r\n"] * len(replies)
@@ -233,6 +239,11 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.server.live.discard(self)
+
+    def _dribble(self, i: int) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(DRIBBLE[i % len(DRIBBLE):i % len(DRIBBLE) + 1])
+            asyncio.get_running_loop().call_later(0.1, self._dribble, i + 1)
 
     def _send(self, replies: list[bytes]) -> None:
         server = self.server
@@ -251,8 +262,9 @@ class _Conn(asyncio.Protocol):
 
 
 class ScriptedServer:
-    """An SMTP server in a thread: ``mode`` is normal, stall, reset, garbage, silent or hang
-    (answers until the 354, then never again).
+    """An SMTP server in a thread: ``mode`` is normal, stall, reset, garbage, silent, hang
+    (answers until the 354, then never again) or dribble (from MAIL on, a multi-line reply
+    that never ends, an octet every 0.1 s).
 
     In ``stall`` mode the server answers normally, except that from ``stall_after``
     seconds after its first connection it holds every reply for ``stall_for``

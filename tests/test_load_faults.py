@@ -97,6 +97,18 @@ def test_silent_server_times_out(tmp_path):
     assert server.connections >= 4
 
 
+def test_a_reply_that_never_ends_times_out(tmp_path):
+    """The per-phase timeout bounds the wait for the whole reply (RFC 5321 §4.5.3.2), not the
+    silence between its octets: a server dribbling an endless reply times out after 0.5 s, it
+    does not hold the message until the run's drain ends."""
+    with ScriptedServer(free_port(), "dribble") as server:
+        run = run_failing(tmp_path, server.address, "--sessions", "2")
+    errors = errors_by(run.result)
+    assert ("mail", 0, "timeout") in errors, errors
+    # 0.5 s per try over a 2 s run: several per session (not one held to the end).
+    assert errors["mail", 0, "timeout"] >= 4, errors
+
+
 @pytest.mark.parametrize("mode, outcome", [
     ("silent", ("connect", 0, "not_sent")),          # waiting for a banner that never comes
     ("hang", ("end_of_data", 0, "unfinished")),      # the message sent, its 250 never comes

@@ -140,13 +140,16 @@ class Conn:
         session = self.session
         timeouts = w.timeout_us
         self.dead = None
+        deadline = 0  # µs: when the awaited reply is overdue (0: set it); part of a reply keeps it
         while True:
             expecting = session.expecting
-            limit = timeouts[expecting] if expecting else timeouts[QUIT]
+            if not deadline:
+                deadline = w.now() + (timeouts[expecting] if expecting else timeouts[QUIT])
+            limit = deadline - w.now()
             if self.drain_until is not None:
-                limit = min(limit, max(self.drain_until - w.now(), 1))
+                limit = min(limit, self.drain_until - w.now())
             sock = self.sock
-            sock.settimeout(limit / 1e6)
+            sock.settimeout(max(limit, 1) / 1e6)
             try:
                 data = sock.recv(65536)
             except (socket.timeout, TimeoutError):
@@ -157,6 +160,8 @@ class Conn:
                 raise Lost("closed", "server closed the connection")
             now = w.now()
             events = session.receive(data)
+            if events:
+                deadline = 0  # a reply came: the next one gets its own phase's timeout
             self.write()
             found = None
             upgrade = False

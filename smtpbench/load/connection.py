@@ -62,6 +62,10 @@ class ClientConnection(asyncio.Protocol):
         now = (monotonic_ns() - self.t0) // 1000
         session = self.session
         events = session.receive(data)
+        if not events:
+            # Part of a reply: the deadline stays, so a phase's timeout bounds the wait for its
+            # whole reply (RFC 5321 §4.5.3.2), not the silence between octets.
+            return
         runner = self.runner
         phase_values = self.rec.phase_values  # rec.phase() inlined: this runs for every reply
         for kind, a, b in events:
