@@ -257,10 +257,12 @@ class Runner:
                            str(exc) if exc else "server closed the connection")
                 replace = now
         if not self.open_loop and replace is not None and self._may_begin(now):
-            # The slot goes on with a new connection (RFC 5321 §3.8: a client reconnects after 421);
-            # after a pause when this one never carried a message.
+            # The slot goes on with a new connection (RFC 5321 §3.8: a client reconnects after 421):
+            # at once when this one carried a message before the one lost (a server that closes
+            # after N), after a pause when it carried none, so a server that resets every
+            # connection is not hammered (it got ~1,500 connections/s from 4 sessions).
             self.issued += 1
-            self.open(now, delay=0.0 if conn.sent else RECONNECT_BACKOFF)
+            self.open(now, delay=0.0 if conn.sent > 1 else RECONNECT_BACKOFF)
         elif self.open_loop:
             self._dispatch()
         self._check_done()
