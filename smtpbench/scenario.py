@@ -115,11 +115,12 @@ class Stage(_Table):
 class Timeouts(_Table):
     """Client-side per-phase timeouts; defaults from RFC 5321 §4.5.3.2."""
 
-    connect: Duration = 30.0
-    banner: Duration = 300.0
-    command: Duration = 300.0
-    data_init: Duration = 120.0
-    data_end: Duration = 600.0
+    # A zero would fail every phase at once (or at a sweep's whim): each must be some time.
+    connect: Annotated[Duration, Field(gt=0)] = 30.0
+    banner: Annotated[Duration, Field(gt=0)] = 300.0
+    command: Annotated[Duration, Field(gt=0)] = 300.0
+    data_init: Annotated[Duration, Field(gt=0)] = 120.0
+    data_end: Annotated[Duration, Field(gt=0)] = 600.0
 
 
 class Auth(_Table):

@@ -74,6 +74,7 @@ def test_a_run_all_in_its_warmup_is_not_ok(start_sink, tmp_path):
     ("[load]\nduration = \"fast\"\n", "load.duration"),
     ("[load.timeouts]\ncomand = \"1s\"\n", "load.timeouts.comand"),
     ("[load]\ndrain = -1\n", "load.drain"),
+    ("[load.timeouts]\nbanner = 0\n", "load.timeouts.banner"),   # every session would time out at once
     ("[thresholds]\n\"response.p42\" = \"1ms\"\n", "response.p42"),
     ("[thresholds]\nerror_rate = 2\n", "error_rate"),
     ("[thresholds]\n\"phase.nosuch.p99\" = \"50ms\"\n", "phase.nosuch.p99"),
