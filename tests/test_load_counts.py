@@ -85,6 +85,8 @@ def test_open_loop_offers_rate_times_duration(start_sink, tmp_path):
     assert totals["failed"] == 0
     assert totals["ok"] == totals["issued"] == final["messages"]
     assert sum(result["timeseries"]["offered"]) == totals["issued"]
+    # Messages begun per second over the run's whole seconds (not diluted by the drain's).
+    assert result["health"]["send_rate"] == pytest.approx(rate, rel=0.05)
     # Achieved throughput over the measured span, with room for a noisy machine.
     assert totals["msgs_per_s"] == pytest.approx(rate, rel=0.1)
 

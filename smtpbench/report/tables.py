@@ -113,9 +113,11 @@ def throughput(result: dict) -> Table:
     model = result["load"]["model"]
     offered = rate(h.get("offered_rate")) if model == "open" else f"{DASH} (closed loop: {result['load']['sessions']} sessions)"
     achieved = h.get("achieved_rate")
-    rows = [
-        ["offered rate", offered],
-        ["achieved send rate", rate(achieved if achieved is not None else data.measured_rate(result, "sent"))],
+    rows = [["offered rate", offered]]
+    if achieved is not None:
+        rows.append(["arrivals released", rate(achieved)])
+    rows += [
+        ["sent", rate(data.measured_rate(result, "sent"))],
         ["completed", f"{rate(t['msgs_per_s'])}  ·  {t['mb_per_s']:,.3f} MB/s"],
         ["OK / failed", f"{t['ok']:,} / {t['failed']:,}  (error rate {t['error_rate']:.3%})"],
         ["recipients refused", f"{t.get('rcpt_failed', 0):,}"],
@@ -123,8 +125,9 @@ def throughput(result: dict) -> Table:
         ["measured", f"{t['measured_seconds']:,.3f} s  ·  {t.get('bytes', 0) / 1e6:,.2f} MB"],
     ]
     return Table("Throughput", ["", "value"], rows,
-                 note="achieved send rate: messages issued per second (open loop: over the schedule; closed loop: "
-                      "mean of the measured 1 s intervals)")
+                 note="arrivals released (open loop): messages the schedule released per second, a message "
+                      "waiting for a connection counted when it arrived; sent: messages begun per second, the mean "
+                      "of the measured 1 s intervals")
 
 
 def latency(result: dict) -> Table:
