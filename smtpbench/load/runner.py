@@ -30,6 +30,9 @@ from .pacing import Profile, Schedule
 from .recorder import INTERVAL_US, Recorder
 
 FLUSH_EVERY = 0.1  # s
+# s: at the end, how long connections that were sent QUIT get to answer and close before they are
+# cut (within what is left of the drain): a polite end, and QUIT's own latency measured.
+QUIT_WAIT = 1.0
 SWEEP = 0.05
 # s: the loop-lag probe's sleep. Lateness is measured the same whatever the period; at 1 ms the
 # probe's own wake-ups cost several per cent of the generator's CPU (measured: ~0.06 s of CPU per
@@ -102,6 +105,7 @@ class Runner:
         self.ok = 0
         self.failed = 0
         self._all_done = asyncio.Event()
+        self._all_closed = asyncio.Event()  # stopping and no connection left (see run)
         self._cpu = (time.process_time(), monotonic_ns())
 
     def now(self) -> int:
@@ -235,6 +239,8 @@ class Runner:
 
     def conn_lost(self, conn: ClientConnection, exc: Exception | None, now: int) -> None:
         self.connections.discard(conn)
+        if self.stopping and not self.connections:
+            self._all_closed.set()
         self.greeting.discard(conn)
         if conn.idle:
             try:
@@ -543,8 +549,16 @@ class Runner:
             conn.quit()
         self.idle.clear()
         self._check_done()
+        drain_end = time.monotonic() + self.load.drain
         try:
             await asyncio.wait_for(self._all_done.wait(), self.load.drain)
+            # Every message done: connections that served the drain's last ones say QUIT too
+            # (RFC 5321 §4.1.1.10), and the QUITs get answered, within the drain.
+            for conn in list(self.idle):
+                conn.quit()
+            self.idle.clear()
+            if self.connections:
+                await asyncio.wait_for(self._all_closed.wait(), min(QUIT_WAIT, drain_end - time.monotonic()))
         except asyncio.TimeoutError:
             pass
         now = self.now()
