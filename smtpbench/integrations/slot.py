@@ -337,8 +337,9 @@ class Slot:
         return None
 
     def _pause(self, outcome: Outcome) -> Outcome:
-        """Closed loop, after a session that failed before it carried a message: a short pause before the
-        next (whose response time it counts in), so a server refusing every session gets no tight loop."""
+        """Closed loop, after a session that failed before it carried a message, or was lost with its
+        first: a short pause before the next (whose response time it counts in), so a server refusing or
+        resetting every session gets no tight loop."""
         if not self.work.open_loop:
             gevent.sleep(RECONNECT_BACKOFF)
         return outcome
@@ -381,7 +382,8 @@ class Slot:
             outcome = self._failed(intended, phase, 0, kind_, e.text, begun=True)
             if killed is not None or e.kind == "unfinished":
                 raise killed or GreenletExit()
-            return outcome
+            # Lost with its first message: pause before the next connection, as natively.
+            return self._pause(outcome) if conn.sent == 1 else outcome
         end = w.now()
         if kind is not DONE:   # FAILED or CLOSED before the transaction ended (421, garbage)
             outcome = self._failed(intended, a, b.code, "reply" if b.code else "protocol", b.text, begun=True)
