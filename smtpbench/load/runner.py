@@ -582,7 +582,7 @@ class Runner:
         self.retrying.clear()
         while self.retry_ready:
             self._fail(now, self.retry_ready.popleft()[0], "retry", 0, "not_sent", "run ended before the retry was sent")
-        # Let QUITs finish so servers see clean closes (bounded).
+        # Let the connections cut above report their loss (connection_lost runs a loop pass later).
         for _ in range(50):
             if not self.connections:
                 break
