@@ -139,12 +139,6 @@ def _text(master: bytes, length: int) -> bytes:
     return bytes(cut) + b"\r\n"
 
 
-def stuffed_dots(pieces) -> int:
-    """How many octets dot-stuffing added to ``pieces`` (each starting a line; the last ending
-    with the ``.\r\n`` terminator, whose dot is not one of them)."""
-    return sum(p.count(b"\r\n.") + p.startswith(b".") for p in pieces) - 1
-
-
 def _text_pieces(kind: str, target: int) -> list[bytes]:
     """Text of exactly ``target`` octets before stuffing (``target`` != 1), stuffed: shared
     blocks, then a tail of its own."""

@@ -39,9 +39,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .bodies import BLOCK_OCTETS, SHARED, mime_headers, multipart, multipart_minimum, plain, stuffed_dots  # noqa: F401
+from .bodies import BLOCK_OCTETS, SHARED, mime_headers, multipart, multipart_minimum, plain  # noqa: F401
 from .protocol.client import Transaction
-from .protocol.data import dot_stuff, normalise_crlf, unstuff
+from .protocol.data import dot_stuff, normalise_crlf, stuffed_dots, unstuff
 from .scenario import PATTERN_FIELDS, Distribution, Message, ScenarioError
 
 #: z of the 99th percentile of the standard normal: a lognormal's p99 is exp(mu + Z99 * sigma).

@@ -28,6 +28,13 @@ def dot_stuff(body: bytes) -> bytes:
     return body + b".\r\n"
 
 
+def stuffed_dots(pieces) -> int:
+    """How many octets dot-stuffing added to ``pieces`` (each starting a line; the last ending
+    with the ``.\r\n`` terminator, whose dot is not one of them): with it, a payload's RFC 1870
+    size is its length less these and the terminator."""
+    return sum(p.count(b"\r\n.") + p.startswith(b".") for p in pieces) - 1
+
+
 def unstuff(body: bytes) -> bytes:
     """Undo dot-stuffing of a body received without its final ``.\\r\\n``."""
     if body.startswith(b"."):
