@@ -197,11 +197,11 @@ def _health(result: dict, merged: dict, series: dict) -> dict:
             achieved = round(result["totals"]["issued"] / span, 2)
     # Messages begun per second over the whole 1 s intervals after the warm-up (the run's first
     # and last partial ones, and those of the drain, would dilute it).
-    duration = result["load"]["duration_s"]
-    sent = [n for t, n in zip(series["t"], series["sent"]) if t >= warm and (not duration or t + 1 <= duration)]
+    duration, step = result["load"]["duration_s"], series["interval_s"]
+    sent = [n for t, n in zip(series["t"], series["sent"]) if t >= warm and (not duration or t + step <= duration)]
     return {"valid": not reasons, "reasons": reasons, "cpu_by_process": cpu_by_proc,
             "offered_rate": offered, "achieved_rate": achieved,
-            "send_rate": round(sum(sent) / len(sent), 2) if sent else 0.0}
+            "send_rate": round(sum(sent) / len(sent) / step, 2) if sent else 0.0}
 
 
 def save(result: dict, folder: str, name: str = "result.json") -> str:
