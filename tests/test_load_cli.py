@@ -51,7 +51,7 @@ def test_a_refused_run_fails_even_inside_its_warmup(tmp_path):
     port = free_port()
     run = run_load(tmp_path / "out", "--target", f"127.0.0.1:{port}", "--sessions", "2",
                    "--duration", "1s", "--warmup", "0.9s", timeout=30)
-    assert run.returncode == 1, run
+    assert_exit(run, 1)  # (3 when a busy machine made the generator lag: not OK either)
     t = run.result["totals"]
     assert t["ok"] + t["warmup_ok"] == 0 and t["warmup_failed"] > 0, t
     assert {th["metric"] for th in run.result["thresholds"] if not th["passed"]} == {"messages_ok"}
