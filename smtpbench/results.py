@@ -20,7 +20,10 @@ Schema ``smtpbench.result/1`` (all latencies in integer microseconds):
   rcpt_failed, errors by class), response/service percentiles, in-flight, connections,
   generator CPU and loop lag
 * ``intervals``: per-interval response and service histograms (sparse)
-* ``errors``: ``[{phase, code, kind, count, first_s, last_s, example}]``
+* ``errors``: ``[{phase, code, kind, count, first_s, last_s, example}]``; ``phase`` is the reply the
+  message waited for, ``kind`` one of reply (``code`` is the server's), refused, connect_error, tls,
+  reset, closed, timeout, protocol (a line that is not an SMTP reply), unfinished (in flight when the
+  drain ended), not_sent (waiting for a connection when the run ended)
 * ``health``: ``valid``, ``reasons``, CPU per process, offered vs achieved rate; Locust runs add
   ``workers`` (per worker process: messages, CPU, Locust's CPU warnings) and ``warnings``
 * ``locust`` (Locust runs only): worker count, master host, reports merged

@@ -115,6 +115,31 @@ def test_fault_rate_and_exact_accounting(start_sink, tmp_path, rule, stage, load
     assert final["messages"] == totals["ok"]  # nothing the client saw accepted went missing
 
 
+@pytest.mark.parametrize("rule, first, chained", [
+    ('action = "close"', {("end_of_data", 421, "reply")}, {("mail", 0, "closed")}),
+    ('action = "disconnect"', {("end_of_data", 0, "reset"), ("end_of_data", 0, "closed")},
+     {("mail", 0, "reset"), ("mail", 0, "closed")}),
+], ids=["close-421", "disconnect"])
+def test_a_session_ended_at_the_dot_fails_the_chained_message_at_its_own_mail(start_sink, tmp_path, rule, first,
+                                                                           chained):
+    """With messages chained (RFC 2920 §3.1), the session ends at the first message's end of data:
+    that message fails there; the one already sent behind it fails at ``mail``, the reply it was
+    waiting for, and not with the other's 421 (it got none). Every message is still accounted."""
+    sink = f'[[sink.faults]]\non = "end-of-data"\nprobability = {P}\n{rule}\n'
+    result, final = generate(start_sink, tmp_path, sink, "--messages", "400",
+                             load=f"sessions = 4\nmessages_per_connection = 5\n{CHAINED}")
+    errors = errors_by(result)
+    at_dot = sum(n for key, n in errors.items() if key in first)
+    behind = sum(n for key, n in errors.items() if key in chained)
+    assert at_dot + behind == sum(errors.values()), errors
+    assert at_dot == final["faults_injected"] >= 20
+    # A chained message is behind every dot but a connection's last (messages_per_connection).
+    assert 0.5 * at_dot <= behind <= at_dot, errors
+    totals = result["totals"]
+    assert totals["issued"] == 400 and totals["failed"] == at_dot + behind
+    assert final["messages"] == totals["ok"] == 400 - totals["failed"]
+
+
 def test_refused_bdat_chunk_is_data_not_commands(start_sink, tmp_path):
     """A fault reply to BDAT: the chunk is still read and discarded (RFC 3030 §2), so a "QUIT"
     inside it is not a command; the reply follows the chunk, and the transaction is over (the

@@ -220,7 +220,7 @@ class Runner:
             self._fail(now, conn.txn_intended, phase, code, kind, text)
             conn.txn_intended = None
             self.in_flight -= 1
-            self._fail_chained(conn, now, phase, code, kind, text)
+            self._fail_chained(conn, now, kind, text)
         elif conn.pending is not None:
             self._fail(now, conn.pending, phase, code, kind, text)
             conn.pending = None
@@ -253,7 +253,7 @@ class Runner:
                        str(exc) if exc else "server closed the connection")
             conn.txn_intended = None
             self.in_flight -= 1
-            self._fail_chained(conn, now, phase, 0, "reset" if exc else "closed",
+            self._fail_chained(conn, now, "reset" if exc else "closed",
                                str(exc) if exc else "server closed the connection")
             replace = now
         else:
@@ -361,10 +361,13 @@ class Runner:
             self.recorder.totals["chained"] += 1
             self._begin(conn, now, now, chained=True)
 
-    def _fail_chained(self, conn: ClientConnection, now: int, phase: str, code: int, kind: str, text: str) -> None:
-        """The connection ended under a chained message too: it fails with the one in flight."""
+    def _fail_chained(self, conn: ClientConnection, now: int, kind: str, text: str) -> None:
+        """The connection ended under a chained message too: it fails with the one in flight, at
+        its own first reply (MAIL's: the ones before it belong to the message in flight). A reply
+        or garbage that ended the session (a 421 to the message before) was not its own: it fails
+        ``closed`` then; a reset, a timeout or the drain's end it shares."""
         if conn.chained is not None:
-            self._fail(now, conn.chained[0], phase, code, kind, text)
+            self._fail(now, conn.chained[0], "mail", 0, "closed" if kind in ("reply", "protocol") else kind, text)
             conn.chained = None
             self.in_flight -= 1
 
@@ -568,11 +571,12 @@ class Runner:
                            "still in flight when the drain period ended")
                 conn.txn_intended = None
                 self.in_flight -= 1
-                self._fail_chained(conn, now, "mail", 0, "unfinished", "still in flight when the drain period ended")
+                self._fail_chained(conn, now, "unfinished", "still in flight when the drain period ended")
             conn.abort()
         for conn in list(self.connections):
-            if conn.pending is not None:
-                self._fail(now, conn.pending, "connect", 0, "not_sent", "run ended before a connection was ready")
+            if conn.pending is not None:  # connected, not yet greeted (or still in EHLO, TLS, AUTH)
+                self._fail(now, conn.pending, conn.session.expecting or BANNER, 0, "not_sent",
+                           "run ended before a connection was ready")
                 conn.pending = None
         while self.waiting:
             self._fail(now, self.waiting.popleft(), "queue", 0, "not_sent", "run ended before a connection was free")
