@@ -92,7 +92,8 @@ def drive(pipelining: bool, messages: int, record: bool = True) -> float:
     for _ in range(SESSIONS):
         runner.issued += 1
         session = ClientSession(scenario.load.helo, pipelining)
-        conn = ClientConnection(runner, session, runner.now(), runner.now())
+        runner.connecting[session] = runner.now()  # the message waiting for it (see Runner._open)
+        conn = ClientConnection(runner, session, runner.now(), session)
         peer = ScriptedPeer()
         peer.conn = conn
         conn.connection_made(peer)

@@ -26,6 +26,8 @@ def run_against_sink(start_sink, tmp_path, *args: str, sink_args: tuple[str, ...
     assert "Traceback" not in run.stderr, run
     assert_exit(run, 0)
     assert_accounted(run.result)
+    # The generator watched itself: its loop-lag probes ran.
+    assert run.result["latency"]["loop_lag"]["count"] >= 1, run.result["latency"]["loop_lag"]
     return run.result, final
 
 

@@ -5,6 +5,8 @@ never crashes."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from conftest import free_port, require_command
@@ -131,6 +133,26 @@ def test_unanswered_messages_end_with_the_drain(tmp_path, mode, outcome):
     assert_accounted(run.result)
     assert errors_by(run.result) == {outcome: 3}
     assert run.result["totals"]["failed"] == 3 and run.result["totals"]["ok"] == 0
+
+
+def test_connects_a_server_never_accepts_are_counted_at_the_end(tmp_path):
+    """A listening socket that never accepts (a hung server: its backlog full, further SYNs
+    dropped): the slots' connects hang for the connect timeout (minutes). At the drain's end
+    each message is counted, the ones whose connect never completed as ``connect/not_sent``."""
+    scenario = write_scenario(tmp_path, f'[load]\ndrain = "{DRAIN:g}s"\n')
+    port = free_port()
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", port))
+        hung.listen(1)
+        run = run_load(tmp_path / "out", "--scenario", scenario, "--target", f"127.0.0.1:{port}",
+                       "--sessions", "12", "--duration", f"{DURATION:g}s")
+    assert "Traceback" not in run.stderr, run
+    assert run.wall <= DURATION + DRAIN + SLACK, run
+    assert_accounted(run.result)
+    errors = errors_by(run.result)
+    assert set(errors) <= {("connect", 0, "not_sent"), ("banner", 0, "not_sent")}, errors
+    assert errors.get(("connect", 0, "not_sent"), 0) >= 6, errors   # the backlog holds one or two
+    assert run.result["totals"]["failed"] == run.result["totals"]["issued"] == 12
 
 
 def test_421_mid_session_reconnects(tmp_path):

@@ -31,11 +31,11 @@ import gevent
 from gevent import GreenletExit
 from gevent import socket as gsocket
 
+from ..load.plan import RECONNECT_BACKOFF
 from ..protocol.client import (BANNER, CLOSED, CONNECT, DONE, END_OF_DATA, FAILED, QUIT, READY, REPLY, TLS,
                                TLS_START, ClientSession)
 from .work import Work
 
-RECONNECT_BACKOFF = 0.05   # s, after a failed connect (as natively)
 IDLE_POLL = 0.2            # s, how often an idle user looks again
 QUIT_WAIT = 2.0            # s, at most, for the reply to QUIT when closing
 

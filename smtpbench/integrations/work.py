@@ -33,10 +33,11 @@ from gevent import ssl as gssl
 from gevent.queue import Empty, PriorityQueue
 
 from ..addresses import parse_address
+from ..load.cpumeter import CpuMeter
 from ..load.looptimer import TimerFile, has_timerfd
 from ..load.pacing import Profile, Schedule
 from ..load.recorder import INTERVAL_US, Recorder
-from ..load.runner import phase_timeouts, split
+from ..load.plan import phase_timeouts, split
 from ..messages import MessageFactory
 from ..scenario import Scenario
 
@@ -147,7 +148,7 @@ class Work:
         self._schedule: Schedule | None = None
         self._held: int | None = None   # the arrival the pacer is sleeping towards
         self._greenlets: list[gevent.Greenlet] = []
-        self._cpu = (time.process_time(), monotonic_ns())
+        self.cpu = CpuMeter()
 
     # -- time and limits ----------------------------------------------------------
 
@@ -265,31 +266,21 @@ class Work:
         while True:
             k += 1
             gevent.sleep(max(0.0, (k * INTERVAL_US - self.now()) / 1e6))
-            rec = self.recorder
-            rec.flush()
-            cpu, wall = time.process_time(), monotonic_ns()
-            share = (cpu - self._cpu[0]) / max((wall - self._cpu[1]) / 1e9, 1e-9)
-            self._cpu = (cpu, wall)
-            at = (k - 1) * INTERVAL_US
-            rec.gauge(at, "cpu", round(share, 3))
-            rec.gauge(at, "in_flight", self.in_flight + self.queue.qsize())
-            rec.gauge(at, "connections", self.connections)
+            self.recorder.end_interval((k - 1) * INTERVAL_US, self.cpu.share(), self.in_flight + self.queue.qsize(),
+                                       self.connections)
 
     def _watch_hub(self) -> None:
         """Hub lag: how late a 1 ms sleep wakes up (what event-loop lag is natively)."""
         while True:
             before = monotonic_ns()
             gevent.sleep(0.001)
-            lag = (monotonic_ns() - before) // 1000 - 1000
-            rec = self.recorder
-            rec.loop_lag_sample(max(0, lag))
-            rec.gauge(self.now(), "loop_lag_us", lag)
+            self.recorder.probe_lag(self.now(), (monotonic_ns() - before) // 1000 - 1000)
 
     def start(self) -> None:
         def at_t0(fn):
             def run():
                 self.wait_for_start()
-                self._cpu = (time.process_time(), monotonic_ns())
+                self.cpu.restart()
                 fn()
             return gevent.spawn(run)
 

@@ -17,14 +17,15 @@ from ..protocol.client import BANNER, CLOSED, DONE, FAILED, READY, REPLY, TLS_ST
 
 class ClientConnection(asyncio.Protocol):
     __slots__ = ("runner", "session", "transport", "mark", "deadline", "txn_intended", "txn_start",
-                 "txn_size", "txn", "out", "attempt", "retry", "pending", "sent", "closed",
+                 "txn_size", "txn", "out", "attempt", "retry", "pending", "opener", "sent", "closed",
                  "opened_at", "t0", "rec", "_paused", "idle",
                  "upgrading", "chained", "chaining")
 
-    def __init__(self, runner, session: ClientSession, opened_at: int, pending: int | None = None,
+    def __init__(self, runner, session: ClientSession, opened_at: int, opener: object = None,
                  retry: tuple | None = None):
         self.runner = runner
-        self.pending = pending         # µs: intended time of the message waiting for this connection (None: none)
+        self.opener = opener           # the key of the message waiting for it in runner.connecting
+        self.pending: int | None = None  # µs: intended time of the message waiting for this connection (None: none)
         self.rec = runner.recorder
         self.t0 = runner.t0_ns
         self.session = session
@@ -53,6 +54,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         self.runner.connections.add(self)
+        self.pending = self.runner.connecting.pop(self.opener, None)  # the message is this connection's now
         now = self.now()
         self.rec.phase("connect", now - self.opened_at)
         self.mark = now

@@ -137,6 +137,18 @@ class Recorder:
     def loop_lag_sample(self, us: int) -> None:
         self._loop_lag.append(us)
 
+    def probe_lag(self, now: int, lag: int) -> None:
+        """A loop-lag probe woke ``lag`` µs late (may be < 0 when a timer fires early)."""
+        self._loop_lag.append(max(0, lag))
+        self.gauge(now, "loop_lag_us", lag)
+
+    def end_interval(self, at: int, cpu_share: float, in_flight: int, connections: int) -> None:
+        """The interval starting at ``at`` µs is over: bucket its samples, keep its gauges."""
+        self.flush()
+        self.gauge(at, "cpu", round(cpu_share, 3))
+        self.gauge(at, "in_flight", in_flight)
+        self.gauge(at, "connections", connections)
+
     def gauge(self, at: int, name: str, value: float) -> None:
         iv = self.intervals[at // INTERVAL_US]
         iv.gauges[name] = max(iv.gauges.get(name, value), value)

@@ -22,11 +22,13 @@ from collections import deque
 from time import monotonic_ns
 
 from ..addresses import Address
-from ..protocol.client import BANNER, PHASES, S_READY, ClientSession
+from ..protocol.client import BANNER, S_READY, ClientSession
 from ..scenario import Scenario
 from .connection import ClientConnection
+from .cpumeter import CpuMeter
 from .pacer import Pacer
 from .pacing import Profile, Schedule
+from .plan import RECONNECT_BACKOFF, phase_timeouts, split
 from .recorder import INTERVAL_US, Recorder
 
 FLUSH_EVERY = 0.1  # s
@@ -38,7 +40,6 @@ SWEEP = 0.05
 # probe's own wake-ups cost several per cent of the generator's CPU (measured: ~0.06 s of CPU per
 # second of run), at 10 ms a tenth of that, and a 10 s run still has 1,000 samples for its p99.
 LAG_SAMPLE = 0.01
-RECONNECT_BACKOFF = 0.05
 # s: open loop, connections opened before t0, as many as this much of the starting rate's arrivals
 # would take. A connection is ready 1-3 ms after it opens (connect, banner, EHLO; more while the
 # code is cold), and an arrival that finds none ready opens its own: without warm ones every arrival
@@ -46,20 +47,6 @@ RECONNECT_BACKOFF = 0.05
 # start and a first-second response p99 of 3.6-12.5 ms; with ten opened before t0, 13-19 and
 # 0.7-1.6 ms (three runs each). Later ones still open on demand, up to max_connections.
 PREOPEN = 0.002
-
-
-def phase_timeouts(scenario: Scenario) -> dict[str | None, int]:
-    t = scenario.load.timeouts
-    us = {phase: int(t.command * 1e6) for phase in PHASES}
-    us.update(connect=int(t.connect * 1e6), banner=int(t.banner * 1e6), tls=int(t.connect * 1e6),
-              data=int(t.data_init * 1e6), end_of_data=int(t.data_end * 1e6), bdat=int(t.data_end * 1e6))
-    us[None] = 0
-    return us
-
-
-def split(total: int, index: int, count: int) -> int:
-    """This process's share of ``total`` (sessions, messages), shares differing by at most one."""
-    return total // count + (1 if index < total % count else 0)
 
 
 class Runner:
@@ -98,6 +85,8 @@ class Runner:
         self.retry_ready: deque[tuple] = deque()  # open loop: (intended, outgoing, attempt) due again
         self.retrying: dict[object, tuple] = {}   # timer handle -> (intended, outgoing, attempt) waiting to retry
         self.opening = 0
+        self.openers: set[asyncio.Task] = set()   # connections being opened (see open)
+        self.connecting: dict[object, int] = {}   # opener's token -> intended time of the message it holds
         self.greeting: set[ClientConnection] = set()  # open loop: connected, not READY yet
         self.issued = 0      # messages begun or failed before begin (counts toward the limit)
         self.in_flight = 0
@@ -106,33 +95,43 @@ class Runner:
         self.failed = 0
         self._all_done = asyncio.Event()
         self._all_closed = asyncio.Event()  # stopping and no connection left (see run)
-        self._cpu = (time.process_time(), monotonic_ns())
+        self.cpu = CpuMeter()
 
     def now(self) -> int:
         return (monotonic_ns() - self.t0_ns) // 1000
 
     # -- connections ----------------------------------------------------------
 
-    def open(self, pending: int | None = None, delay: float = 0.0) -> None:
+    def open(self, pending: int | None = None, delay: float = 0.0, retry: tuple | None = None) -> None:
         """Open a connection (after ``delay`` s); ``pending`` is the intended time of the message
         waiting for it (closed loop): the delay counts in that message's response time."""
         self.opening += 1
-        asyncio.ensure_future(self._open(pending, delay=delay))
+        task = asyncio.ensure_future(self._open(pending, retry, delay))
+        self.openers.add(task)
+        task.add_done_callback(self.openers.discard)
 
-    async def _open(self, pending: int | None, retry: tuple | None = None, delay: float = 0.0) -> None:
+    async def _open(self, pending: int | None, retry: tuple | None, delay: float) -> None:
         loop = asyncio.get_running_loop()
+        # The waiting message is the opener's until the connection is made, then the
+        # connection's (ClientConnection.connection_made takes it): one owner, counted once,
+        # whenever the run ends (a server that never accepts holds connects for minutes).
+        token = object()
+        if pending is not None:
+            self.connecting[token] = pending
         if delay:
             await asyncio.sleep(delay)
         started = self.now()
         implicit = self.load.tls == "implicit"
         session = ClientSession(self.load.helo, self.load.pipelining, self.lmtp, tls=self.load.tls,
                                 auth=self.auth, tls_active=implicit)
-        factory = lambda: ClientConnection(self, session, started, pending, retry)  # noqa: E731
+        factory = lambda: ClientConnection(self, session, started, token, retry)  # noqa: E731
+        conn = None
         try:
             t = self.target
             coro = (loop.create_unix_connection(factory, t.path) if t.path
                     else loop.create_connection(factory, t.host, t.port))
-            transport, conn = await asyncio.wait_for(coro, self.load.timeouts.connect)
+            transport, made = await asyncio.wait_for(coro, self.load.timeouts.connect)
+            conn = made
             if implicit:
                 # RFC 8314 implicit TLS; the handshake is timed as its own phase.
                 t_tls = self.now()
@@ -151,21 +150,25 @@ class Runner:
             kind = "timeout" if isinstance(e, asyncio.TimeoutError) else (
                 "refused" if isinstance(e, ConnectionRefusedError) else "connect_error")
             text = str(e) or kind
+            pending = self.connecting.pop(token, None)
+            if conn is not None:  # made, then its TLS handshake failed: the connection had the message
+                pending, conn.pending = conn.pending, None
+                conn.abort()
             if pending is not None:
                 self._fail(now, pending, "connect", 0, kind, text)
-                await asyncio.sleep(RECONNECT_BACKOFF)
-                if self._may_begin(self.now()):
-                    self.issued += 1
-                    self.open(self.now())
-                else:
-                    self._check_done()
+            elif self.open_loop and self.waiting:
+                self._fail(now, self.waiting.popleft(), "connect", 0, kind, text)
             else:
-                if self.waiting:
-                    self._fail(now, self.waiting.popleft(), "connect", 0, kind, text)
-                else:
-                    self.recorder.error(now, "connect", 0, kind, text)
-                await asyncio.sleep(RECONNECT_BACKOFF)
-                self._dispatch()
+                self.recorder.error(now, "connect", 0, kind, text)
+            await asyncio.sleep(RECONNECT_BACKOFF)
+            # A closed-loop slot goes on with a new connection; the open loop's next arrivals
+            # open their own (a retry's failed connect issues no new message).
+            if not self.open_loop and pending is not None and self._may_begin(self.now()):
+                self.issued += 1
+                self.open(self.now())
+            else:
+                if self.open_loop:
+                    self._dispatch()
                 self._check_done()
             return
         self.opening -= 1
@@ -265,8 +268,7 @@ class Runner:
         if not self.open_loop and replace is not None and self._may_begin(now):
             # The slot goes on with a new connection (RFC 5321 §3.8: a client reconnects after 421):
             # at once when this one carried a message before the one lost (a server that closes
-            # after N), after a pause when it carried none, so a server that resets every
-            # connection is not hammered (it got ~1,500 connections/s from 4 sessions).
+            # after N), after RECONNECT_BACKOFF when it carried none.
             self.issued += 1
             self.open(now, delay=0.0 if conn.sent > 1 else RECONNECT_BACKOFF)
         elif self.open_loop:
@@ -402,8 +404,7 @@ class Runner:
         elif not conn.closed and conn.session.state == S_READY:
             self._begin(conn, intended, self.now(), retry=(out, attempt))
         else:
-            self.opening += 1
-            asyncio.ensure_future(self._open(intended, retry=(out, attempt)))
+            self.open(intended, retry=(out, attempt))
 
     def _think_over(self, conn: ClientConnection, intended: int) -> None:
         if conn.closed:
@@ -486,14 +487,8 @@ class Runner:
             k += 1
             await asyncio.sleep(max(0.0, (k * INTERVAL_US - self.now()) / 1e6))
             now = self.now()
-            rec.flush()
-            cpu, wall = time.process_time(), monotonic_ns()
-            share = (cpu - self._cpu[0]) / max((wall - self._cpu[1]) / 1e9, 1e-9)
-            self._cpu = (cpu, wall)
-            at = (k - 1) * INTERVAL_US  # the interval that just ended
-            rec.gauge(at, "cpu", round(share, 3))
-            rec.gauge(at, "in_flight", self.in_flight + len(self.waiting))
-            rec.gauge(at, "connections", len(self.connections))
+            rec.end_interval((k - 1) * INTERVAL_US, self.cpu.share(), self.in_flight + len(self.waiting),
+                             len(self.connections))
             if self.progress:
                 self.progress({"ok": self.ok, "failed": self.failed, "issued": self.issued,
                                "p99": rec.response.percentile(99), "elapsed": now / 1e6})
@@ -513,9 +508,7 @@ class Runner:
         while True:
             before = monotonic_ns()
             await asyncio.sleep(LAG_SAMPLE)
-            lag = (monotonic_ns() - before) // 1000 - period_us
-            rec.loop_lag_sample(max(0, lag))
-            rec.gauge(self.now(), "loop_lag_us", lag)
+            rec.probe_lag(self.now(), (monotonic_ns() - before) // 1000 - period_us)
 
     async def _sweep(self) -> None:
         """Per-phase timeouts (RFC 5321 §4.5.3.2) for all connections, one timer."""
@@ -565,19 +558,23 @@ class Runner:
         except asyncio.TimeoutError:
             pass
         now = self.now()
+        for task in self.openers:
+            task.cancel()
+        for pending in self.connecting.values():
+            self._fail(now, pending, "connect", 0, "not_sent", "run ended before a connection was made")
+        self.connecting.clear()
         for conn in list(self.connections):
             if conn.txn_intended is not None:
-                self._fail(now, conn.txn_intended, conn.session.expecting or "end_of_data", 0, "unfinished",
-                           "still in flight when the drain period ended")
+                text = "still in flight when the drain period ended"
+                self._fail(now, conn.txn_intended, conn.session.expecting or "end_of_data", 0, "unfinished", text)
                 conn.txn_intended = None
                 self.in_flight -= 1
-                self._fail_chained(conn, now, "unfinished", "still in flight when the drain period ended")
-            conn.abort()
-        for conn in list(self.connections):
-            if conn.pending is not None:  # connected, not yet greeted (or still in EHLO, TLS, AUTH)
+                self._fail_chained(conn, now, "unfinished", text)
+            elif conn.pending is not None:  # connected, not yet greeted (or still in EHLO, TLS, AUTH)
                 self._fail(now, conn.pending, conn.session.expecting or BANNER, 0, "not_sent",
                            "run ended before a connection was ready")
                 conn.pending = None
+            conn.abort()
         while self.waiting:
             self._fail(now, self.waiting.popleft(), "queue", 0, "not_sent", "run ended before a connection was free")
         for handle, (intended, _, _) in list(self.retrying.items()):
