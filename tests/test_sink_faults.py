@@ -140,6 +140,31 @@ def test_a_session_ended_at_the_dot_fails_the_chained_message_at_its_own_mail(st
     assert final["messages"] == totals["ok"] == 400 - totals["failed"]
 
 
+@pytest.mark.parametrize("mpc", [1, 3, 0], ids=["new-connection-each", "every-third", "kept"])
+def test_think_time_holds_on_a_new_connection_too(start_sink, tmp_path, mpc):
+    """Closed loop with think time: the next message waits it whether it goes on the same
+    connection or a new one (it went at once on a new one, with a response time of minus the
+    think time). No response time is negative."""
+    result, _ = generate(start_sink, tmp_path, "", "--duration", "1.5s",
+                         load=f'sessions = 2\nthink_time = "100ms"\nmessages_per_connection = {mpc}')
+    assert result["totals"]["ok"] <= 2 * (1.5 / 0.1 + 2), result["totals"]
+    assert result["latency"]["response"]["min"] >= 0
+    assert result["histograms"]["response"].get("underflow", 0) == 0
+    assert result["histograms"]["send_lag"].get("underflow", 0) == 0
+
+
+def test_the_reconnect_pause_is_not_response_time(start_sink, tmp_path):
+    """A session closed at MAIL (421) goes on after the 50 ms reconnect pause, the generator's own
+    choice: the next message is intended after it, so neither its response time nor its send lag
+    carries the pause (with one message in five after one, their p90 did)."""
+    sink = f'[[sink.faults]]\non = "MAIL"\nprobability = 0.2\naction = "close"\n'
+    result, final = generate(start_sink, tmp_path, sink, "--duration", "2s", load="sessions = 2")
+    assert final["faults_injected"] >= 10
+    latency = result["latency"]
+    assert latency["send_lag"]["p90"] < 25_000, latency["send_lag"]
+    assert latency["response"]["p90"] < 25_000, latency["response"]
+
+
 def test_refused_bdat_chunk_is_data_not_commands(start_sink, tmp_path):
     """A fault reply to BDAT: the chunk is still read and discarded (RFC 3030 §2), so a "QUIT"
     inside it is not a command; the reply follows the chunk, and the transaction is over (the

@@ -338,10 +338,12 @@ class Slot:
 
     def _pause(self, outcome: Outcome) -> Outcome:
         """Closed loop, after a session that failed before it carried a message, or was lost with its
-        first: a short pause before the next (whose response time it counts in), so a server refusing or
-        resetting every session gets no tight loop."""
+        first: a short pause before the next, so a server refusing or resetting every session gets no
+        tight loop. The pause is the generator's choice, like think time: the next message is
+        intended after it."""
         if not self.work.open_loop:
             gevent.sleep(RECONNECT_BACKOFF)
+            self.next_intended = self.work.now()
         return outcome
 
     def _drop(self) -> None:

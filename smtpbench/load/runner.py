@@ -31,6 +31,8 @@ from .pacing import Profile, Schedule
 from .plan import RECONNECT_BACKOFF, phase_timeouts, split
 from .recorder import INTERVAL_US, Recorder
 
+BACKOFF_US = int(RECONNECT_BACKOFF * 1e6)
+
 FLUSH_EVERY = 0.1  # s
 # s: at the end, how long connections that were sent QUIT get to answer and close before they are
 # cut (within what is left of the drain): a polite end, and QUIT's own latency measured.
@@ -121,6 +123,8 @@ class Runner:
         if delay:
             await asyncio.sleep(delay)
         started = self.now()
+        if pending is not None and pending > started:  # woken a little early (libuv timers tick in ms)
+            self.connecting[token] = pending = started
         implicit = self.load.tls == "implicit"
         session = ClientSession(self.load.helo, self.load.pipelining, self.lmtp, tls=self.load.tls,
                                 auth=self.auth, tls_active=implicit)
@@ -238,7 +242,7 @@ class Runner:
             # The slot goes on with a new connection, as after a reset (see conn_lost), after
             # a short pause: a server that refuses every session must not get a tight loop.
             self.issued += 1
-            self.open(now, delay=RECONNECT_BACKOFF)
+            self.open(now + BACKOFF_US, delay=RECONNECT_BACKOFF)
 
     def conn_lost(self, conn: ClientConnection, exc: Exception | None, now: int) -> None:
         self.connections.discard(conn)
@@ -268,9 +272,13 @@ class Runner:
         if not self.open_loop and replace is not None and self._may_begin(now):
             # The slot goes on with a new connection (RFC 5321 §3.8: a client reconnects after 421):
             # at once when this one carried a message before the one lost (a server that closes
-            # after N), after RECONNECT_BACKOFF when it carried none.
+            # after N), after RECONNECT_BACKOFF when it carried none. The pause is the generator's
+            # choice, like think time: the next message is intended after it, not before.
             self.issued += 1
-            self.open(now, delay=0.0 if conn.sent > 1 else RECONNECT_BACKOFF)
+            if conn.sent > 1:
+                self.open(now)
+            else:
+                self.open(now + BACKOFF_US, delay=RECONNECT_BACKOFF)
         elif self.open_loop:
             self._dispatch()
         self._check_done()
@@ -345,7 +353,7 @@ class Runner:
                 # (Not READY: a reply later in the same read ended the session; its event follows.)
                 conn.quit()
                 self.issued += 1
-                self.open(intended_next)
+                self.open(intended_next, delay=self.think)  # think time before the next, as on a kept one
             else:
                 self.issued += 1
                 if self.think > 0:
@@ -410,7 +418,8 @@ class Runner:
         if conn.closed:
             self._fail(self.now(), intended, "connect", 0, "closed", "connection closed during think time")
             return
-        self._begin(conn, intended, self.now())
+        now = self.now()
+        self._begin(conn, min(intended, now), now)  # (a timer may wake a little early)
 
     def _fail(self, now: int, intended: int, phase: str, code: int, kind: str, text: str) -> None:
         self.recorder.failed(now, intended, phase, code, kind, text)
