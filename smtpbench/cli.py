@@ -222,6 +222,10 @@ def execute_load(scenario, target, kind: str, run_id: str) -> dict:
     from .results import build_result
 
     processes = resolve_workers(scenario.load.processes)
+    if scenario.load.model == "closed":
+        # Processes share whole sessions: one without a session would wait forever for its share
+        # of a --messages run.
+        processes = max(1, min(processes, scenario.load.sessions))
     progress = Progress(scenario.load.duration)
     started = time.time()
     try:

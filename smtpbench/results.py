@@ -6,7 +6,7 @@ Schema ``smtpbench.result/1`` (all latencies in integer microseconds):
 * ``scenario`` (resolved, every default filled) and ``scenario_hash``
 * ``environment``: versions, CPU count, event loop, processes, hostname, platform
 * ``load``: model, sessions/rate, processes, duration, warm-up, offered rate
-* ``totals``: issued, ok, failed, rcpt_failed, warmup_ok, warmup_failed, bytes,
+* ``totals``: issued, ok, failed, rcpt_failed, warmup_ok, warmup_failed, warmup_rcpt_failed, bytes,
   measured_seconds, msgs_per_s, mb_per_s, error_rate (warm-up excluded from all but the warmup_* keys;
   bytes and mb_per_s: accepted messages' octets as sent, dot-stuffed with DATA, as the sink counts them);
   chained: messages sent behind the previous one's data (``pipeline_messages``);
@@ -94,6 +94,7 @@ def build_result(scenario: Scenario, merged: dict, *, run_id: str, kind: str, co
     totals.update(
         ok=ok, failed=failed, issued=totals.get("issued", 0), rcpt_failed=totals.get("rcpt_failed", 0),
         warmup_ok=totals.get("warmup_ok", 0), warmup_failed=totals.get("warmup_failed", 0),
+        warmup_rcpt_failed=totals.get("warmup_rcpt_failed", 0),
         bytes=totals.get("bytes", 0), measured_seconds=round(measured_s, 3),
         retries=totals.get("retries", 0), chained=totals.get("chained", 0), tls_full=totals.get("tls_full", 0), tls_resumed=totals.get("tls_resumed", 0),
         msgs_per_s=round(ok / measured_s, 2) if measured_s else 0.0,

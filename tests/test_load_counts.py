@@ -64,6 +64,15 @@ def test_closed_loop_ok_equals_received(start_sink, tmp_path, args, sink_args):
         assert final["connections_total"] == 5 + probe  # one per session, whatever the processes
 
 
+def test_fewer_sessions_than_processes(start_sink, tmp_path):
+    """One session asked of two processes: the run uses one (a process without a session held
+    half of --messages and the run never ended)."""
+    result, final = run_against_sink(start_sink, tmp_path, "--sessions", "1", "--messages", "10",
+                                     "--processes", "2")
+    assert result["totals"]["issued"] == result["totals"]["ok"] == final["messages"] == 10
+    assert result["environment"]["processes"] == 1
+
+
 def test_chained_messages_respect_messages_per_connection(start_sink, tmp_path):
     """With pipeline_messages a session still closes its connection after N messages: 300 in
     sessions of 7 need ceil(300 / 7) connections at least, and no message is lost between them."""

@@ -165,6 +165,23 @@ def test_the_reconnect_pause_is_not_response_time(start_sink, tmp_path):
     assert latency["response"]["p90"] < 25_000, latency["response"]
 
 
+def test_the_warmup_stays_out_of_phases_and_refusals(start_sink, tmp_path):
+    """The first ten messages (all in a 1 s warm-up) get a 300 ms MAIL reply and their recipient
+    refused: the headline keeps them out everywhere, per-phase figures and refused recipients
+    included (phases.mail.max was 300 ms and totals.rcpt_failed 10)."""
+    sink = ('[[sink.faults]]\non = "MAIL"\naction = "delay"\ndelay = "300ms"\nmatch = "^sender[0-9]@"\n'
+            '[[sink.faults]]\non = "RCPT"\nreply = "550 5.1.1 no such user"\nmatch = "^rcpt[0-9]@"\n')
+    result, final = generate(start_sink, tmp_path, sink, "--duration", "2.5s", "--warmup", "1s",
+                             load="sessions = 4")
+    totals = result["totals"]
+    assert final["faults_injected"] == 20, final
+    assert totals["warmup_failed"] == totals["warmup_rcpt_failed"] == 10, totals
+    assert totals["failed"] == totals["rcpt_failed"] == 0, totals
+    assert result["latency"]["phases"]["mail"]["max"] < 300_000, result["latency"]["phases"]["mail"]
+    # The warm-up's thousands are out (a few messages straddle its end).
+    assert result["latency"]["phases"]["mail"]["count"] <= totals["ok"] + 10
+
+
 def test_refused_bdat_chunk_is_data_not_commands(start_sink, tmp_path):
     """A fault reply to BDAT: the chunk is still read and discarded (RFC 3030 §2), so a "QUIT"
     inside it is not a command; the reply follows the chunk, and the transaction is over (the

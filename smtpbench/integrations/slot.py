@@ -403,7 +403,7 @@ class Slot:
             else:
                 outcome = self._failed(intended, phase, reply.code, "reply", reply.text, begun=True)
         if txn.rcpt_failures and kind is DONE:
-            w.recorder.refused_recipients(end, txn.rcpt_failures, None if a else b[0])
+            w.recorder.refused_recipients(end, intended, txn.rcpt_failures, None if a else b[0])
         if conn.dead is not None:
             self._drop()
         self.next_intended = end + int(w.load.think_time * 1e6)

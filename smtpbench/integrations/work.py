@@ -276,6 +276,10 @@ class Work:
             gevent.sleep(0.001)
             self.recorder.probe_lag(self.now(), (monotonic_ns() - before) // 1000 - 1000)
 
+    def _end_warmup(self) -> None:
+        gevent.sleep(max(0.0, (self.warmup_us - self.now()) / 1e6))
+        self.recorder.end_warmup()
+
     def start(self) -> None:
         def at_t0(fn):
             def run():
@@ -285,6 +289,8 @@ class Work:
             return gevent.spawn(run)
 
         self._greenlets = [at_t0(self._tick), at_t0(self._watch_hub)]
+        if self.warmup_us:
+            self._greenlets.append(at_t0(self._end_warmup))
         if self.open_loop:
             # Started now, not at t0: it sleeps to each arrival itself (never early), and set up after
             # t0 it would make the first arrivals late.
@@ -299,6 +305,8 @@ class Work:
     def take_delta(self) -> dict:
         """What was recorded since the last delta, numbered; the recorder starts afresh."""
         rec, self.recorder = self.recorder, Recorder(self.warmup_us)
+        if self.now() < self.warmup_us:
+            rec.end_warmup()  # its phase values are all the warm-up's
         self.seq += 1
         return {"run_id": self.run_id, "seq": self.seq, "export": rec.export(), "info": self.info()}
 

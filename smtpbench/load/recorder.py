@@ -116,23 +116,28 @@ class Recorder:
             entry[0] += 1
             entry[2] = at
 
-    def rcpt_failed(self, at: int, code: int, text: str, listed: bool = True) -> None:
-        """A refused recipient; ``listed``: also an entry in the errors."""
-        self.intervals[at // INTERVAL_US].counts["rcpt_failed"] += 1
-        self.totals["rcpt_failed"] += 1
-        if listed:
-            self.error(at, "rcpt", code, "reply", text)
-
-    def refused_recipients(self, at: int, refusals, failed_phase: str | None) -> None:
+    def refused_recipients(self, at: int, intended: int, refusals, failed_phase: str | None) -> None:
         """A finished transaction's refused recipients (``failed_phase``: None when the message
-        was accepted). Counted whether the message went on to the others or failed for want of
-        any; then its own error entry stands for them in the errors. After a refused MAIL the
-        RCPT replies are only its echo (503), not refusals."""
+        was accepted; ``intended``: the message's, which puts it in the warm-up or not). Counted
+        whether the message went on to the others or failed for want of any; then its own error
+        entry stands for them in the errors. After a refused MAIL the RCPT replies are only its
+        echo (503), not refusals."""
         if failed_phase == "mail":
             return
         listed = failed_phase != "rcpt"
-        for r in refusals:
-            self.rcpt_failed(at, r.code, r.text, listed)
+        self.intervals[at // INTERVAL_US].counts["rcpt_failed"] += len(refusals)
+        self.totals["rcpt_failed" if intended >= self.warmup_us else "warmup_rcpt_failed"] += len(refusals)
+        if listed:
+            for r in refusals:
+                self.error(at, "rcpt", r.code, "reply", r.text)
+
+    def end_warmup(self) -> None:
+        """The warm-up window is over (called at its end): the phase values recorded so far are
+        dropped. A message's figures are kept out of the headline by its intended start; a
+        phase value carries no message, so the phases count the replies after the warm-up."""
+        self.flush()
+        self.phase_values = defaultdict(list)
+        self.phases.clear()
 
     def loop_lag_sample(self, us: int) -> None:
         self._loop_lag.append(us)

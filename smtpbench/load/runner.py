@@ -29,19 +29,15 @@ from .cpumeter import CpuMeter
 from .pacer import Pacer
 from .pacing import Profile, Schedule
 from .plan import RECONNECT_BACKOFF, phase_timeouts, split
-from .recorder import INTERVAL_US, Recorder
+from .recorder import Recorder
+from .upkeep import flusher, tick, watch_loop
 
 BACKOFF_US = int(RECONNECT_BACKOFF * 1e6)
 
-FLUSH_EVERY = 0.1  # s
 # s: at the end, how long connections that were sent QUIT get to answer and close before they are
 # cut (within what is left of the drain): a polite end, and QUIT's own latency measured.
 QUIT_WAIT = 1.0
 SWEEP = 0.05
-# s: the loop-lag probe's sleep. Lateness is measured the same whatever the period; at 1 ms the
-# probe's own wake-ups cost several per cent of the generator's CPU (measured: ~0.06 s of CPU per
-# second of run), at 10 ms a tenth of that, and a 10 s run still has 1,000 samples for its p99.
-LAG_SAMPLE = 0.01
 # s: open loop, connections opened before t0, as many as this much of the starting rate's arrivals
 # would take. A connection is ready 1-3 ms after it opens (connect, banner, EHLO; more while the
 # code is cold), and an arrival that finds none ready opens its own: without warm ones every arrival
@@ -336,7 +332,7 @@ class Runner:
             phase, reply = failure
             self._fail(now, intended, phase, reply.code, "reply", reply.text)
         if txn.rcpt_failures:
-            rec.refused_recipients(now, txn.rcpt_failures, None if ok else failure[0])
+            rec.refused_recipients(now, intended, txn.rcpt_failures, None if ok else failure[0])
         if self.open_loop:
             if self.mpc and conn.sent >= self.mpc:
                 conn.quit()
@@ -489,36 +485,6 @@ class Runner:
                 and not self.retrying and not self.retry_ready):
             self._all_done.set()
 
-    async def _tick(self) -> None:
-        rec = self.recorder
-        k = max(0, self.now() // INTERVAL_US)
-        while True:
-            k += 1
-            await asyncio.sleep(max(0.0, (k * INTERVAL_US - self.now()) / 1e6))
-            now = self.now()
-            rec.end_interval((k - 1) * INTERVAL_US, self.cpu.share(), self.in_flight + len(self.waiting),
-                             len(self.connections))
-            if self.progress:
-                self.progress({"ok": self.ok, "failed": self.failed, "issued": self.issued,
-                               "p99": rec.response.percentile(99), "elapsed": now / 1e6})
-
-    async def _flusher(self) -> None:
-        """Bucket the recorder's lists often, in steps with the loop running between them: one big
-        flush a second would stall the loop for ms, and so would one flush in a piece at high rates."""
-        while True:
-            await asyncio.sleep(FLUSH_EVERY)
-            for _ in self.recorder.flush_steps():
-                await asyncio.sleep(0)
-
-    async def _watch_loop(self) -> None:
-        """Event-loop lag: how late a short sleep wakes up (the generator's own health)."""
-        rec = self.recorder
-        period_us = int(LAG_SAMPLE * 1e6)
-        while True:
-            before = monotonic_ns()
-            await asyncio.sleep(LAG_SAMPLE)
-            rec.probe_lag(self.now(), (monotonic_ns() - before) // 1000 - period_us)
-
     async def _sweep(self) -> None:
         """Per-phase timeouts (RFC 5321 §4.5.3.2) for all connections, one timer."""
         while True:
@@ -534,7 +500,10 @@ class Runner:
     async def run(self) -> dict:
         """Run to the end (duration or message count), drain, and return the recorder's export."""
         cpu0 = time.process_time()
-        tasks = [asyncio.ensure_future(c) for c in (self._tick(), self._watch_loop(), self._sweep(), self._flusher())]
+        tasks = [asyncio.ensure_future(c) for c in (tick(self), watch_loop(self.recorder, self.now), self._sweep(),
+                                                    flusher(self.recorder))]
+        if self.recorder.warmup_us:
+            asyncio.get_running_loop().call_later((self.recorder.warmup_us - self.now()) / 1e6, self.recorder.end_warmup)
         if self.open_loop:
             # The pacer starts before t0 with its timer set for the first arrival (it never sends
             # early): started after t0, its set-up would delay the first arrivals.
