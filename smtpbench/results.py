@@ -10,6 +10,8 @@ Schema ``smtpbench.result/1`` (all latencies in integer microseconds):
   measured_seconds, msgs_per_s, mb_per_s, error_rate (warm-up excluded from all but the warmup_* keys;
   bytes and mb_per_s: accepted messages' octets as sent, dot-stuffed with DATA, as the sink counts them);
   chained: messages sent behind the previous one's data (``pipeline_messages``);
+  load_end_us: when the load stopped offering messages (before ``duration`` when the message
+  count or the stages ran out; the drain follows), what rates are taken over;
   cpu_us (``smtpbench run``): the generator's CPU time from the start of the load to the end of the drain, its processes
   summed (no interpreter start, imports or result file: ``cpu_us / issued`` is its cost per message)
 * ``latency``: ``response``, ``service``, ``send_lag``, ``sched_lag``, ``loop_lag`` and
@@ -173,13 +175,30 @@ def _timeseries(intervals: dict) -> dict:
     return ts
 
 
+def load_window(result: dict) -> tuple[float, float | None]:
+    """Seconds from t0: the warm-up's end, and the end of the load (no new message after it;
+    the drain follows). The load ends before ``duration`` when the message count or the stages
+    run out; results written before ``totals.load_end_us`` existed fall back to ``duration``."""
+    end_us = result["totals"].get("load_end_us")
+    return result["load"]["warmup_s"] or 0, end_us / 1e6 if end_us else result["load"]["duration_s"]
+
+
+def _cpu_share(proc: dict, start: float, end: float | None) -> float:
+    """A process's CPU share: the median over the whole intervals of the load after the warm-up;
+    a run too short for one, its CPU over its duration."""
+    inside = [share for t, share in proc["cpu"] if t >= start and (end is None or t + 1 <= end)]
+    if inside:
+        return median(inside)
+    totals = proc["totals"]
+    return totals.get("cpu_us", 0) / totals["duration_us"] if totals.get("duration_us") else 0.0
+
+
 def _health(result: dict, merged: dict, series: dict) -> dict:
     reasons = []
-    warm = result["load"]["warmup_s"] or 0
+    warm, load_end = load_window(result)
     cpu_by_proc = []
     for i, proc in enumerate(merged.get("processes", [])):
-        measured = proc["cpu"][int(warm):] or proc["cpu"]
-        share = median(measured) if measured else 0.0
+        share = _cpu_share(proc, warm, load_end)
         cpu_by_proc.append(round(share, 3))
         if share >= CPU_SATURATED:
             reasons.append(f"generator process {i} used {share:.0%} of a CPU core: the generator, not the "
@@ -196,13 +215,12 @@ def _health(result: dict, merged: dict, series: dict) -> dict:
         if lat["sched_lag"][pct] > SCHED_LAG_P99_US:
             reasons.append(f"generator fell behind its schedule: pick-up lag {pct} "
                            f"{lat['sched_lag'][pct] / 1000:.1f} ms (limit {SCHED_LAG_P99_US / 1000:.0f} ms)")
-        span = result["load"]["duration_s"] or 0
-        if span:
-            achieved = round(result["totals"]["issued"] / span, 2)
-    # Messages begun per second over the whole 1 s intervals after the warm-up (the run's first
-    # and last partial ones, and those of the drain, would dilute it).
-    duration, step = result["load"]["duration_s"], series["interval_s"]
-    sent = [n for t, n in zip(series["t"], series["sent"]) if t >= warm and (not duration or t + step <= duration)]
+        if load_end:
+            achieved = round(result["totals"]["issued"] / load_end, 2)
+    # Messages begun per second over the whole 1 s intervals of the load after the warm-up (the
+    # run's first and last partial ones, and those of the drain, would dilute it).
+    step = series["interval_s"]
+    sent = [n for t, n in zip(series["t"], series["sent"]) if t >= warm and (not load_end or t + step <= load_end)]
     return {"valid": not reasons, "reasons": reasons, "cpu_by_process": cpu_by_proc,
             "offered_rate": offered, "achieved_rate": achieved,
             "send_rate": round(sum(sent) / len(sent) / step, 2) if sent else 0.0}

@@ -77,7 +77,7 @@ def synthetic_result(rates: list[int], latency_ms: float = 1.0, *, seed: int = 1
             rec.gauge(at, name, value)
     rec.totals["issued"] = sum(rates) + sum(len(f) for f in (failures or {}).values())  # the runner counts these
     merged = merge_exports([rec.export()])
-    merged["processes"] = [{"cpu": [0.25] * duration}]
+    merged["processes"] = [{"cpu": [[k, 0.25] for k in range(duration)], "totals": merged["totals"]}]
     return build_result(scenario, merged, run_id=run_id, kind="run", command="smtpbench run (synthetic)",
                         target="127.0.0.1:2525", started_at=time.time(), processes=1, loop="uvloop")
 

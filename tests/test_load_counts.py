@@ -102,6 +102,18 @@ def test_open_loop_offers_rate_times_duration(start_sink, tmp_path):
     assert totals["msgs_per_s"] == pytest.approx(rate, rel=0.1)
 
 
+@pytest.mark.parametrize("args", [("--messages", "600", "--duration", "10s"), ("--messages", "600")],
+                         ids=["messages-before-duration", "messages-only"])
+def test_open_loop_that_ends_on_its_message_count_reports_its_own_rate(start_sink, tmp_path, args):
+    """400/s for 600 messages ends at 1.5 s: the arrivals released and the sent rate are taken
+    over the load (they read 60 and 300, over the 10 s duration and with the cut-short second)."""
+    result, _ = run_against_sink(start_sink, tmp_path, "--rate", "400", *args)
+    assert result["totals"]["issued"] == 600
+    assert result["totals"]["load_end_us"] == pytest.approx(1_500_000, abs=100_000)
+    assert result["health"]["achieved_rate"] == pytest.approx(400, rel=0.03)
+    assert result["health"]["send_rate"] == pytest.approx(400, rel=0.05)
+
+
 def test_two_processes_report_the_runs_duration_not_their_sum(start_sink, tmp_path):
     """duration_us is the run's, from the common start until the last process is done: the
     processes run side by side, so their durations do not add up (they were summed)."""

@@ -6,9 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from smtpbench.load.recorder import Recorder, merge_exports
+from smtpbench.load.recorder import Recorder, cpu_series, merge_exports
 from smtpbench.metrics import (EXACT, MAX_VALUE, NBUCKETS, PERCENTILES, Histogram, bucket_bounds, bucket_index,
                                summary_of)
+from smtpbench.results import _cpu_share
 
 RNG = np.random.default_rng(20240601)
 
@@ -155,6 +156,20 @@ def test_recorder_exports_merge_losslessly():
     for k, iv in single["interval_data"].items():
         assert np.array_equal(merged["interval_data"][k]["response"].counts, iv["response"].counts)
         assert merged["interval_data"][k]["counts"]["ok"] == iv["counts"]["ok"]
+
+
+def test_cpu_share_is_the_loads_not_diluted_by_empty_intervals():
+    """The saturation check takes a process's CPU share over the load's whole intervals: the one
+    before t0 (loop-lag gauges, no CPU tick) and the drain's do not halve a saturated process
+    (it read 0.5 and passed); a run too short for a whole interval uses its CPU over its time."""
+    intervals = {"-1": {"gauges": {"loop_lag_us": 40}}, "0": {"gauges": {"cpu": 1.0}},
+                 "1": {"gauges": {"cpu": 0.99}}, "2": {"gauges": {"cpu": 0.1, "loop_lag_us": 10}}}
+    series = cpu_series(intervals)
+    assert series == [[0, 1.0], [1, 0.99], [2, 0.1]]
+    busy = {"cpu": series, "totals": {"cpu_us": 2_000_000, "duration_us": 2_300_000}}
+    assert _cpu_share(busy, 0, 2.0) == pytest.approx(0.995)
+    short = {"cpu": [], "totals": {"cpu_us": 450_000, "duration_us": 500_000}}
+    assert _cpu_share(short, 0, 0.5) == pytest.approx(0.9)
 
 
 def test_no_record_switch_makes_the_hot_path_a_no_op(monkeypatch):

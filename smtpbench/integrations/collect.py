@@ -16,9 +16,8 @@ data out, and is tested on its own.
 from __future__ import annotations
 
 import socket
-from statistics import median
 
-from ..load.recorder import merge_exports
+from ..load.recorder import cpu_series, merge_exports
 from ..results import build_result, verdict
 from ..scenario import Scenario
 
@@ -101,21 +100,21 @@ class Collector:
         order = sorted(self.slices, key=lambda c: self.slices[c])
         per_worker = {cid: merge_exports(list(self.deltas[cid].values())) for cid in order}
         merged = merge_exports([ex for cid in order for ex in self.deltas[cid].values()])
-        merged["processes"] = [{"cpu": _cpu_series(per_worker[cid]), "totals": per_worker[cid]["totals"]}
+        merged["processes"] = [{"cpu": cpu_series(per_worker[cid]["interval_data"]), "totals": per_worker[cid]["totals"]}
                                for cid in order]
         result = build_result(self.scenario, merged, run_id=self.run_id, kind="locust", command=self.command,
                               target=self.target, started_at=self.started_at, processes=len(order), loop=loop)
         workers = []
         warnings = []
-        for cid in order:
+        for i, cid in enumerate(order):
             totals = per_worker[cid]["totals"]
             info = self.info[cid]
-            cpu = _cpu_series(per_worker[cid])
+            cpu = [share for _, share in merged["processes"][i]["cpu"]]
             row = {
                 "slice": self.slices[cid], "client_id": cid, "worker_index": info.get("worker_index"),
                 "hostname": info.get("hostname"), "ok": totals.get("ok", 0), "failed": totals.get("failed", 0),
                 "warmup_ok": totals.get("warmup_ok", 0), "issued": totals.get("issued", 0),
-                "cpu_median": round(median(cpu), 3) if cpu else 0.0, "cpu_max": round(max(cpu), 3) if cpu else 0.0,
+                "cpu_median": result["health"]["cpu_by_process"][i], "cpu_max": round(max(cpu), 3) if cpu else 0.0,
                 "locust_cpu_max": info.get("locust_cpu_max"), "locust_cpu_warnings": info.get("cpu_warnings", 0),
                 "reports": len(self.deltas[cid]),
             }
@@ -140,8 +139,3 @@ class Collector:
                             "reports": sum(len(d) for d in self.deltas.values()),
                             "duplicates_ignored": self.duplicates, "strays_ignored": self.strays}
         return result
-
-
-def _cpu_series(merged: dict) -> list[float]:
-    """One worker's generator CPU share per 1 s interval, in time order (as the native runner keeps it)."""
-    return [iv["gauges"].get("cpu", 0.0) for _, iv in sorted(merged["interval_data"].items())]

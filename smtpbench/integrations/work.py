@@ -335,7 +335,7 @@ class Work:
             else:
                 self.fail(now, key, "queue", 0, "not_sent", "run ended before a connection was free", begun=False)
         rec = self.recorder
-        rec.totals["duration_us"] = max(now, 0)
+        rec.totals["duration_us"] = rec.totals["load_end_us"] = max(now, 0)
         part = self.take_delta()
         part["final"] = True
         return part

@@ -19,7 +19,7 @@ from ..addresses import Address
 from ..messages import MessageFactory
 from ..quickexit import exit_now
 from ..scenario import Scenario
-from .recorder import merge_exports
+from .recorder import cpu_series, merge_exports
 from .runner import Runner
 
 # s: from "all processes ready" to the common t0. A worker, its message factory built before it
@@ -131,5 +131,4 @@ def _sum_progress(parts: list[dict]) -> dict:
 
 def _proc_summary(export: dict) -> dict:
     """Per-process health: CPU share per interval (for the generator-bottleneck verdict)."""
-    cpu = [iv["gauges"].get("cpu", 0.0) for iv in export["intervals"].values()]
-    return {"cpu": cpu, "totals": export["totals"]}
+    return {"cpu": cpu_series(export["intervals"]), "totals": export["totals"]}

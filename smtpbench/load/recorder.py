@@ -52,6 +52,12 @@ class Interval:
         self.errors: dict[str, int] = defaultdict(int)  # reply class "4xx"/"5xx"/kind -> count
 
 
+def cpu_series(intervals: dict) -> list[list]:
+    """``[[t, CPU share], …]`` in time order, over the intervals whose share was measured (an
+    interval before t0 or in the drain may have gauges but no tick)."""
+    return sorted([int(k), iv["gauges"]["cpu"]] for k, iv in intervals.items() if "cpu" in iv["gauges"])
+
+
 class Recorder:
     """Per-process measurements; :meth:`export` gives a mergeable dict."""
 
@@ -266,7 +272,7 @@ def merge_exports(exports: list[dict]) -> dict:
                 out["totals"][k] = min(out["totals"].get(k) or v, v)
             elif k == "first_end":
                 out["totals"][k] = min(out["totals"].get(k) or 1 << 62, v)
-            elif k in ("last_end", "duration_us"):  # processes share t0: the run lasts as long as the last
+            elif k in ("last_end", "duration_us", "load_end_us"):  # processes share t0: the last one's
                 out["totals"][k] = max(out["totals"].get(k, 0), v)
             else:
                 out["totals"][k] += v

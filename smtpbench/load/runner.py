@@ -519,6 +519,7 @@ class Runner:
                                                 or self._pending()):
                 await asyncio.sleep(0.01)
         self.stopping = True
+        self.recorder.totals["load_end_us"] = self.now()  # no new message from here on: the drain
         for conn in list(self.idle):
             conn.quit()
         self.idle.clear()

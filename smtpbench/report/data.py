@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from ..metrics import Histogram, bucket_bounds
+from ..results import load_window
 
 #: HdrHistogram's default reporting resolution: five percentile levels per halving of 1 - p.
 TICKS_PER_HALF = 5
@@ -31,19 +32,19 @@ def interval_histograms(result: dict, name: str) -> list[tuple[int, Histogram]]:
 def measured(result: dict) -> np.ndarray:
     """Mask over ``timeseries.t``: complete intervals after the warm-up (what statistics use).
 
-    Left out: intervals before the start (t < 0), inside the warm-up, and the last one when it
-    is cut short by the end of the run (its rate would read low).
+    Left out: intervals before the start (t < 0), inside the warm-up, and those not wholly inside
+    the load (see :func:`~smtpbench.results.load_window`): the one its end cuts short, and the
+    drain's (their rates would read low).
     """
     ts = result["timeseries"]
     t = np.asarray(ts["t"], dtype=float)
     if t.size == 0:
         return np.zeros(0, dtype=bool)
     step = ts.get("interval_s", 1)
-    load = result["load"]
-    mask = (t >= 0) & (t >= (load.get("warmup_s") or 0))
-    duration = load.get("duration_s")
-    if duration:
-        mask &= t + step <= duration + 1e-9
+    warm, end = load_window(result)
+    mask = (t >= 0) & (t >= warm)
+    if end:
+        mask &= t + step <= end + 1e-9
     else:
         mask &= t < t.max()
     return mask
