@@ -46,6 +46,7 @@ import sys
 from statistics import median
 
 from . import __version__
+from .load.pacing import Profile
 from .metrics import NBUCKETS, SUB_BITS, Histogram
 from .protocol.client import PHASES
 from .scenario import Scenario
@@ -106,7 +107,8 @@ def build_result(scenario: Scenario, merged: dict, *, run_id: str, kind: str, co
     totals.pop("first_end", None)
     intervals = merged["interval_data"]
     series = _timeseries(intervals)
-    offered_rate = load.rate if load.model == "open" else None
+    offered_rate = (round(Profile(load.rate, load.stages, load.duration).mean_rate(load.duration), 2)
+                    if load.model == "open" else None)  # stages: their mean
     result = {
         "schema": SCHEMA,
         "run_id": run_id, "name": scenario.name, "kind": kind, "command": command,

@@ -114,6 +114,18 @@ def test_open_loop_that_ends_on_its_message_count_reports_its_own_rate(start_sin
     assert result["health"]["send_rate"] == pytest.approx(400, rel=0.05)
 
 
+def test_staged_open_loop_reports_its_mean_rate(start_sink, tmp_path):
+    """1 s at 100/s, then a 2 s ramp to 300/s: 500 arrivals in 3 s of a 20 s default duration.
+    Offered and released are 166.7/s (they read 100 and 25)."""
+    scenario = write_scenario(tmp_path, '[load]\nmodel = "open"\n'
+                              '[[load.stages]]\nduration = "1s"\nrate = 100\n'
+                              '[[load.stages]]\nduration = "2s"\nrate = 300\nramp = true\n')
+    result, _ = run_against_sink(start_sink, tmp_path, "--scenario", scenario)
+    assert result["totals"]["issued"] == pytest.approx(500, abs=2)
+    assert result["load"]["offered_rate"] == pytest.approx(500 / 3, rel=0.01)
+    assert result["health"]["achieved_rate"] == pytest.approx(500 / 3, rel=0.03)
+
+
 def test_two_processes_report_the_runs_duration_not_their_sum(start_sink, tmp_path):
     """duration_us is the run's, from the common start until the last process is done: the
     processes run side by side, so their durations do not add up (they were summed)."""

@@ -65,6 +65,19 @@ class Profile:
     def expected_total(self) -> float:
         return self._cum[-1]
 
+    def mean_rate(self, duration: float | None) -> float:
+        """Arrivals per second the profile offers on average over its length (cut at ``duration``)."""
+        end = min(self.length, duration or math.inf)
+        if not math.isfinite(end) or end <= 0:
+            return self.rate_at(0.0)
+        total = 0.0
+        for s in self.segments:
+            d = min(max(end - s.start, 0.0), s.duration)
+            if d > 0:
+                slope = (s.rate1 - s.rate0) / s.duration if s.duration > 0 else 0.0
+                total += s.rate0 * d + slope * d * d / 2
+        return total / end
+
     def rate_at(self, t: float) -> float:
         for s in self.segments:
             if t < s.start + s.duration:
