@@ -102,7 +102,8 @@ class Runner:
 
     def open(self, pending: int | None = None, delay: float = 0.0, retry: tuple | None = None) -> None:
         """Open a connection (after ``delay`` s); ``pending`` is the intended time of the message
-        waiting for it (closed loop): the delay counts in that message's response time."""
+        waiting for it (closed loop): its wait for the connection counts in its response time,
+        so a caller that pauses on purpose (think time, back-off) intends it after the pause."""
         self.opening += 1
         task = asyncio.ensure_future(self._open(pending, retry, delay))
         self.openers.add(task)
