@@ -444,6 +444,10 @@ def load(path: str | os.PathLike | None) -> Scenario:
         raise ScenarioError(f"{source}: no such scenario file") from None
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
         raise ScenarioError(f"{source}: not valid {'JSON' if source.endswith('.json') else 'TOML'}: {e}") from None
+    except UnicodeDecodeError as e:
+        # TOML (and our JSON) is UTF-8 only; a Latin-1 or UTF-16 file fails here, before the parser.
+        raise ScenarioError(f"{source}: not valid {'JSON' if source.endswith('.json') else 'TOML'} "
+                            f"(not UTF-8: byte 0x{e.object[e.start]:02x} at offset {e.start}); save it as UTF-8") from None
     except OSError as e:
         raise ScenarioError(f"{source}: cannot read: {e.strerror}") from None
     return build(data, source)

@@ -38,3 +38,53 @@ def test_scenarios_lists_every_file_with_its_description():
     for path, line in zip(FILES, lines):
         assert line.startswith(f"scenarios/{path.name}") and "INVALID" not in line, line
         assert len(line.split(maxsplit=1)) == 2, f"{path.name} has no description"
+
+
+# -- broken scenario files: "names the file, key and allowed values, and exits 2 without a traceback" --
+
+#: (id, file content, the key the error names, words it must say). Content that is bytes is written as it is.
+BAD_FILES = [
+    # A file that is not UTF-8 is not TOML (TOML 1.0 §2): no UnicodeDecodeError.
+    ("utf16-bom", b'\xff\xfename = "x"\n', None, "not valid TOML (not UTF-8"),
+    ("latin1", 'name = "\u00e9"\n'.encode("latin-1"), None, "not valid TOML (not UTF-8"),
+]
+
+
+@pytest.fixture(scope="module")
+def validated(tmp_path_factory) -> dict[str, str]:
+    """Every BAD_FILES file through one `smtpbench validate` (one start-up, not one per case):
+    case id -> the stderr line naming its file."""
+    folder = tmp_path_factory.mktemp("bad")
+    paths = []
+    for case, content, _, _ in BAD_FILES:
+        path = folder / f"{case}.toml"
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+        paths.append(str(path))
+    proc = smtpbench("validate", *paths)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert not proc.stdout, proc.stdout
+    lines = proc.stderr.splitlines()
+    return {case: next((line for line in lines if line.startswith(f"smtpbench: {p}: ")), "")
+            for (case, *_), p in zip(BAD_FILES, paths)}
+
+
+@pytest.mark.parametrize("case, content, key, words", BAD_FILES, ids=[c[0] for c in BAD_FILES])
+def test_a_broken_file_names_the_file_key_and_what_is_allowed(validated, case, content, key, words):
+    line = validated[case]
+    assert line, f"no error line for {case}"
+    if key is not None:
+        assert f"key '{key}'" in line, line
+    assert words in line, line
+
+
+def test_scenarios_lists_a_file_that_is_not_utf8_as_invalid_and_goes_on(tmp_path):
+    (tmp_path / "a.toml").write_bytes('name = "\u00e9"\n'.encode("latin-1"))
+    (tmp_path / "b.toml").write_text('name = "fine"\ndescription = "a good one"\n')
+    proc = smtpbench("scenarios", "--dir", str(tmp_path))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    a, b = proc.stdout.splitlines()
+    assert "a.toml" in a and "INVALID" in a and "not UTF-8" in a, a
+    assert "b.toml" in b and b.endswith("a good one"), b
