@@ -21,7 +21,7 @@ STAGES = ("connect", "banner", "EHLO", "HELO", "LHLO", "MAIL", "RCPT", "DATA", "
 
 
 class _Table(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # TOML has inf and nan: no key means them
 
 
 def check_one_form(model: BaseModel, forms: dict[str, str]) -> None:

@@ -31,7 +31,8 @@ class ScenarioError(Exception):
 
 
 class _Table(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # TOML has inf and nan: no key here means either (a rate of inf, a weight of nan...).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def _workers(value: Any) -> int | str:
@@ -335,7 +336,7 @@ class Scenario(_Table):
     sink: Sink = Field(default_factory=Sink)
     load: Load = Field(default_factory=Load)
     message: Message = Field(default_factory=Message)
-    thresholds: dict[str, Union[str, float]] = Field(default_factory=dict)
+    thresholds: dict[str, Any] = Field(default_factory=dict)  # checked by _thresholds, which says what is allowed
     sweep: Sweep | None = None
     relay: Relay = Field(default_factory=Relay)
 

@@ -47,6 +47,26 @@ BAD_FILES = [
     # A file that is not UTF-8 is not TOML (TOML 1.0 §2): no UnicodeDecodeError.
     ("utf16-bom", b'\xff\xfename = "x"\n', None, "not valid TOML (not UTF-8"),
     ("latin1", 'name = "\u00e9"\n'.encode("latin-1"), None, "not valid TOML (not UTF-8"),
+    # TOML has inf and nan; no amount, rate, limit or weight is either.
+    ("duration-nan", "[load]\nduration = nan", "load.duration", "must be a finite number; expected a duration"),
+    ("duration-inf", "[load]\nduration = inf", "load.duration", "must be a finite number; expected a duration"),
+    ("warmup-nan", "[load]\nwarmup = nan", "load.warmup", "must be a finite number; expected a duration"),
+    ("size-inf", "[message]\nsize = inf", "message.size", "must be a finite number; expected a size"),
+    ("size-nan", "[message]\nsize = nan", "message.size", "must be a finite number; expected a size"),
+    ("rate-inf", '[load]\nmodel = "open"\nrate = inf', "load.rate", "finite number"),
+    ("stage-rate-inf", '[load]\nmodel = "open"\n[[load.stages]]\nduration = "1s"\nrate = inf',
+     "load.stages.0.rate", "finite number"),
+    ("p99-nan", '[thresholds]\n"response.p99" = nan', "thresholds", "must be a finite number; expected a duration"),
+    ("min-throughput-nan", "[thresholds]\nmin_throughput = nan", "thresholds", "finite number of msgs/s"),
+    ("min-throughput-inf", "[thresholds]\nmin_throughput = inf", "thresholds", "finite number of msgs/s"),
+    ("messages-per-second-nan", "[sink.rate_limit]\nmessages_per_second = nan",
+     "sink.rate_limit.messages_per_second", "finite number"),
+    ("sweep-nan", '[sweep]\nparameter = "load.rate"\nvalues = [10, nan]', "sweep.values.1", "finite number"),
+    # A weight that is not finite hung the run (the draw never lands).
+    ("weight-nan", "[message]\nsize = { choices = [[100, nan], [200, 1]] }", "message.size.choices.0.1",
+     "finite number"),
+    ("weight-inf", "[message]\nsize = { choices = [[100, inf], [200, 1]] }", "message.size.choices.0.1",
+     "finite number"),
 ]
 
 
@@ -88,3 +108,9 @@ def test_scenarios_lists_a_file_that_is_not_utf8_as_invalid_and_goes_on(tmp_path
     a, b = proc.stdout.splitlines()
     assert "a.toml" in a and "INVALID" in a and "not UTF-8" in a, a
     assert "b.toml" in b and b.endswith("a good one"), b
+
+
+def test_rate_flag_must_be_finite():
+    proc = smtpbench("run", "--rate", "inf", "--duration", "1s", "--target", "127.0.0.1:9")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "(with command-line flags): key 'load.rate'" in proc.stderr and "finite number" in proc.stderr, proc.stderr
