@@ -6,7 +6,7 @@ sink's seeded fault policy (``smtpbench.sink.faults``) applies it.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -50,7 +50,9 @@ class DelayDistribution(_Table):
         return self
 
 
-def _reply_text(v: str) -> str:
+def _reply_text(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"expected an SMTP reply in quotes, such as '451 4.7.1 try again later', got {v!r}")
     if v and not (len(v) >= 3 and v[:3].isdigit() and v[0] in "2345" and (len(v) == 3 or v[3] == " ")):
         raise ValueError(f"expected an SMTP reply such as '451 4.7.1 try again later', got {v!r}")
     return v

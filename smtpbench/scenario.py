@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import string
 import tomllib
 from typing import Annotated, Any, Literal, Union
@@ -63,8 +64,9 @@ class Target(_Table):
     lmtp: bool = False  # the target speaks LMTP (RFC 2033); `bench` follows [sink] lmtp
 
 
-def _capture(value: str) -> str:
-    if value == "none" or value.startswith(("maildir:", "mbox:")) and len(value.split(":", 1)[1]) > 0:
+def _capture(value: Any) -> str:
+    if isinstance(value, str) and (value == "none" or value.startswith(("maildir:", "mbox:"))
+                                   and len(value.split(":", 1)[1]) > 0):
         return value
     raise ValueError(f"expected 'none', 'maildir:DIR' or 'mbox:FILE', got {value!r}")
 
@@ -326,10 +328,21 @@ class Relay(_Table):
     clock_offset_ms: float = 0.0     # sink clock minus generator clock, when on different machines
 
 
+#: A scenario name starts run ids, results/<run-id> folders and Message-IDs: one safe file name.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not NAME.fullmatch(value):
+        raise ValueError("expected 1-64 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit "
+                         f"(it names the run's folder), got {value!r}")
+    return value
+
+
 class Scenario(_Table):
     """A whole scenario file, resolved: every default filled in."""
 
-    name: str = "default"
+    name: Annotated[str, BeforeValidator(_name)] = "default"
     description: str = ""
     seed: int = 1
     target: Target = Field(default_factory=Target)

@@ -67,6 +67,16 @@ BAD_FILES = [
      "finite number"),
     ("weight-inf", "[message]\nsize = { choices = [[100, inf], [200, 1]] }", "message.size.choices.0.1",
      "finite number"),
+    # A value of the wrong type is a mistake in the file, not an AttributeError.
+    ("capture-int", "[sink]\ncapture = 1", "sink.capture", "expected 'none', 'maildir:DIR' or 'mbox:FILE'"),
+    ("reply-int", "[sink.greylist]\nreply = 451", "sink.greylist.reply", "expected an SMTP reply in quotes"),
+    # [thresholds.response] p99 = ... is a table in TOML, not the threshold "response.p99".
+    ("threshold-table", '[thresholds.response]\np99 = "50ms"', "thresholds", '"response.p99" = "50ms"'),
+    # The name makes the run id and the results/<run-id> folder: one short, safe, ASCII file name.
+    ("name-non-ascii", 'name = "t\u00ebst"', "name", "1-64 ASCII letters, digits"),
+    ("name-long", f'name = "{"x" * 300}"', "name", "1-64 ASCII letters, digits"),
+    ("name-path", 'name = "../escaped"', "name", "1-64 ASCII letters, digits"),
+    ("name-empty", 'name = ""', "name", "1-64 ASCII letters, digits"),
 ]
 
 
