@@ -257,6 +257,21 @@ CountOrDistribution = Annotated[Union[Annotated[int, Tag("int")], Annotated[Dist
                                 Discriminator(_int_or_table)]
 
 
+def eml_names(folder: str) -> list[str]:
+    """The ``*.eml`` files in ``folder``, by name; ValueError when it is missing or has none."""
+    if not os.path.isdir(folder):
+        raise ValueError(f"no such folder {folder!r}; expected a folder of .eml files")
+    names = sorted(n for n in os.listdir(folder)
+                   if n.lower().endswith(".eml") and os.path.isfile(os.path.join(folder, n)))
+    if not names:
+        raise ValueError(f"no .eml files in {folder!r}; expected a folder of .eml files")
+    return names
+
+
+#: What the message factory makes itself and an .eml file brings instead (see messages.py).
+EML_REPLACES = ("size", "subject", "headers", "attachments", "body")
+
+
 class Message(_Table):
     """``[message]``: what each message looks like (built by :mod:`smtpbench.messages`)."""
 
@@ -269,6 +284,24 @@ class Message(_Table):
     headers: dict[str, str] = Field(default_factory=dict)
     attachments: int = Field(0, ge=0)
     eml_dir: str = ""
+
+    @field_validator("eml_dir")
+    @classmethod
+    def _eml_dir(cls, v: str) -> str:
+        # Checked here, not when each generator process starts (a worker's traceback, after the sink started).
+        if v:
+            eml_names(v)
+        return v
+
+    @model_validator(mode="after")
+    def _eml_alone(self) -> "Message":
+        # The files are sent as they are: a key that shapes the generated message would be ignored.
+        # (Set means "not the default": after CLI flags every key is written out.)
+        clash = [k for k in EML_REPLACES if getattr(self, k) != Message.model_fields[k].get_default(call_default_factory=True)]
+        if self.eml_dir and clash:
+            raise ValueError(f"eml_dir sends its .eml files as they are; {', '.join(clash)} would be ignored: "
+                             f"remove {'it' if len(clash) == 1 else 'them'} or eml_dir")
+        return self
 
     @field_validator("recipients")
     @classmethod

@@ -77,6 +77,11 @@ BAD_FILES = [
     ("name-long", f'name = "{"x" * 300}"', "name", "1-64 ASCII letters, digits"),
     ("name-path", 'name = "../escaped"', "name", "1-64 ASCII letters, digits"),
     ("name-empty", 'name = ""', "name", "1-64 ASCII letters, digits"),
+    # eml_dir is read when the generator starts (in each process): check it before any socket opens.
+    ("eml-dir-missing", '[message]\neml_dir = "no/such/folder"', "message.eml_dir",
+     "no such folder 'no/such/folder'; expected a folder of .eml files"),
+    ("eml-dir-empty", '[message]\neml_dir = "tests"', "message.eml_dir",
+     "no .eml files in 'tests'; expected a folder of .eml files"),
 ]
 
 
