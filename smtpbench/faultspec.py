@@ -6,9 +6,10 @@ sink's seeded fault policy (``smtpbench.sink.faults``) applies it.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator,
+                      model_validator)
 
 from .units import parse_duration, parse_size
 
@@ -34,20 +35,44 @@ def check_one_form(model: BaseModel, forms: dict[str, str]) -> None:
         raise ValueError("lognormal needs exactly 'median' and 'p99'")
 
 
+def min_max(value: Any) -> Any:
+    if isinstance(value, (list, tuple)) and len(value) != 2:
+        raise ValueError(f"uniform = [min, max] takes two values, got {len(value)}")
+    return value
+
+
 class DelayDistribution(_Table):
     """A delay drawn per use: exactly one of ``uniform = [min, max]``,
     ``lognormal = { median, p99 }`` or ``exponential = { mean }``."""
 
-    uniform: tuple[Duration, Duration] | None = None
+    uniform: Annotated[tuple[Duration, Duration], BeforeValidator(min_max)] | None = None
     lognormal: dict[str, Duration] | None = None
     exponential: dict[str, Duration] | None = None
 
     @model_validator(mode="after")
     def _one(self) -> "DelayDistribution":
         check_one_form(self, {"uniform": "[min, max]", "lognormal": "{ median, p99 }", "exponential": "{ mean }"})
-        if self.exponential is not None and set(self.exponential) != {"mean"}:
-            raise ValueError("exponential needs exactly 'mean'")
+        if self.exponential is not None and (set(self.exponential) != {"mean"} or self.exponential["mean"] <= 0):
+            # The sink draws with rate 1/mean: a mean of 0 divided by zero on every use.
+            raise ValueError("exponential needs exactly 'mean', more than 0")
+        if self.lognormal is not None and not 0 < self.lognormal["median"] <= self.lognormal["p99"]:
+            # log(median) and log(p99 / median): as [message] size says, the same shape must hold here.
+            raise ValueError("lognormal needs 0 < median <= p99")
+        if self.uniform is not None and self.uniform[0] > self.uniform[1]:
+            raise ValueError("uniform = [min, max] needs min <= max")
         return self
+
+
+def number_or_table(value: Any) -> str:
+    """Discriminator for "a number, or a distribution table": pick the union branch up front, so an
+    error speaks of the form the user wrote (a bad table is not reported as "expected a duration").
+    The tag names are ones format_error leaves out of the key path."""
+    return "dict" if isinstance(value, (dict, BaseModel)) else "int"
+
+
+#: A fixed delay, or one drawn per use.
+Delay = Annotated[Union[Annotated[Duration, Tag("int")], Annotated[DelayDistribution, Tag("dict")]],
+                  Discriminator(number_or_table)]
 
 
 def _reply_text(v: Any) -> str:
@@ -77,7 +102,7 @@ class Fault(_Table):
     probability: float = Field(1.0, ge=0.0, le=1.0)
     match: str = ""
     reply: Reply = ""
-    delay: Duration | DelayDistribution = 0.0
+    delay: Delay = 0.0
     rate: Size = 0
 
     @model_validator(mode="after")
@@ -123,7 +148,7 @@ class Capacity(_Table):
     """``[sink.capacity]``: a server with ``concurrency`` workers each taking ``service_time``
     per message (answered at end of data), so latency grows with load like a real server's."""
 
-    service_time: Duration | DelayDistribution
+    service_time: Delay
     concurrency: int = Field(1, ge=1)
 
 

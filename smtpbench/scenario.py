@@ -18,7 +18,8 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
                       model_validator)
 
-from .faultspec import Capacity, Fault, Greylist, RateLimit, RecipientOutcomes, check_one_form
+from .faultspec import (Capacity, Fault, Greylist, RateLimit, RecipientOutcomes, check_one_form, min_max,
+                        number_or_table)
 from .protocol.server import DEFAULT_EXTENSIONS, EXTENSIONS
 from .units import DURATION_HELP, SIZE_HELP, parse_duration, parse_size
 
@@ -183,7 +184,7 @@ class Load(_Table):
 class Distribution(_Table):
     """A size or count distribution: exactly one of the forms."""
 
-    uniform: tuple[Size, Size] | None = None
+    uniform: Annotated[tuple[Size, Size], BeforeValidator(min_max)] | None = None
     lognormal: dict[str, Size] | None = None
     choices: list[tuple[Size, float]] | None = None
 
@@ -244,17 +245,10 @@ def _check_address(value: str) -> str:
     return value
 
 
-def _int_or_table(value: Any) -> str:
-    # Pick the union branch up front, so an error speaks of the form the user wrote
-    # (a bad distribution table is not reported as "expected a size"). The tag names
-    # are ones format_error leaves out of the key path.
-    return "dict" if isinstance(value, (dict, Distribution)) else "int"
-
-
 SizeOrDistribution = Annotated[Union[Annotated[Size, Tag("int")], Annotated[Distribution, Tag("dict")]],
-                               Discriminator(_int_or_table)]
+                               Discriminator(number_or_table)]
 CountOrDistribution = Annotated[Union[Annotated[int, Tag("int")], Annotated[Distribution, Tag("dict")]],
-                                Discriminator(_int_or_table)]
+                                Discriminator(number_or_table)]
 
 
 def eml_names(folder: str) -> list[str]:

@@ -42,6 +42,8 @@ def test_scenarios_lists_every_file_with_its_description():
 
 # -- broken scenario files: "names the file, key and allowed values, and exits 2 without a traceback" --
 
+FAULT_DELAY = '[[sink.faults]]\non = "RCPT"\naction = "delay"\ndelay = '
+
 #: (id, file content, the key the error names, words it must say). Content that is bytes is written as it is.
 BAD_FILES = [
     # A file that is not UTF-8 is not TOML (TOML 1.0 §2): no UnicodeDecodeError.
@@ -82,6 +84,26 @@ BAD_FILES = [
      "no such folder 'no/such/folder'; expected a folder of .eml files"),
     ("eml-dir-empty", '[message]\neml_dir = "tests"', "message.eml_dir",
      "no .eml files in 'tests'; expected a folder of .eml files"),
+    # Delays drawn per use: a mean or median of 0 divided by zero in the sink, p99 < median was clamped.
+    ("delay-exp-0", FAULT_DELAY + "{ exponential = { mean = 0 } }", "sink.faults.0.delay",
+     "exponential needs exactly 'mean', more than 0"),
+    ("delay-logn-0", FAULT_DELAY + '{ lognormal = { median = 0, p99 = "10ms" } }', "sink.faults.0.delay",
+     "lognormal needs 0 < median <= p99"),
+    ("delay-logn-order", FAULT_DELAY + '{ lognormal = { median = "20ms", p99 = "10ms" } }', "sink.faults.0.delay",
+     "lognormal needs 0 < median <= p99"),
+    ("delay-uniform-order", FAULT_DELAY + '{ uniform = ["2s", "1s"] }', "sink.faults.0.delay", "needs min <= max"),
+    ("service-exp-0", "[sink.capacity]\nservice_time = { exponential = { mean = 0 } }", "sink.capacity.service_time",
+     "exponential needs exactly 'mean', more than 0"),
+    # A mistake inside a delay table is reported as that table's, not as "expected a duration".
+    ("delay-extra", FAULT_DELAY + '{ exponential = { mean = "10ms", x = 1 } }', "sink.faults.0.delay",
+     "exponential needs exactly 'mean'"),
+    ("delay-one-bound", FAULT_DELAY + '{ uniform = ["1s"] }', "sink.faults.0.delay.uniform",
+     "uniform = [min, max] takes two values, got 1"),
+    ("delay-empty", FAULT_DELAY + "{}", "sink.faults.0.delay", "give exactly one of uniform = [min, max], lognormal"),
+    ("delay-unknown", FAULT_DELAY + "{ normal = { mean = 1 } }", None,
+     "unknown key 'sink.faults.0.delay.normal'; allowed here: uniform, lognormal, exponential"),
+    ("service-unknown", "[sink.capacity]\nservice_time = { normal = 1 }", None,
+     "unknown key 'sink.capacity.service_time.normal'; allowed here: uniform, lognormal, exponential"),
 ]
 
 
