@@ -78,12 +78,26 @@ Delay = Annotated[Union[Annotated[Duration, Tag("int")], Annotated[DelayDistribu
 def _reply_text(v: Any) -> str:
     if not isinstance(v, str):
         raise ValueError(f"expected an SMTP reply in quotes, such as '451 4.7.1 try again later', got {v!r}")
-    if v and not (len(v) >= 3 and v[:3].isdigit() and v[0] in "2345" and (len(v) == 3 or v[3] == " ")):
+    # RFC 5321 §4.2: one line, a code 2xx-5xx, then a space and text or nothing.
+    if v and not (len(v) >= 3 and v[:3].isdigit() and v[0] in "2345" and (len(v) == 3 or v[3] == " ")
+                  and "\r" not in v and "\n" not in v):
         raise ValueError(f"expected an SMTP reply such as '451 4.7.1 try again later', got {v!r}")
     return v
 
 
+def _some_reply(v: Any) -> str:
+    # Only a fault rule's reply may be "" (none: answer as usual, or the default 421 for close);
+    # greylisting and the rate limits send theirs, and leaving the key out gives the default.
+    if not _reply_text(v):
+        raise ValueError("expected an SMTP reply such as '451 4.7.1 try again later', got '' "
+                         "(leave the key out for the default)")
+    return v
+
+
+#: A reply, or "" for none (a fault rule's).
 Reply = Annotated[str, BeforeValidator(_reply_text)]
+#: A reply that is sent: not "".
+SomeReply = Annotated[str, BeforeValidator(_some_reply)]
 
 
 class Fault(_Table):
@@ -132,7 +146,7 @@ class Greylist(_Table):
     retry_after: Duration = 5.0
     expire: Duration = 3600.0
     max_entries: int = Field(100_000, ge=1)
-    reply: Reply = "451 4.7.1 Greylisted, try again later"
+    reply: SomeReply = "451 4.7.1 Greylisted, try again later"
 
 
 class RateLimit(_Table):
@@ -140,8 +154,8 @@ class RateLimit(_Table):
 
     messages_per_second: float = Field(0.0, ge=0.0)   # 0: no limit (token bucket, 1 s burst)
     connections_per_client: int = Field(0, ge=0)      # 0: no limit
-    reply: Reply = "451 4.7.0 Rate limit exceeded, try again later"
-    connection_reply: Reply = "421 4.7.0 Too many connections from your address"
+    reply: SomeReply = "451 4.7.0 Rate limit exceeded, try again later"
+    connection_reply: SomeReply = "421 4.7.0 Too many connections from your address"
 
 
 class Capacity(_Table):

@@ -104,6 +104,14 @@ BAD_FILES = [
      "unknown key 'sink.faults.0.delay.normal'; allowed here: uniform, lognormal, exponential"),
     ("service-unknown", "[sink.capacity]\nservice_time = { normal = 1 }", None,
      "unknown key 'sink.capacity.service_time.normal'; allowed here: uniform, lognormal, exponential"),
+    # Replies the sink sends: "" crashed it at use (only a fault rule's reply may be "", for none).
+    ("greylist-reply-empty", '[sink.greylist]\nreply = ""', "sink.greylist.reply",
+     "expected an SMTP reply such as '451 4.7.1 try again later', got '' (leave the key out for the default)"),
+    ("rate-limit-reply-empty", '[sink.rate_limit]\nreply = ""', "sink.rate_limit.reply", "got '' (leave the key out"),
+    ("connection-reply-empty", '[sink.rate_limit]\nconnection_reply = ""', "sink.rate_limit.connection_reply",
+     "got '' (leave the key out"),
+    ("reply-crlf", '[[sink.faults]]\non = "RCPT"\nreply = "451 a\\r\\n250 b"', "sink.faults.0.reply",
+     "expected an SMTP reply such as"),
 ]
 
 
