@@ -8,6 +8,7 @@ what is allowed; the CLI prints it and exits 2.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -65,6 +66,30 @@ class Target(_Table):
     lmtp: bool = False  # the target speaks LMTP (RFC 2033); `bench` follows [sink] lmtp
 
 
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+
+
+def _domain(value: Any) -> str:
+    """RFC 5321 §4.1.2: a Domain or an address-literal, what EHLO and the 220 greeting carry
+    (a space or CR/LF there would split the command or the reply)."""
+    if isinstance(value, str) and len(value) <= 255:
+        if _DOMAIN.fullmatch(value):
+            return value
+        if value.startswith("[") and value.endswith("]"):
+            inner = value[1:-1]
+            try:
+                ipaddress.IPv6Address(inner[5:]) if inner.startswith("IPv6:") else ipaddress.IPv4Address(inner)
+                return value
+            except ValueError:
+                pass
+    raise ValueError("expected a domain such as 'mail.example' or an address literal such as '[127.0.0.1]' or "
+                     f"'[IPv6:::1]' (RFC 5321 §4.1.2: letters, digits, '-' and dots, no spaces), got {value!r}")
+
+
+Domain = Annotated[str, BeforeValidator(_domain)]
+
+
 def _capture(value: Any) -> str:
     if isinstance(value, str) and (value == "none" or value.startswith(("maildir:", "mbox:"))
                                    and len(value.split(":", 1)[1]) > 0):
@@ -77,7 +102,7 @@ class Sink(_Table):
 
     listen: str = ""  # default: the [target] address
     workers: Workers = 1
-    hostname: str = "smtpbench.localhost"
+    hostname: Domain = "smtpbench.localhost"
     advertise: list[Extension] = Field(default_factory=lambda: list(DEFAULT_EXTENSIONS))
     max_message_size: Size = 10 * 1024 * 1024
     max_recipients: int = Field(1000, ge=100)
@@ -153,7 +178,7 @@ class Load(_Table):
     processes: Workers = 1
     pipelining: bool = True
     pipeline_messages: bool = False  # closed loop: next MAIL…DATA right behind the data (RFC 2920 §3.1)
-    helo: str = "smtpbench.client"
+    helo: Domain = "smtpbench.client"
     tls: Literal["none", "starttls", "opportunistic", "implicit"] = "none"
     tls_verify: bool = False   # loopback benchmarks use throw-away certificates
     tls_resume: bool = True    # offer the last TLS session again (resumption)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from smtpbench.scenario import build
+
 ROOT = Path(__file__).resolve().parents[1]
 FILES = sorted((ROOT / "scenarios").glob("*.toml"))
 
@@ -112,6 +114,13 @@ BAD_FILES = [
      "got '' (leave the key out"),
     ("reply-crlf", '[[sink.faults]]\non = "RCPT"\nreply = "451 a\\r\\n250 b"', "sink.faults.0.reply",
      "expected an SMTP reply such as"),
+    # EHLO's argument and the sink's greeting name: a Domain or address literal (RFC 5321 §4.1.2), one token.
+    ("helo-crlf", '[load]\nhelo = "a\\r\\nMAIL FROM:<x@y>"', "load.helo", "expected a domain such as 'mail.example'"),
+    ("helo-empty", '[load]\nhelo = ""', "load.helo", "or an address literal such as '[127.0.0.1]'"),
+    ("helo-space", '[load]\nhelo = "my client"', "load.helo", "no spaces"),
+    ("helo-bad-literal", '[load]\nhelo = "[300.1.1.1]"', "load.helo", "expected a domain"),
+    ("hostname-crlf", '[sink]\nhostname = "a b\\r\\nc"', "sink.hostname", "expected a domain"),
+    ("hostname-empty", '[sink]\nhostname = ""', "sink.hostname", "expected a domain"),
 ]
 
 
@@ -153,6 +162,12 @@ def test_scenarios_lists_a_file_that_is_not_utf8_as_invalid_and_goes_on(tmp_path
     a, b = proc.stdout.splitlines()
     assert "a.toml" in a and "INVALID" in a and "not UTF-8" in a, a
     assert "b.toml" in b and b.endswith("a good one"), b
+
+
+@pytest.mark.parametrize("value", ["client.example", "localhost", "[127.0.0.1]", "[IPv6:::1]", "a-1.b2.example"])
+def test_helo_and_hostname_take_domains_and_address_literals(value):
+    sc = build({"load": {"helo": value}, "sink": {"hostname": value}})
+    assert sc.load.helo == sc.sink.hostname == value
 
 
 def test_rate_flag_must_be_finite():
