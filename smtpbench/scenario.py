@@ -171,7 +171,7 @@ class Load(_Table):
     arrival: Literal["constant", "poisson"] = "constant"
     stages: list[Stage] = Field(default_factory=list)
     max_connections: int = Field(100, ge=1)
-    duration: Duration | None = 20.0
+    duration: Annotated[Duration, Field(gt=0)] | None = 20.0  # None (--messages alone): no time limit
     messages: int | None = Field(None, ge=1)
     warmup: Duration = 0.0
     drain: Duration = 10.0  # after the last arrival, time for messages in flight to finish
@@ -188,10 +188,34 @@ class Load(_Table):
     retry_schedule: list[Duration] = Field(default_factory=lambda: [1.0])  # wait before retry k (last repeats)
     timeouts: Timeouts = Field(default_factory=Timeouts)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _infer_model(cls, data: Any) -> Any:
+        # rate or stages without a model mean the open loop, unless sessions say the closed one too.
+        if isinstance(data, dict) and data.get("model") is None:
+            open_keys = [k for k in ("rate", "stages") if data.get(k)]
+            if open_keys and "sessions" in data:
+                raise ValueError(f"{' and '.join(open_keys)} (open loop) and sessions (closed loop): "
+                                 "say which with model = \"open\" or model = \"closed\"")
+            if open_keys:
+                data = {**data, "model": "open"}
+        return data
+
     @model_validator(mode="after")
     def _open_needs_rate(self) -> "Load":
         if self.model == "open" and self.rate is None and not self.stages:
             raise ValueError("open loop needs 'rate' (msgs/s) or 'stages'")
+        # A key of the other model would be ignored: a closed loop with rate = 5 runs at full speed.
+        if self.model == "closed" and (self.rate is not None or self.stages):
+            given = " and ".join(k for k in ("rate", "stages") if getattr(self, k))
+            raise ValueError(f"{given} set the open loop's arrivals (model = \"open\"); "
+                             "the closed loop runs 'sessions' back to back, with 'think_time'")
+        if self.model == "open" and self.rate is not None and self.stages:
+            raise ValueError("give 'rate' or 'stages', not both (each stage has its own rate)")
+        if self.model == "open" and self.think_time:
+            raise ValueError("think_time is for the closed loop; an open loop's arrivals follow 'rate' or 'stages'")
+        if self.stages and not any(st.rate > 0 for st in self.stages):
+            raise ValueError("stages: at least one stage needs rate > 0 (with all at 0 nothing is sent)")
         if self.duration and self.warmup >= self.duration:
             # The headline figures leave the warm-up out: nothing would be left to measure.
             raise ValueError(f"warmup ({self.warmup:g} s) must be shorter than duration ({self.duration:g} s)")

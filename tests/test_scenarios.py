@@ -121,6 +121,19 @@ BAD_FILES = [
     ("helo-bad-literal", '[load]\nhelo = "[300.1.1.1]"', "load.helo", "expected a domain"),
     ("hostname-crlf", '[sink]\nhostname = "a b\\r\\nc"', "sink.hostname", "expected a domain"),
     ("hostname-empty", '[sink]\nhostname = ""', "sink.hostname", "expected a domain"),
+    # A key of the other load model was ignored: a closed loop "at 5/s" ran at full speed.
+    ("closed-rate", '[load]\nmodel = "closed"\nrate = 5', "load", "rate set the open loop's arrivals"),
+    ("closed-stages", '[load]\nmodel = "closed"\n[[load.stages]]\nduration = "1s"\nrate = 5', "load",
+     "stages set the open loop's arrivals"),
+    ("rate-and-sessions", "[load]\nrate = 5\nsessions = 3", "load",
+     'rate (open loop) and sessions (closed loop): say which with model = "open" or model = "closed"'),
+    ("rate-and-stages", '[load]\nmodel = "open"\nrate = 5\n[[load.stages]]\nduration = "1s"\nrate = 5', "load",
+     "give 'rate' or 'stages', not both"),
+    ("open-think-time", '[load]\nrate = 5\nthink_time = "1s"', "load", "think_time is for the closed loop"),
+    # 0 meant "run for ever" (and skipped the warm-up check).
+    ("duration-0", "[load]\nduration = 0", "load.duration", "greater than 0"),
+    ("stages-all-0", '[load]\n[[load.stages]]\nduration = "1s"\nrate = 0\n[[load.stages]]\nduration = "1s"\nrate = 0',
+     "load", "at least one stage needs rate > 0"),
 ]
 
 
@@ -174,3 +187,38 @@ def test_rate_flag_must_be_finite():
     proc = smtpbench("run", "--rate", "inf", "--duration", "1s", "--target", "127.0.0.1:9")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "(with command-line flags): key 'load.rate'" in proc.stderr and "finite number" in proc.stderr, proc.stderr
+
+
+def test_rate_or_stages_without_a_model_is_an_open_loop(tmp_path):
+    path = tmp_path / "open.toml"
+    path.write_text("[load]\nrate = 5\n")
+    proc = smtpbench("validate", str(path))
+    assert proc.returncode == 0 and "(open loop)" in proc.stdout, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--rate", "50", "--sessions", "5"], "--rate (an open loop at R msgs/s) and --sessions"),
+    (["--arrival", "poisson"], "--arrival is for the open loop"),
+    (["--max-connections", "3"], "--max-connections is for the open loop"),
+    (["--sessions", "3", "--max-connections", "3"], "--max-connections is for the open loop"),
+    (["--duration", "0"], "key 'load.duration': Input should be greater than 0"),
+])
+def test_load_flags_that_would_be_ignored_are_errors(flags, says):
+    # A closed-loop scenario (the defaults); nothing may run: 127.0.0.1:9 answers nobody.
+    proc = smtpbench("run", "--target", "127.0.0.1:9", "--messages", "1", *flags)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert says in proc.stderr, proc.stderr
+
+
+def test_rate_flag_turns_a_closed_scenario_open_and_sessions_flag_an_open_one_closed(tmp_path):
+    from smtpbench.cli import _scenario_with_flags, build_parser
+
+    closed, opened = tmp_path / "closed.toml", tmp_path / "open.toml"
+    closed.write_text('[load]\nsessions = 2\nthink_time = "1s"\n')
+    opened.write_text('[load]\n[[load.stages]]\nduration = "1s"\nrate = 5\n')
+    load = _scenario_with_flags(build_parser().parse_args(["run", "-s", str(closed), "--rate", "50"]))[0].load
+    assert (load.model, load.rate, load.think_time) == ("open", 50, 0)
+    load = _scenario_with_flags(build_parser().parse_args(["run", "-s", str(opened), "--rate", "50"]))[0].load
+    assert (load.model, load.rate, load.stages) == ("open", 50, [])
+    load = _scenario_with_flags(build_parser().parse_args(["run", "-s", str(opened), "--sessions", "3"]))[0].load
+    assert (load.model, load.sessions, load.rate, load.stages) == ("closed", 3, None, [])
