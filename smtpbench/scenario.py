@@ -280,7 +280,10 @@ def _check_pattern(value: str) -> str:
     except ValueError as e:
         raise ValueError(f"bad braces ({e}); placeholders are {allowed}, and {{{{ or }}}} for a literal brace") from None
     for _, field, spec, conv in parsed:
-        if field is not None and (field not in PATTERN_FIELDS or spec or conv):
+        if field in PATTERN_FIELDS and (spec or conv):
+            written = "{" + field + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+            raise ValueError(f"{written}: no format specs or conversions; placeholders are {allowed} as they are")
+        if field is not None and field not in PATTERN_FIELDS:
             raise ValueError(f"unknown placeholder {{{field}}}; allowed: {allowed}")
     return value
 
@@ -460,14 +463,13 @@ def step(scenario: Scenario, value: Any) -> Scenario:
     data = scenario.model_dump()
     data["sweep"] = None
     data[table][key] = value
-    if scenario.sweep.parameter == "load.rate":
-        data["load"]["model"] = "open"
-        data["load"]["stages"] = []
+    if scenario.sweep.parameter == "load.rate":  # each step an open loop at that rate, as run --rate
+        data["load"].update(model="open", stages=[], think_time=0.0)
     try:
         return Scenario.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        raise ValueError(f"sweep value {value!r} for {scenario.sweep.parameter}: {err['msg']}") from None
+        msg = e.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ValueError(f"sweep value {value!r} for {scenario.sweep.parameter}: {msg}") from None
 
 
 _HELP = {"Size": SIZE_HELP, "Duration": DURATION_HELP}

@@ -134,6 +134,12 @@ BAD_FILES = [
     ("duration-0", "[load]\nduration = 0", "load.duration", "greater than 0"),
     ("stages-all-0", '[load]\n[[load.stages]]\nduration = "1s"\nrate = 0\n[[load.stages]]\nduration = "1s"\nrate = 0',
      "load", "at least one stage needs rate > 0"),
+    # A sweep step's error reads as any other (no pydantic "Value error, " inside).
+    ("sweep-value-error", '[sweep]\nparameter = "message.recipients"\nvalues = [2, 0]', "sweep.values",
+     "sweep value 0 for message.recipients: recipients must be at least 1"),
+    # A format spec is not an unknown placeholder.
+    ("subject-format-spec", '[message]\nsubject = "{n:>5}"', "message.subject",
+     "{n:>5}: no format specs or conversions; placeholders are {n}, {seq}, {process}"),
 ]
 
 
