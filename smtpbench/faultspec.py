@@ -148,6 +148,14 @@ class Greylist(_Table):
     max_entries: int = Field(100_000, ge=1)
     reply: SomeReply = "451 4.7.1 Greylisted, try again later"
 
+    @model_validator(mode="after")
+    def _retry_can_pass(self) -> "Greylist":
+        # A retry passes between retry_after and expire after the first try: none could if expire came first.
+        if self.expire <= self.retry_after:
+            raise ValueError(f"expire ({self.expire:g} s) must be longer than retry_after ({self.retry_after:g} s), "
+                             "or no retry ever passes")
+        return self
+
 
 class RateLimit(_Table):
     """``[sink.rate_limit]``: beyond these the sink answers ``reply`` (per worker process)."""

@@ -104,7 +104,8 @@ class Sink(_Table):
     workers: Workers = 1
     hostname: Domain = "smtpbench.localhost"
     advertise: list[Extension] = Field(default_factory=lambda: list(DEFAULT_EXTENSIONS))
-    max_message_size: Size = 10 * 1024 * 1024
+    # RFC 1870 §4: "SIZE 0" advertises no limit, yet the sink would refuse every message.
+    max_message_size: Annotated[Size, Field(ge=1)] = 10 * 1024 * 1024
     max_recipients: int = Field(1000, ge=100)
     max_connections: int = Field(10000, ge=1)
     idle_timeout: Duration = 300.0

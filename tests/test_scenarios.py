@@ -140,6 +140,13 @@ BAD_FILES = [
     # A format spec is not an unknown placeholder.
     ("subject-format-spec", '[message]\nsubject = "{n:>5}"', "message.subject",
      "{n:>5}: no format specs or conversions; placeholders are {n}, {seq}, {process}"),
+    # "SIZE 0" means no limit (RFC 1870 §4), and the sink refused every message.
+    ("max-message-size-0", "[sink]\nmax_message_size = 0", "sink.max_message_size", "greater than or equal to 1"),
+    # expire <= retry_after: no triple can ever pass.
+    ("greylist-expire", '[sink.greylist]\nretry_after = "10s"\nexpire = "5s"', "sink.greylist",
+     "expire (5 s) must be longer than retry_after (10 s)"),
+    ("greylist-expire-equal", '[sink.greylist]\nretry_after = "5s"\nexpire = "5s"', "sink.greylist",
+     "must be longer than retry_after"),
 ]
 
 
