@@ -100,6 +100,11 @@ Reply = Annotated[str, BeforeValidator(_reply_text)]
 SomeReply = Annotated[str, BeforeValidator(_some_reply)]
 
 
+#: Which of reply, delay and rate each action uses (sink.faults.FaultPolicy._action); others are refused.
+ACTION_KEYS = {"reply": ("reply",), "delay": ("delay", "reply"), "close": ("reply",), "disconnect": (),
+               "tarpit": ("rate", "reply"), "bandwidth": ("rate",)}
+
+
 class Fault(_Table):
     """One ``[[sink.faults]]`` rule.
 
@@ -129,6 +134,15 @@ class Fault(_Table):
             raise ValueError(f"action '{self.action}' needs rate = octets per second, e.g. \"100\" or \"1KiB\"")
         if self.action == "bandwidth" and self.on != "connect":
             raise ValueError("action 'bandwidth' acts on = \"connect\" (the whole connection)")
+        unused = [k for k in ("reply", "delay", "rate") if k not in ACTION_KEYS[self.action]
+                  and getattr(self, k) != Fault.model_fields[k].default]
+        if unused:
+            takes = " and ".join(ACTION_KEYS[self.action]) or "none of reply, delay and rate"
+            raise ValueError(f"action '{self.action}' takes {takes}; {' and '.join(unused)} would be ignored")
+        if self.action == "close" and self.reply and not self.reply.startswith("421"):
+            # RFC 5321 §3.8: a server that closes says 421; another code would promise a session that is gone.
+            raise ValueError(f"action 'close' answers 421 (RFC 5321 §3.8): reply must be a 421 or left out, "
+                             f"got {self.reply!r}")
         if self.match:
             import re
 

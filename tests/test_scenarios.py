@@ -147,6 +147,15 @@ BAD_FILES = [
      "expire (5 s) must be longer than retry_after (10 s)"),
     ("greylist-expire-equal", '[sink.greylist]\nretry_after = "5s"\nexpire = "5s"', "sink.greylist",
      "must be longer than retry_after"),
+    # A key the action does not use was accepted and ignored.
+    ("reply-with-delay", '[[sink.faults]]\non = "RCPT"\nreply = "451 x"\ndelay = "1s"', "sink.faults.0",
+     "action 'reply' takes reply; delay would be ignored"),
+    ("disconnect-with-reply", '[[sink.faults]]\non = "RCPT"\naction = "disconnect"\nreply = "451 x"', "sink.faults.0",
+     "action 'disconnect' takes none of reply, delay and rate; reply would be ignored"),
+    ("bandwidth-with-delay", '[[sink.faults]]\non = "connect"\naction = "bandwidth"\nrate = 100\ndelay = 1',
+     "sink.faults.0", "action 'bandwidth' takes rate; delay would be ignored"),
+    ("close-with-451", '[[sink.faults]]\non = "RCPT"\naction = "close"\nreply = "451 4.7.1 later"', "sink.faults.0",
+     "action 'close' answers 421 (RFC 5321 §3.8): reply must be a 421 or left out"),
 ]
 
 
