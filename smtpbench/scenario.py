@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
                       model_validator)
 
+from .addresses import ADDRESS_HELP, parse_address
 from .faultspec import (Capacity, Fault, Greylist, RateLimit, RecipientOutcomes, check_one_form, min_max,
                         number_or_table)
 from .protocol.server import DEFAULT_EXTENSIONS, EXTENSIONS
@@ -58,11 +59,50 @@ def resolve_workers(value: int | str) -> int:
     return int(value)
 
 
+def _ip_or_localhost(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address ``host`` names, when it is a literal one or localhost (a listener binds it; no DNS)."""
+    if host == "localhost":
+        return ipaddress.ip_address("127.0.0.1")
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def _listen(value: Any) -> str:
+    """Where a sink listens ("" where the key has a default elsewhere): HOST:PORT with an IP address
+    or localhost (PORT 0: any free one), [IPv6]:PORT or unix:/path, checked before the sink binds."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected {ADDRESS_HELP}, got {value!r}")
+    if value:
+        address = parse_address(value)  # a ValueError says the forms
+        if not address.path and (":" not in value.rsplit("]", 1)[-1] or _ip_or_localhost(address.host) is None):
+            raise ValueError(f"expected {ADDRESS_HELP} with an IP address or localhost and the port, got {value!r}")
+    return value
+
+
+def _stats_listen(value: Any) -> str:
+    # The endpoint takes PUT /faults without authentication: loopback only. It serves TCP (a unix:
+    # path was ignored for 127.0.0.1:2525).
+    if not isinstance(value, str):
+        raise ValueError(f"expected a loopback HOST:PORT such as '127.0.0.1:8025', got {value!r}")
+    if value:
+        address = parse_address(value, default_port=8025)
+        ip = None if address.path else _ip_or_localhost(address.host)
+        if ip is None or not ip.is_loopback:
+            raise ValueError("expected a loopback HOST:PORT such as '127.0.0.1:8025', '[::1]:8025' or 'localhost:8025' "
+                             f"(TCP; the endpoint takes unauthenticated PUT /faults), got {value!r}")
+    return value
+
+
+ListenAddress = Annotated[str, BeforeValidator(_listen)]
+
+
 class Target(_Table):
     """Where ``run`` sends; where ``bench`` starts the built-in sink."""
 
     host: str = "127.0.0.1"
-    port: int = Field(2525, ge=0, le=65535)
+    port: int = Field(2525, ge=1, le=65535)  # port 0 is no server's
     lmtp: bool = False  # the target speaks LMTP (RFC 2033); `bench` follows [sink] lmtp
 
 
@@ -100,7 +140,7 @@ def _capture(value: Any) -> str:
 class Sink(_Table):
     """``[sink]``: how ``smtpbench sink`` (and ``bench``) behaves."""
 
-    listen: str = ""  # default: the [target] address
+    listen: ListenAddress = ""  # default: the [target] address
     workers: Workers = 1
     hostname: Domain = "smtpbench.localhost"
     advertise: list[Extension] = Field(default_factory=lambda: list(DEFAULT_EXTENSIONS))
@@ -115,7 +155,7 @@ class Sink(_Table):
     lmtp: bool = False
     stats_interval: Duration = 0.0
     stats_file: str = ""
-    stats_listen: str = ""
+    stats_listen: Annotated[str, BeforeValidator(_stats_listen)] = ""
     tls_cert: str = ""       # PEM; with STARTTLS advertised or implicit_tls and none given: self-signed
     tls_key: str = ""
     implicit_tls: bool = False  # TLS from the first byte (RFC 8314, port-465 style)
@@ -403,7 +443,7 @@ class Relay(_Table):
     """``[relay]``: measure delivery through the server under test to the sink (``bench --relay``)."""
 
     enabled: bool = False
-    listen: str = "127.0.0.1:2526"   # where the sink (the final destination) listens
+    listen: ListenAddress = "127.0.0.1:2526"   # where the sink (the final destination) listens
     drain: Duration = 30.0           # after the load: how long to wait for the queue to empty
     clock_offset_ms: float = 0.0     # sink clock minus generator clock, when on different machines
 
@@ -474,13 +514,15 @@ def step(scenario: Scenario, value: Any) -> Scenario:
 
 
 _HELP = {"Size": SIZE_HELP, "Duration": DURATION_HELP}
+#: The parts of an error's location that name a validator or union branch, not a key (a key such as
+#: 'listen' or 'interval' may start like one).
+_PYDANTIC_TAG = re.compile(r"function-\w+\[.*\]|(int|str|float|bool|tuple|list|dict)(\[.*\])?")
 
 
 def format_error(source: str, err: dict, model: type[BaseModel]) -> str:
     """One line for a pydantic error ``err`` in ``source``: the key path, what is wrong, what is
     allowed (unknown keys list the keys allowed there). Also used for ``PUT /faults`` bodies."""
-    loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "int", "str", "float", "tuple", "list", "dict"))
-           or str(p).isdigit()]
+    loc = [str(p) for p in err["loc"] if not _PYDANTIC_TAG.fullmatch(str(p))]
     key = ".".join(loc) if loc else "(top level)"
     if not loc and "sweep value" in err["msg"]:
         key = "sweep.values"

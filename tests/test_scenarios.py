@@ -156,6 +156,19 @@ BAD_FILES = [
      "sink.faults.0", "action 'bandwidth' takes rate; delay would be ignored"),
     ("close-with-451", '[[sink.faults]]\non = "RCPT"\naction = "close"\nreply = "451 4.7.1 later"', "sink.faults.0",
      "action 'close' answers 421 (RFC 5321 §3.8): reply must be a 421 or left out"),
+    # Addresses the sink, bench or run would refuse only when they bind or connect.
+    ("listen-port", '[sink]\nlisten = "127.0.0.1:99999"', "sink.listen", "PORT 0-65535"),
+    ("listen-garbage", '[sink]\nlisten = "nope"', "sink.listen",
+     "expected HOST:PORT, [IPv6]:PORT or unix:/path with an IP address or localhost and the port, got 'nope'"),
+    ("stats-listen-garbage", '[sink]\nstats_listen = "garbage"', "sink.stats_listen",
+     "expected a loopback HOST:PORT such as '127.0.0.1:8025'"),
+    # The sink bound TCP 127.0.0.1:2525 for a unix: path; and the endpoint takes unauthenticated PUT /faults.
+    ("stats-listen-unix", '[sink]\nstats_listen = "unix:/tmp/smtpbench-stats.sock"', "sink.stats_listen",
+     "expected a loopback HOST:PORT"),
+    ("stats-listen-public", '[sink]\nstats_listen = "0.0.0.0:8025"', "sink.stats_listen",
+     "(TCP; the endpoint takes unauthenticated PUT /faults)"),
+    ("relay-listen-garbage", '[relay]\nlisten = "garbage"', "relay.listen", "expected HOST:PORT, [IPv6]:PORT"),
+    ("target-port-0", "[target]\nport = 0", "target.port", "greater than or equal to 1"),
 ]
 
 
@@ -197,6 +210,13 @@ def test_scenarios_lists_a_file_that_is_not_utf8_as_invalid_and_goes_on(tmp_path
     a, b = proc.stdout.splitlines()
     assert "a.toml" in a and "INVALID" in a and "not UTF-8" in a, a
     assert "b.toml" in b and b.endswith("a good one"), b
+
+
+@pytest.mark.parametrize("listen, stats", [("127.0.0.1:0", "127.0.0.1:8025"), ("[::1]:25", "[::1]:9"),
+                                           ("localhost:2525", "localhost:1"), ("unix:/tmp/s.sock", "127.0.0.1")])
+def test_listen_addresses_that_bind(listen, stats):
+    sc = build({"sink": {"listen": listen, "stats_listen": stats}, "relay": {"listen": listen}})
+    assert (sc.sink.listen, sc.sink.stats_listen, sc.relay.listen) == (listen, stats, listen)
 
 
 @pytest.mark.parametrize("value", ["client.example", "localhost", "[127.0.0.1]", "[IPv6:::1]", "a-1.b2.example"])
