@@ -384,7 +384,8 @@ class Message(_Table):
     def _eml_alone(self) -> "Message":
         # The files are sent as they are: a key that shapes the generated message would be ignored.
         # (Set means "not the default": after CLI flags every key is written out.)
-        clash = [k for k in EML_REPLACES if getattr(self, k) != Message.model_fields[k].get_default(call_default_factory=True)]
+        clash = [k for k in EML_REPLACES
+                 if getattr(self, k) != Message.model_fields[k].get_default(call_default_factory=True)]
         if self.eml_dir and clash:
             raise ValueError(f"eml_dir sends its .eml files as they are; {', '.join(clash)} would be ignored: "
                              f"remove {'it' if len(clash) == 1 else 'them'} or eml_dir")
@@ -581,8 +582,9 @@ def load(path: str | os.PathLike | None) -> Scenario:
         raise ScenarioError(f"{source}: not valid {'JSON' if source.endswith('.json') else 'TOML'}: {e}") from None
     except UnicodeDecodeError as e:
         # TOML (and our JSON) is UTF-8 only; a Latin-1 or UTF-16 file fails here, before the parser.
-        raise ScenarioError(f"{source}: not valid {'JSON' if source.endswith('.json') else 'TOML'} "
-                            f"(not UTF-8: byte 0x{e.object[e.start]:02x} at offset {e.start}); save it as UTF-8") from None
+        kind = "JSON" if source.endswith(".json") else "TOML"
+        raise ScenarioError(f"{source}: not valid {kind} (not UTF-8: byte 0x{e.object[e.start]:02x} at offset "
+                            f"{e.start}); save it as UTF-8") from None
     except OSError as e:
         raise ScenarioError(f"{source}: cannot read: {e.strerror}") from None
     return build(data, source)
