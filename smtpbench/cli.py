@@ -111,16 +111,30 @@ def _load_overrides(args: argparse.Namespace, scenario) -> dict:
         "load__pipeline_messages": args.pipeline_messages,
         "target__lmtp": args.lmtp, "sink__lmtp": args.lmtp,
     }
+    if args.rate is not None and args.sessions is not None:
+        raise ScenarioError("--rate (an open loop at R msgs/s) and --sessions (a closed loop of N sessions) "
+                            "exclude each other: give one")
     if args.rate is not None:
-        flags["load__model"] = "open"
+        # The flag picks the open loop at one rate: the scenario's stages and think time are not used.
+        flags.update(load__model="open", load__stages=[], load__think_time=0.0)
     elif args.sessions is not None:
-        flags["load__model"] = "closed"
+        flags.update(load__model="closed", load__stages=[])  # and _load_clears unsets the open loop's rate
+    closed = flags.get("load__model", scenario.load.model) == "closed"
+    for flag, given in (("--arrival", args.arrival), ("--max-connections", args.max_connections)):
+        if closed and given is not None:
+            raise ScenarioError(f"{flag} is for the open loop (--rate, or model = \"open\"); "
+                                "this run is a closed loop")
     return flags
 
 
 def _load_clears(args: argparse.Namespace) -> tuple[str, ...]:
+    clear = ()
+    if args.sessions is not None:
+        clear += ("load__rate",)
     # --messages alone means "stop after N messages", not "or after the scenario's duration".
-    return ("load__duration",) if args.messages is not None and args.duration is None else ()
+    if args.messages is not None and args.duration is None:
+        clear += ("load__duration",)
+    return clear
 
 
 def _target(args: argparse.Namespace, scenario, source: str):

@@ -6,9 +6,10 @@ sink's seeded fault policy (``smtpbench.sink.faults``) applies it.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator,
+                      model_validator)
 
 from .units import parse_duration, parse_size
 
@@ -21,7 +22,7 @@ STAGES = ("connect", "banner", "EHLO", "HELO", "LHLO", "MAIL", "RCPT", "DATA", "
 
 
 class _Table(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # TOML has inf and nan: no key means them
 
 
 def check_one_form(model: BaseModel, forms: dict[str, str]) -> None:
@@ -34,29 +35,74 @@ def check_one_form(model: BaseModel, forms: dict[str, str]) -> None:
         raise ValueError("lognormal needs exactly 'median' and 'p99'")
 
 
+def min_max(value: Any) -> Any:
+    if isinstance(value, (list, tuple)) and len(value) != 2:
+        raise ValueError(f"uniform = [min, max] takes two values, got {len(value)}")
+    return value
+
+
 class DelayDistribution(_Table):
     """A delay drawn per use: exactly one of ``uniform = [min, max]``,
     ``lognormal = { median, p99 }`` or ``exponential = { mean }``."""
 
-    uniform: tuple[Duration, Duration] | None = None
+    uniform: Annotated[tuple[Duration, Duration], BeforeValidator(min_max)] | None = None
     lognormal: dict[str, Duration] | None = None
     exponential: dict[str, Duration] | None = None
 
     @model_validator(mode="after")
     def _one(self) -> "DelayDistribution":
         check_one_form(self, {"uniform": "[min, max]", "lognormal": "{ median, p99 }", "exponential": "{ mean }"})
-        if self.exponential is not None and set(self.exponential) != {"mean"}:
-            raise ValueError("exponential needs exactly 'mean'")
+        if self.exponential is not None and (set(self.exponential) != {"mean"} or self.exponential["mean"] <= 0):
+            # The sink draws with rate 1/mean: a mean of 0 divided by zero on every use.
+            raise ValueError("exponential needs exactly 'mean', more than 0")
+        if self.lognormal is not None and not 0 < self.lognormal["median"] <= self.lognormal["p99"]:
+            # log(median) and log(p99 / median): as [message] size says, the same shape must hold here.
+            raise ValueError("lognormal needs 0 < median <= p99")
+        if self.uniform is not None and self.uniform[0] > self.uniform[1]:
+            raise ValueError("uniform = [min, max] needs min <= max")
         return self
 
 
-def _reply_text(v: str) -> str:
-    if v and not (len(v) >= 3 and v[:3].isdigit() and v[0] in "2345" and (len(v) == 3 or v[3] == " ")):
+def number_or_table(value: Any) -> str:
+    """Discriminator for "a number, or a distribution table": pick the union branch up front, so an
+    error speaks of the form the user wrote (a bad table is not reported as "expected a duration").
+    The tag names are ones format_error leaves out of the key path."""
+    return "dict" if isinstance(value, (dict, BaseModel)) else "int"
+
+
+#: A fixed delay, or one drawn per use.
+Delay = Annotated[Union[Annotated[Duration, Tag("int")], Annotated[DelayDistribution, Tag("dict")]],
+                  Discriminator(number_or_table)]
+
+
+def _reply_text(v: Any) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"expected an SMTP reply in quotes, such as '451 4.7.1 try again later', got {v!r}")
+    # RFC 5321 §4.2: one line, a code 2xx-5xx, then a space and text or nothing.
+    if v and not (len(v) >= 3 and v[:3].isdigit() and v[0] in "2345" and (len(v) == 3 or v[3] == " ")
+                  and "\r" not in v and "\n" not in v):
         raise ValueError(f"expected an SMTP reply such as '451 4.7.1 try again later', got {v!r}")
     return v
 
 
+def _some_reply(v: Any) -> str:
+    # Only a fault rule's reply may be "" (none: answer as usual, or the default 421 for close);
+    # greylisting and the rate limits send theirs, and leaving the key out gives the default.
+    if not _reply_text(v):
+        raise ValueError("expected an SMTP reply such as '451 4.7.1 try again later', got '' "
+                         "(leave the key out for the default)")
+    return v
+
+
+#: A reply, or "" for none (a fault rule's).
 Reply = Annotated[str, BeforeValidator(_reply_text)]
+#: A reply that is sent: not "".
+SomeReply = Annotated[str, BeforeValidator(_some_reply)]
+
+
+#: Which of reply, delay and rate each action uses (sink.faults.FaultPolicy._action); others are refused.
+ACTION_KEYS = {"reply": ("reply",), "delay": ("delay", "reply"), "close": ("reply",), "disconnect": (),
+               "tarpit": ("rate", "reply"), "bandwidth": ("rate",)}
 
 
 class Fault(_Table):
@@ -75,7 +121,7 @@ class Fault(_Table):
     probability: float = Field(1.0, ge=0.0, le=1.0)
     match: str = ""
     reply: Reply = ""
-    delay: Duration | DelayDistribution = 0.0
+    delay: Delay = 0.0
     rate: Size = 0
 
     @model_validator(mode="after")
@@ -88,6 +134,15 @@ class Fault(_Table):
             raise ValueError(f"action '{self.action}' needs rate = octets per second, e.g. \"100\" or \"1KiB\"")
         if self.action == "bandwidth" and self.on != "connect":
             raise ValueError("action 'bandwidth' acts on = \"connect\" (the whole connection)")
+        unused = [k for k in ("reply", "delay", "rate") if k not in ACTION_KEYS[self.action]
+                  and getattr(self, k) != Fault.model_fields[k].default]
+        if unused:
+            takes = " and ".join(ACTION_KEYS[self.action]) or "none of reply, delay and rate"
+            raise ValueError(f"action '{self.action}' takes {takes}; {' and '.join(unused)} would be ignored")
+        if self.action == "close" and self.reply and not self.reply.startswith("421"):
+            # RFC 5321 §3.8: a server that closes says 421; another code would promise a session that is gone.
+            raise ValueError(f"action 'close' answers 421 (RFC 5321 §3.8): reply must be a 421 or left out, "
+                             f"got {self.reply!r}")
         if self.match:
             import re
 
@@ -105,7 +160,15 @@ class Greylist(_Table):
     retry_after: Duration = 5.0
     expire: Duration = 3600.0
     max_entries: int = Field(100_000, ge=1)
-    reply: Reply = "451 4.7.1 Greylisted, try again later"
+    reply: SomeReply = "451 4.7.1 Greylisted, try again later"
+
+    @model_validator(mode="after")
+    def _retry_can_pass(self) -> "Greylist":
+        # A retry passes between retry_after and expire after the first try: none could if expire came first.
+        if self.expire <= self.retry_after:
+            raise ValueError(f"expire ({self.expire:g} s) must be longer than retry_after ({self.retry_after:g} s), "
+                             "or no retry ever passes")
+        return self
 
 
 class RateLimit(_Table):
@@ -113,15 +176,15 @@ class RateLimit(_Table):
 
     messages_per_second: float = Field(0.0, ge=0.0)   # 0: no limit (token bucket, 1 s burst)
     connections_per_client: int = Field(0, ge=0)      # 0: no limit
-    reply: Reply = "451 4.7.0 Rate limit exceeded, try again later"
-    connection_reply: Reply = "421 4.7.0 Too many connections from your address"
+    reply: SomeReply = "451 4.7.0 Rate limit exceeded, try again later"
+    connection_reply: SomeReply = "421 4.7.0 Too many connections from your address"
 
 
 class Capacity(_Table):
     """``[sink.capacity]``: a server with ``concurrency`` workers each taking ``service_time``
     per message (answered at end of data), so latency grows with load like a real server's."""
 
-    service_time: Duration | DelayDistribution
+    service_time: Delay
     concurrency: int = Field(1, ge=1)
 
 

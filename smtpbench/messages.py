@@ -42,7 +42,7 @@ import numpy as np
 from .bodies import BLOCK_OCTETS, SHARED, mime_headers, multipart, multipart_minimum, plain  # noqa: F401
 from .protocol.client import Transaction
 from .protocol.data import dot_stuff, normalise_crlf, stuffed_dots, unstuff
-from .scenario import PATTERN_FIELDS, Distribution, Message, ScenarioError
+from .scenario import PATTERN_FIELDS, Distribution, Message, ScenarioError, eml_names
 
 #: z of the 99th percentile of the standard normal: a lognormal's p99 is exp(mu + Z99 * sigma).
 Z99 = 2.3263478740408408
@@ -433,12 +433,10 @@ def _encoded_words(text: str) -> str:
 def _load_eml(folder: str) -> list[tuple[bytes, int, bool, bool]]:
     """Each ``*.eml`` in ``folder`` by name: (stuffed and terminated, its size before stuffing,
     needs SMTPUTF8, has 8-bit)."""
-    if not os.path.isdir(folder):
-        raise ScenarioError(f"key 'message.eml_dir': no such folder {folder!r}")
-    names = sorted(n for n in os.listdir(folder)
-                   if n.lower().endswith(".eml") and os.path.isfile(os.path.join(folder, n)))
-    if not names:
-        raise ScenarioError(f"key 'message.eml_dir': no .eml files in {folder!r}")
+    try:
+        names = eml_names(folder)  # validated with the scenario; the folder may have changed since
+    except ValueError as e:
+        raise ScenarioError(f"key 'message.eml_dir': {e}") from None
     out = []
     for name in names:
         try:

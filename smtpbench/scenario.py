@@ -8,8 +8,10 @@ what is allowed; the CLI prints it and exits 2.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 import os
+import re
 import string
 import tomllib
 from typing import Annotated, Any, Literal, Union
@@ -17,7 +19,9 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
                       model_validator)
 
-from .faultspec import Capacity, Fault, Greylist, RateLimit, RecipientOutcomes, check_one_form
+from .addresses import ADDRESS_HELP, parse_address
+from .faultspec import (Capacity, Fault, Greylist, RateLimit, RecipientOutcomes, check_one_form, min_max,
+                        number_or_table)
 from .protocol.server import DEFAULT_EXTENSIONS, EXTENSIONS
 from .units import DURATION_HELP, SIZE_HELP, parse_duration, parse_size
 
@@ -31,7 +35,8 @@ class ScenarioError(Exception):
 
 
 class _Table(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # TOML has inf and nan: no key here means either (a rate of inf, a weight of nan...).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def _workers(value: Any) -> int | str:
@@ -54,16 +59,80 @@ def resolve_workers(value: int | str) -> int:
     return int(value)
 
 
+def _ip_or_localhost(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address ``host`` names, when it is a literal one or localhost (a listener binds it; no DNS)."""
+    if host == "localhost":
+        return ipaddress.ip_address("127.0.0.1")
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def _listen(value: Any) -> str:
+    """Where a sink listens ("" where the key has a default elsewhere): HOST:PORT with an IP address
+    or localhost (PORT 0: any free one), [IPv6]:PORT or unix:/path, checked before the sink binds."""
+    if not isinstance(value, str):
+        raise ValueError(f"expected {ADDRESS_HELP}, got {value!r}")
+    if value:
+        address = parse_address(value)  # a ValueError says the forms
+        if not address.path and (":" not in value.rsplit("]", 1)[-1] or _ip_or_localhost(address.host) is None):
+            raise ValueError(f"expected {ADDRESS_HELP} with an IP address or localhost and the port, got {value!r}")
+    return value
+
+
+def _stats_listen(value: Any) -> str:
+    # The endpoint takes PUT /faults without authentication: loopback only. It serves TCP (a unix:
+    # path was ignored for 127.0.0.1:2525).
+    if not isinstance(value, str):
+        raise ValueError(f"expected a loopback HOST:PORT such as '127.0.0.1:8025', got {value!r}")
+    if value:
+        address = parse_address(value, default_port=8025)
+        ip = None if address.path else _ip_or_localhost(address.host)
+        if ip is None or not ip.is_loopback:
+            raise ValueError("expected a loopback HOST:PORT such as '127.0.0.1:8025', '[::1]:8025' or 'localhost:8025' "
+                             f"(TCP; the endpoint takes unauthenticated PUT /faults), got {value!r}")
+    return value
+
+
+ListenAddress = Annotated[str, BeforeValidator(_listen)]
+
+
 class Target(_Table):
     """Where ``run`` sends; where ``bench`` starts the built-in sink."""
 
     host: str = "127.0.0.1"
-    port: int = Field(2525, ge=0, le=65535)
+    port: int = Field(2525, ge=1, le=65535)  # port 0 is no server's
     lmtp: bool = False  # the target speaks LMTP (RFC 2033); `bench` follows [sink] lmtp
 
 
-def _capture(value: str) -> str:
-    if value == "none" or value.startswith(("maildir:", "mbox:")) and len(value.split(":", 1)[1]) > 0:
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+
+
+def _domain(value: Any) -> str:
+    """RFC 5321 §4.1.2: a Domain or an address-literal, what EHLO and the 220 greeting carry
+    (a space or CR/LF there would split the command or the reply)."""
+    if isinstance(value, str) and len(value) <= 255:
+        if _DOMAIN.fullmatch(value):
+            return value
+        if value.startswith("[") and value.endswith("]"):
+            inner = value[1:-1]
+            try:
+                ipaddress.IPv6Address(inner[5:]) if inner.startswith("IPv6:") else ipaddress.IPv4Address(inner)
+                return value
+            except ValueError:
+                pass
+    raise ValueError("expected a domain such as 'mail.example' or an address literal such as '[127.0.0.1]' or "
+                     f"'[IPv6:::1]' (RFC 5321 §4.1.2: letters, digits, '-' and dots, no spaces), got {value!r}")
+
+
+Domain = Annotated[str, BeforeValidator(_domain)]
+
+
+def _capture(value: Any) -> str:
+    if isinstance(value, str) and (value == "none" or value.startswith(("maildir:", "mbox:"))
+                                   and len(value.split(":", 1)[1]) > 0):
         return value
     raise ValueError(f"expected 'none', 'maildir:DIR' or 'mbox:FILE', got {value!r}")
 
@@ -71,11 +140,12 @@ def _capture(value: str) -> str:
 class Sink(_Table):
     """``[sink]``: how ``smtpbench sink`` (and ``bench``) behaves."""
 
-    listen: str = ""  # default: the [target] address
+    listen: ListenAddress = ""  # default: the [target] address
     workers: Workers = 1
-    hostname: str = "smtpbench.localhost"
+    hostname: Domain = "smtpbench.localhost"
     advertise: list[Extension] = Field(default_factory=lambda: list(DEFAULT_EXTENSIONS))
-    max_message_size: Size = 10 * 1024 * 1024
+    # RFC 1870 §4: "SIZE 0" advertises no limit, yet the sink would refuse every message.
+    max_message_size: Annotated[Size, Field(ge=1)] = 10 * 1024 * 1024
     max_recipients: int = Field(1000, ge=100)
     max_connections: int = Field(10000, ge=1)
     idle_timeout: Duration = 300.0
@@ -85,7 +155,7 @@ class Sink(_Table):
     lmtp: bool = False
     stats_interval: Duration = 0.0
     stats_file: str = ""
-    stats_listen: str = ""
+    stats_listen: Annotated[str, BeforeValidator(_stats_listen)] = ""
     tls_cert: str = ""       # PEM; with STARTTLS advertised or implicit_tls and none given: self-signed
     tls_key: str = ""
     implicit_tls: bool = False  # TLS from the first byte (RFC 8314, port-465 style)
@@ -142,14 +212,14 @@ class Load(_Table):
     arrival: Literal["constant", "poisson"] = "constant"
     stages: list[Stage] = Field(default_factory=list)
     max_connections: int = Field(100, ge=1)
-    duration: Duration | None = 20.0
+    duration: Annotated[Duration, Field(gt=0)] | None = 20.0  # None (--messages alone): no time limit
     messages: int | None = Field(None, ge=1)
     warmup: Duration = 0.0
     drain: Duration = 10.0  # after the last arrival, time for messages in flight to finish
     processes: Workers = 1
     pipelining: bool = True
     pipeline_messages: bool = False  # closed loop: next MAIL…DATA right behind the data (RFC 2920 §3.1)
-    helo: str = "smtpbench.client"
+    helo: Domain = "smtpbench.client"
     tls: Literal["none", "starttls", "opportunistic", "implicit"] = "none"
     tls_verify: bool = False   # loopback benchmarks use throw-away certificates
     tls_resume: bool = True    # offer the last TLS session again (resumption)
@@ -159,10 +229,34 @@ class Load(_Table):
     retry_schedule: list[Duration] = Field(default_factory=lambda: [1.0])  # wait before retry k (last repeats)
     timeouts: Timeouts = Field(default_factory=Timeouts)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _infer_model(cls, data: Any) -> Any:
+        # rate or stages without a model mean the open loop, unless sessions say the closed one too.
+        if isinstance(data, dict) and data.get("model") is None:
+            open_keys = [k for k in ("rate", "stages") if data.get(k)]
+            if open_keys and "sessions" in data:
+                raise ValueError(f"{' and '.join(open_keys)} (open loop) and sessions (closed loop): "
+                                 "say which with model = \"open\" or model = \"closed\"")
+            if open_keys:
+                data = {**data, "model": "open"}
+        return data
+
     @model_validator(mode="after")
     def _open_needs_rate(self) -> "Load":
         if self.model == "open" and self.rate is None and not self.stages:
             raise ValueError("open loop needs 'rate' (msgs/s) or 'stages'")
+        # A key of the other model would be ignored: a closed loop with rate = 5 runs at full speed.
+        if self.model == "closed" and (self.rate is not None or self.stages):
+            given = " and ".join(k for k in ("rate", "stages") if getattr(self, k))
+            raise ValueError(f"{given} set the open loop's arrivals (model = \"open\"); "
+                             "the closed loop runs 'sessions' back to back, with 'think_time'")
+        if self.model == "open" and self.rate is not None and self.stages:
+            raise ValueError("give 'rate' or 'stages', not both (each stage has its own rate)")
+        if self.model == "open" and self.think_time:
+            raise ValueError("think_time is for the closed loop; an open loop's arrivals follow 'rate' or 'stages'")
+        if self.stages and not any(st.rate > 0 for st in self.stages):
+            raise ValueError("stages: at least one stage needs rate > 0 (with all at 0 nothing is sent)")
         if self.duration and self.warmup >= self.duration:
             # The headline figures leave the warm-up out: nothing would be left to measure.
             raise ValueError(f"warmup ({self.warmup:g} s) must be shorter than duration ({self.duration:g} s)")
@@ -180,7 +274,7 @@ class Load(_Table):
 class Distribution(_Table):
     """A size or count distribution: exactly one of the forms."""
 
-    uniform: tuple[Size, Size] | None = None
+    uniform: Annotated[tuple[Size, Size], BeforeValidator(min_max)] | None = None
     lognormal: dict[str, Size] | None = None
     choices: list[tuple[Size, float]] | None = None
 
@@ -227,7 +321,10 @@ def _check_pattern(value: str) -> str:
     except ValueError as e:
         raise ValueError(f"bad braces ({e}); placeholders are {allowed}, and {{{{ or }}}} for a literal brace") from None
     for _, field, spec, conv in parsed:
-        if field is not None and (field not in PATTERN_FIELDS or spec or conv):
+        if field in PATTERN_FIELDS and (spec or conv):
+            written = "{" + field + (f"!{conv}" if conv else "") + (f":{spec}" if spec else "") + "}"
+            raise ValueError(f"{written}: no format specs or conversions; placeholders are {allowed} as they are")
+        if field is not None and field not in PATTERN_FIELDS:
             raise ValueError(f"unknown placeholder {{{field}}}; allowed: {allowed}")
     return value
 
@@ -241,17 +338,25 @@ def _check_address(value: str) -> str:
     return value
 
 
-def _int_or_table(value: Any) -> str:
-    # Pick the union branch up front, so an error speaks of the form the user wrote
-    # (a bad distribution table is not reported as "expected a size"). The tag names
-    # are ones format_error leaves out of the key path.
-    return "dict" if isinstance(value, (dict, Distribution)) else "int"
-
-
 SizeOrDistribution = Annotated[Union[Annotated[Size, Tag("int")], Annotated[Distribution, Tag("dict")]],
-                               Discriminator(_int_or_table)]
+                               Discriminator(number_or_table)]
 CountOrDistribution = Annotated[Union[Annotated[int, Tag("int")], Annotated[Distribution, Tag("dict")]],
-                                Discriminator(_int_or_table)]
+                                Discriminator(number_or_table)]
+
+
+def eml_names(folder: str) -> list[str]:
+    """The ``*.eml`` files in ``folder``, by name; ValueError when it is missing or has none."""
+    if not os.path.isdir(folder):
+        raise ValueError(f"no such folder {folder!r}; expected a folder of .eml files")
+    names = sorted(n for n in os.listdir(folder)
+                   if n.lower().endswith(".eml") and os.path.isfile(os.path.join(folder, n)))
+    if not names:
+        raise ValueError(f"no .eml files in {folder!r}; expected a folder of .eml files")
+    return names
+
+
+#: What the message factory makes itself and an .eml file brings instead (see messages.py).
+EML_REPLACES = ("size", "subject", "headers", "attachments", "body")
 
 
 class Message(_Table):
@@ -266,6 +371,25 @@ class Message(_Table):
     headers: dict[str, str] = Field(default_factory=dict)
     attachments: int = Field(0, ge=0)
     eml_dir: str = ""
+
+    @field_validator("eml_dir")
+    @classmethod
+    def _eml_dir(cls, v: str) -> str:
+        # Checked here, not when each generator process starts (a worker's traceback, after the sink started).
+        if v:
+            eml_names(v)
+        return v
+
+    @model_validator(mode="after")
+    def _eml_alone(self) -> "Message":
+        # The files are sent as they are: a key that shapes the generated message would be ignored.
+        # (Set means "not the default": after CLI flags every key is written out.)
+        clash = [k for k in EML_REPLACES
+                 if getattr(self, k) != Message.model_fields[k].get_default(call_default_factory=True)]
+        if self.eml_dir and clash:
+            raise ValueError(f"eml_dir sends its .eml files as they are; {', '.join(clash)} would be ignored: "
+                             f"remove {'it' if len(clash) == 1 else 'them'} or eml_dir")
+        return self
 
     @field_validator("recipients")
     @classmethod
@@ -320,22 +444,33 @@ class Relay(_Table):
     """``[relay]``: measure delivery through the server under test to the sink (``bench --relay``)."""
 
     enabled: bool = False
-    listen: str = "127.0.0.1:2526"   # where the sink (the final destination) listens
+    listen: ListenAddress = "127.0.0.1:2526"   # where the sink (the final destination) listens
     drain: Duration = 30.0           # after the load: how long to wait for the queue to empty
     clock_offset_ms: float = 0.0     # sink clock minus generator clock, when on different machines
+
+
+#: A scenario name starts run ids, results/<run-id> folders and Message-IDs: one safe file name.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not NAME.fullmatch(value):
+        raise ValueError("expected 1-64 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit "
+                         f"(it names the run's folder), got {value!r}")
+    return value
 
 
 class Scenario(_Table):
     """A whole scenario file, resolved: every default filled in."""
 
-    name: str = "default"
+    name: Annotated[str, BeforeValidator(_name)] = "default"
     description: str = ""
     seed: int = 1
     target: Target = Field(default_factory=Target)
     sink: Sink = Field(default_factory=Sink)
     load: Load = Field(default_factory=Load)
     message: Message = Field(default_factory=Message)
-    thresholds: dict[str, Union[str, float]] = Field(default_factory=dict)
+    thresholds: dict[str, Any] = Field(default_factory=dict)  # checked by _thresholds, which says what is allowed
     sweep: Sweep | None = None
     relay: Relay = Field(default_factory=Relay)
 
@@ -370,24 +505,25 @@ def step(scenario: Scenario, value: Any) -> Scenario:
     data = scenario.model_dump()
     data["sweep"] = None
     data[table][key] = value
-    if scenario.sweep.parameter == "load.rate":
-        data["load"]["model"] = "open"
-        data["load"]["stages"] = []
+    if scenario.sweep.parameter == "load.rate":  # each step an open loop at that rate, as run --rate
+        data["load"].update(model="open", stages=[], think_time=0.0)
     try:
         return Scenario.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        raise ValueError(f"sweep value {value!r} for {scenario.sweep.parameter}: {err['msg']}") from None
+        msg = e.errors()[0]["msg"].removeprefix("Value error, ")
+        raise ValueError(f"sweep value {value!r} for {scenario.sweep.parameter}: {msg}") from None
 
 
 _HELP = {"Size": SIZE_HELP, "Duration": DURATION_HELP}
+#: The parts of an error's location that name a validator or union branch, not a key (a key such as
+#: 'listen' or 'interval' may start like one).
+_PYDANTIC_TAG = re.compile(r"function-\w+\[.*\]|(int|str|float|bool|tuple|list|dict)(\[.*\])?")
 
 
 def format_error(source: str, err: dict, model: type[BaseModel]) -> str:
     """One line for a pydantic error ``err`` in ``source``: the key path, what is wrong, what is
     allowed (unknown keys list the keys allowed there). Also used for ``PUT /faults`` bodies."""
-    loc = [str(p) for p in err["loc"] if not str(p).startswith(("function-", "int", "str", "float", "tuple", "list", "dict"))
-           or str(p).isdigit()]
+    loc = [str(p) for p in err["loc"] if not _PYDANTIC_TAG.fullmatch(str(p))]
     key = ".".join(loc) if loc else "(top level)"
     if not loc and "sweep value" in err["msg"]:
         key = "sweep.values"
@@ -444,6 +580,11 @@ def load(path: str | os.PathLike | None) -> Scenario:
         raise ScenarioError(f"{source}: no such scenario file") from None
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
         raise ScenarioError(f"{source}: not valid {'JSON' if source.endswith('.json') else 'TOML'}: {e}") from None
+    except UnicodeDecodeError as e:
+        # TOML (and our JSON) is UTF-8 only; a Latin-1 or UTF-16 file fails here, before the parser.
+        kind = "JSON" if source.endswith(".json") else "TOML"
+        raise ScenarioError(f"{source}: not valid {kind} (not UTF-8: byte 0x{e.object[e.start]:02x} at offset "
+                            f"{e.start}); save it as UTF-8") from None
     except OSError as e:
         raise ScenarioError(f"{source}: cannot read: {e.strerror}") from None
     return build(data, source)

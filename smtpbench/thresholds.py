@@ -10,6 +10,8 @@ Keys name a metric of result.json; values are limits:
 
 from __future__ import annotations
 
+import math
+
 from .protocol.client import PHASES
 from .units import parse_duration
 
@@ -33,15 +35,24 @@ def split_metric(key: str) -> tuple[str, str]:
     raise ValueError(f"unknown threshold '{key}'; {HELP}")
 
 
+def _number(value) -> bool:
+    # TOML has inf and nan (and true is an int to Python): none of them is a limit.
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check_key(key: str, value) -> None:
     """Raise ValueError when a threshold key or value is not understood."""
+    if isinstance(value, dict):
+        # [thresholds.response] p99 = "50ms" (or an unquoted response.p99) makes a table in TOML.
+        inner = next(iter(value), "p99")
+        raise ValueError(f"is a table; write each threshold as one quoted key, e.g. \"{key}.{inner}\" = \"50ms\"; {HELP}")
     if key == "error_rate":
-        if not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        if not _number(value) or not 0 <= value <= 1:
             raise ValueError("error_rate must be a fraction between 0 and 1")
         return
     if key == "min_throughput":
-        if not isinstance(value, (int, float)) or value < 0:
-            raise ValueError("min_throughput must be a number of msgs/s")
+        if not _number(value) or value < 0:
+            raise ValueError("min_throughput must be a finite number of msgs/s, at least 0")
         return
     split_metric(key)
     parse_duration(value)

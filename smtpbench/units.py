@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _SIZE_UNITS = {
@@ -21,6 +22,8 @@ def parse_size(value: int | float | str) -> int:
     if isinstance(value, bool):
         raise ValueError(f"expected {SIZE_HELP}")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):  # TOML has inf and nan; neither is an amount
+            raise ValueError(f"must be a finite number; expected {SIZE_HELP}, got {value!r}")
         if value < 0:
             raise ValueError(f"must not be negative; expected {SIZE_HELP}")
         return int(value)
@@ -36,6 +39,8 @@ def parse_duration(value: int | float | str) -> float:
     if isinstance(value, bool):
         raise ValueError(f"expected {DURATION_HELP}")
     if isinstance(value, (int, float)):
+        if not math.isfinite(value):  # TOML has inf and nan; neither is an amount
+            raise ValueError(f"must be a finite number; expected {DURATION_HELP}, got {value!r}")
         if value < 0:
             raise ValueError(f"must not be negative; expected {DURATION_HELP}")
         return float(value)

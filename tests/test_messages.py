@@ -307,7 +307,7 @@ def test_eml_dir_round_trip(tmp_path):
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     (tmp_path / "notes.txt").write_bytes(b"not a message")
-    f = factory(p=1, count=2, eml_dir=str(tmp_path), sender="s{n}@example.org", size=99_999)
+    f = factory(p=1, count=2, eml_dir=str(tmp_path), sender="s{n}@example.org")
     expected = [normalise_crlf(files[n]) for n in ("a.eml", "b.eml", "c.EML")]
     expected[1] += b"\r\n"
     for k in range(6):
@@ -326,11 +326,27 @@ def test_eml_dir_round_trip(tmp_path):
 
 
 def test_eml_dir_missing_or_empty(tmp_path):
-    with pytest.raises(ScenarioError, match="message.eml_dir"):
-        factory(eml_dir=str(tmp_path / "nope"))
+    with pytest.raises(ScenarioError, match="key 'message.eml_dir': no such folder"):
+        build({"message": {"eml_dir": str(tmp_path / "nope")}}, "s.toml")
     (tmp_path / "readme.txt").write_text("no messages here")
+    with pytest.raises(ScenarioError, match="key 'message.eml_dir': no .eml files"):
+        build({"message": {"eml_dir": str(tmp_path)}}, "s.toml")
+    # The folder emptied after validation: the factory still says so, with the key.
+    (tmp_path / "a.eml").write_bytes(b"Subject: x\r\n\r\nbody\r\n")
+    spec = build({"message": {"eml_dir": str(tmp_path)}}, "s.toml").message
+    (tmp_path / "a.eml").unlink()
     with pytest.raises(ScenarioError, match="message.eml_dir.*no .eml files"):
-        factory(eml_dir=str(tmp_path))
+        MessageFactory(spec, 1, "run-1")
+
+
+@pytest.mark.parametrize("key, value", [("size", "2KiB"), ("subject", "hi"), ("headers", {"X-A": "b"}),
+                                        ("attachments", 1), ("body", "8bit")])
+def test_eml_dir_takes_no_key_it_would_ignore(tmp_path, key, value):
+    (tmp_path / "a.eml").write_bytes(b"Subject: x\r\n\r\nbody\r\n")
+    with pytest.raises(ScenarioError) as e:
+        build({"message": {"eml_dir": str(tmp_path), key: value}}, "s.toml")
+    assert str(e.value).startswith("s.toml: key 'message': eml_dir sends its .eml files as they are; "
+                                   f"{key} would be ignored"), e.value
 
 
 # -- BDAT -----------------------------------------------------------------------------------------

@@ -462,6 +462,8 @@ BAD_FAULT_BODIES = [
     ([{**BLOCK, "on": "SEND"}], "key 'faults.0.on': Input should be 'connect', 'banner', 'EHLO'"),
     ([{**BLOCK, "probability": 2}], "key 'faults.0.probability': Input should be less than or equal to 1 (got 2)"),
     ([{"on": "RCPT", "action": "reply"}], "key 'faults.0': action 'reply' needs reply"),
+    ([{"on": "RCPT", "action": "delay", "delay": {"exponential": {"mean": 0}}}],
+     "key 'faults.0.delay': exponential needs exactly 'mean', more than 0"),
     (BLOCK, "key 'faults': Input should be a valid array"),
     (b'[{"on": "RCPT",', "not valid JSON: "),
 ]
