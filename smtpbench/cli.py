@@ -162,6 +162,20 @@ def _report_parsers(sub) -> None:
     p.add_argument("--out", "-o", metavar="DIR", help="report folder (default: reports/compare-<baseline>-vs-<contender>)")
 
 
+def _auth_users(values: list[str] | None) -> dict[str, str] | None:
+    """``--auth-user USER:PASSWORD`` (repeatable). One without the colon must not be dropped: with
+    no users left, --auth-required would let any credentials pass."""
+    if not values:
+        return None
+    users = {}
+    for text in values:
+        user, colon, password = text.partition(":")
+        if not colon or not user:
+            raise ScenarioError(f"--auth-user needs USER:PASSWORD, got {text!r}")
+        users[user] = password
+    return users
+
+
 def cmd_sink(args: argparse.Namespace) -> int:
     from .sink.run import run_sink
 
@@ -180,7 +194,7 @@ def cmd_sink(args: argparse.Namespace) -> int:
         "sink__stats_listen": args.stats_listen, "sink__listen": args.listen,
         "sink__tls_cert": args.tls_cert, "sink__tls_key": args.tls_key, "sink__implicit_tls": args.implicit_tls,
         "sink__auth_required": args.auth_required,
-        "sink__auth_users": dict(u.split(":", 1) for u in args.auth_user if ":" in u) if args.auth_user else None,
+        "sink__auth_users": _auth_users(args.auth_user),
     }
     scenario = override(scenario, f"{source} (with command-line flags)", **flags)
     sink = scenario.sink
@@ -307,6 +321,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.relay or args.drain or args.relay_listen:
         scenario = override(scenario, f"{source} (with command-line flags)", relay__enabled=True if args.relay else None,
                             relay__drain=args.drain, relay__listen=args.relay_listen)
+    if not scenario.relay.enabled and (args.drain or args.relay_listen):
+        # Without relay mode nothing reads them: say so rather than run a different benchmark.
+        given = [f for f, v in (("--relay-listen", args.relay_listen), ("--drain", args.drain)) if v]
+        raise ScenarioError(f"{' and '.join(given)} need{'' if len(given) > 1 else 's'} --relay "
+                            f"(or [relay] enabled = true in the scenario)")
     target = _target(args, scenario, source) if args.target else None
     if scenario.sweep is not None:
         return _sweep(scenario, args, "bench", target)

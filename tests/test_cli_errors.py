@@ -1,0 +1,54 @@
+"""Bad input on the command line, through the real command: exit 2 with one line that names what was
+wrong and what is allowed, never a traceback, and a finished run's results never lost to a late error."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import free_port
+
+ROOT = str(Path(__file__).resolve().parents[1])
+
+
+def smtpbench(cwd, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """``python -m smtpbench ARGS`` in ``cwd`` (so default output folders land there)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", "smtpbench", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_usage_error(done: subprocess.CompletedProcess, *words: str) -> str:
+    """Exit 2, no traceback, one line on stderr holding every one of ``words``; return that line."""
+    assert done.returncode == 2, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+# -- sink flags --------------------------------------------------------------------------------
+
+
+def test_auth_user_without_a_password_is_refused(tmp_path):
+    """It used to be dropped, and with --auth-required and no users left any credentials passed."""
+    done = smtpbench(tmp_path, "sink", "--listen", f"127.0.0.1:{free_port()}", "--auth-required",
+                     "--auth-user", "bob", timeout=30)
+    assert_usage_error(done, "--auth-user needs USER:PASSWORD", "'bob'")
+
+
+# -- bench flags -------------------------------------------------------------------------------
+
+
+def test_relay_flags_without_relay_are_refused(tmp_path):
+    """--relay-listen and --drain only mean something in relay mode; they were silently ignored."""
+    done = smtpbench(tmp_path, "bench", "--drain", "1s", "--sessions", "1", "--messages", "2", "--no-report")
+    assert_usage_error(done, "--drain needs --relay")
+    done = smtpbench(tmp_path, "bench", "--relay-listen", f"127.0.0.1:{free_port()}", "--drain", "1s",
+                     "--sessions", "1", "--messages", "2", "--no-report")
+    assert_usage_error(done, "--relay-listen and --drain need --relay")
+    assert not (tmp_path / "results").exists()  # nothing ran
