@@ -50,6 +50,9 @@ from .scenario import Scenario
 from .thresholds import evaluate
 
 SCHEMA = "smtpbench.result/1"
+#: The keys every report reads, and their JSON types (:func:`load_result` checks them).
+REQUIRED = {"run_id": str, "load": dict, "totals": dict, "latency": dict, "histograms": dict,
+            "timeseries": dict, "health": dict, "verdict": str}
 
 #: Generator health limits: beyond these the generator, not the server, limited the run.
 CPU_SATURATED = 0.95        # share of one core, median over measured intervals
@@ -243,7 +246,16 @@ def load_result(path: str) -> dict:
     if os.path.isdir(path):
         path = os.path.join(path, "result.json")
     with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+        try:
+            data = json.load(f)
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError: neither names the file
+            raise ValueError(f"{path}: not a smtpbench result (not valid JSON: {e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a smtpbench result (a JSON {type(data).__name__}, expected an object)")
     if data.get("schema") != SCHEMA:
         raise ValueError(f"{path}: not a smtpbench result (schema {data.get('schema')!r}, expected {SCHEMA!r})")
+    # Reports index these directly: a file cut down by hand would fail half-way through one.
+    missing = [key for key in REQUIRED if not isinstance(data.get(key), REQUIRED[key])]
+    if missing:
+        raise ValueError(f"{path}: not a complete smtpbench result: missing or malformed {', '.join(missing)}")
     return data

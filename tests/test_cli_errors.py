@@ -52,3 +52,25 @@ def test_relay_flags_without_relay_are_refused(tmp_path):
                      "--sessions", "1", "--messages", "2", "--no-report")
     assert_usage_error(done, "--relay-listen and --drain need --relay")
     assert not (tmp_path / "results").exists()  # nothing ran
+
+
+# -- report and compare ------------------------------------------------------------------------
+
+
+def test_json_that_is_not_a_result_is_refused_by_name(tmp_path):
+    """A JSON list, and an object with the schema but none of a result's tables, crashed the
+    report half-way (AttributeError, KeyError 'run_id' or 'timeseries')."""
+    from report_helpers import synthetic_result, write_result
+
+    good = str(write_result(tmp_path / "good", synthetic_result([100] * 5)))
+    (tmp_path / "list.json").write_text("[]")
+    (tmp_path / "schema.json").write_text('{"schema": "smtpbench.result/1"}')
+    (tmp_path / "broken.json").write_text('{"schema": ')
+    for command in (["report"], ["compare", good]):
+        line = assert_usage_error(smtpbench(tmp_path, *command, "list.json"), "list.json", "not a smtpbench result",
+                                  "expected an object")
+        assert line.startswith(f"smtpbench {command[0]}: ")
+        assert_usage_error(smtpbench(tmp_path, *command, "schema.json"), "schema.json", "missing",
+                           "run_id", "timeseries")
+        assert_usage_error(smtpbench(tmp_path, *command, "broken.json"), "broken.json", "not valid JSON")
+    assert not (tmp_path / "reports").exists()
