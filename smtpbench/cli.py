@@ -214,6 +214,18 @@ def cmd_sink(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def output_folder(folder: str, flag: str | None) -> str:
+    """Create the output folder before any work, or raise ScenarioError naming ``flag`` (None: the
+    default folder) and why: found after a run, a bad --out would cost its results."""
+    from .results import folder_error, prepare_folder
+
+    try:
+        prepare_folder(folder)
+    except OSError as e:
+        raise ScenarioError(f"{flag or 'output folder'}: {folder_error(folder, e)}") from None
+    return folder
+
+
 def _new_run_id(name: str) -> str:
     import datetime
     import secrets
@@ -293,7 +305,13 @@ def _write_report(result_path: str, out_dir: str) -> str | None:
         from .report import write_report
     except ImportError:
         return None
-    return write_report(result_path, out_dir)
+    try:
+        return write_report(result_path, out_dir)
+    except OSError as e:  # the result is saved; say why its report is not, and keep the run's verdict
+        from .results import folder_error
+
+        print(f"smtpbench: no report: {folder_error(out_dir, e)}", file=sys.stderr)
+        return None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -305,8 +323,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if scenario.sweep is not None:
         return _sweep(scenario, args, "run", target)
     run_id = _new_run_id(scenario.name)
+    folder = output_folder(args.out or f"results/{run_id}", "--out" if args.out else None)
     result = execute_load(scenario, target, "run", run_id)
-    path = save(result, args.out or f"results/{run_id}")
+    path = save(result, folder)
     print(summary_text(result, path))
     return _exit_code(result)
 
@@ -330,7 +349,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if scenario.sweep is not None:
         return _sweep(scenario, args, "bench", target)
     run_id = _new_run_id(scenario.name)
-    result, path = _one_run(scenario, args, "bench", args.out or f"results/{run_id}", run_id, target)
+    folder = output_folder(args.out or f"results/{run_id}", "--out" if args.out else None)
+    result, path = _one_run(scenario, args, "bench", folder, run_id, target)
     print(summary_text(result, path))
     if result.get("crosscheck"):
         c = result["crosscheck"]
@@ -353,7 +373,7 @@ def _sweep(scenario, args, kind: str, target) -> int:
     from .sweep import summarise
 
     sweep_id = _new_run_id(scenario.name + "-sweep")
-    root = args.out or f"results/{sweep_id}"
+    root = output_folder(args.out or f"results/{sweep_id}", "--out" if args.out else None)
     no_report = getattr(args, "no_report", False)
     args = argparse.Namespace(**{**vars(args), "no_report": True})  # step reports: built with the sweep's
     steps = []
@@ -385,6 +405,10 @@ def _sweep(scenario, args, kind: str, target) -> int:
             print(f"  report: {write_sweep_report(root, os.path.join('reports', sweep_id))}")
         except ImportError as e:  # matplotlib missing: sweep.json is there; `smtpbench report` later
             print(f"  no report: {e}", file=sys.stderr)
+        except OSError as e:  # the same: the sweep is saved, its report can be built later
+            from .results import folder_error
+
+            print(f"  no report: {folder_error(os.path.join('reports', sweep_id), e)}", file=sys.stderr)
     # A sweep is meant to cross the knee: it succeeds when it found a sustainable point.
     return EXIT_OK if best is not None else max(_exit_code(r) for _, _, r in steps)
 
@@ -425,7 +449,7 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import os
 
-    from .report.build import build_report, read_runs
+    from .report.build import build_report, read_runs, report_dir
     from .sweep import is_sweep
 
     sweeps = [p for p in args.runs if is_sweep(p)]
@@ -440,7 +464,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         for summary, folder in loaded:
             out = args.out and (args.out if len(args.runs) == 1 else sweep_report_dir(summary, args.out))
-            print(f"report: {build_sweep_report(summary, folder, out or None)}")
+            out = output_folder(out or sweep_report_dir(summary), "--out" if args.out else None)
+            print(f"report: {build_sweep_report(summary, folder, out)}")
     runs = [p for p in args.runs if p not in sweeps]
     if sweeps and not runs:
         return EXIT_OK
@@ -451,12 +476,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     for result in results:
         folder = args.out and (args.out if len(args.runs) == 1 else os.path.join(args.out, result["run_id"]))
-        print(f"report: {build_report(result, folder or None)}")
+        folder = output_folder(folder or report_dir(result), "--out" if args.out else None)
+        print(f"report: {build_report(result, folder)}")
     return EXIT_OK
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .report.build import build_comparison, read_runs
+    from .report.build import build_comparison, comparison_dir, read_runs
     from .report.compare import compare, summary_text
 
     try:
@@ -464,8 +490,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"smtpbench compare: {e}", file=sys.stderr)
         return EXIT_USAGE
+    folder = output_folder(args.out or comparison_dir(results), "--out" if args.out else None)
     comparison = compare(results[0], results[1:])
-    path = build_comparison(results, args.out, comparison)
+    path = build_comparison(results, folder, comparison)
     print(summary_text(results, comparison, path))
     return EXIT_OK
 
@@ -505,7 +532,7 @@ def cmd_locust(args: argparse.Namespace) -> int:
         raise ScenarioError(f"--workers: expected a number of processes (0 = one --headless process) or 'auto', got {text!r}")
     workers = resolve_workers(text) if text != "0" else 0
     run_id = _new_run_id(scenario.name)
-    folder = args.out or f"results/{run_id}"
+    folder = output_folder(args.out or f"results/{run_id}", "--out" if args.out else None)
     code = launch(scenario, str(target), workers, folder, run_id, args.phases, args.locust_arg)
     result_path = os.path.join(folder, "result.json")
     if not os.path.exists(result_path):

@@ -210,6 +210,29 @@ def _health(result: dict, merged: dict, series: dict) -> dict:
             "send_rate": round(sum(sent) / len(sent) / step, 2) if sent else 0.0}
 
 
+def prepare_folder(folder: str) -> None:
+    """Create ``folder`` (and its parents) and check that a file can be written in it; OSError if not.
+
+    Called before a run: a bad ``--out`` found by :func:`save` after the load would lose the run.
+    """
+    os.makedirs(folder, exist_ok=True)
+    probe = os.path.join(folder, f".smtpbench-probe-{os.getpid()}")
+    with open(probe, "w", encoding="utf-8"):
+        pass
+    os.unlink(probe)
+
+
+def folder_error(folder: str, e: OSError) -> str:
+    """Why ``folder`` cannot hold output, in words (the errno names alone puzzle: "File exists")."""
+    if isinstance(e, FileExistsError) or (isinstance(e, NotADirectoryError) and os.path.isfile(folder)):
+        why = "a file of that name is there"
+    elif isinstance(e, NotADirectoryError):
+        why = "a part of the path is a file, not a folder"
+    else:
+        why = e.strerror or str(e)
+    return f"cannot write to folder {folder!r}: {why}; expected a folder that can be created or written to"
+
+
 def save(result: dict, folder: str, name: str = "result.json") -> str:
     """Write ``folder/name`` (atomically: a reader never sees half a file); return its path."""
     os.makedirs(folder, exist_ok=True)

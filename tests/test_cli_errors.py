@@ -74,3 +74,32 @@ def test_json_that_is_not_a_result_is_refused_by_name(tmp_path):
                            "run_id", "timeseries")
         assert_usage_error(smtpbench(tmp_path, *command, "broken.json"), "broken.json", "not valid JSON")
     assert not (tmp_path / "reports").exists()
+
+
+# -- output folders ----------------------------------------------------------------------------
+
+
+def test_an_unusable_out_folder_is_refused_before_the_run(start_sink, tmp_path):
+    """A file, a path through a file, a folder that cannot be made: found by save() after the load,
+    these cost the run's results (FileExistsError, NotADirectoryError, FileNotFoundError)."""
+    sink = start_sink()
+    (tmp_path / "afile").write_text("precious")
+    for out, why in (("afile", "a file of that name is there"), ("afile/sub", "a part of the path is a file"),
+                     ("/proc/nope", "No such file or directory")):
+        done = smtpbench(tmp_path, "run", "--target", sink.address, "--sessions", "1", "--messages", "2", "--out", out)
+        assert_usage_error(done, "--out", repr(out), why, "expected a folder")
+    done = smtpbench(tmp_path, "bench", "--sessions", "1", "--messages", "2", "--out", "afile", "--no-report")
+    assert_usage_error(done, "--out", "'afile'", "a file of that name is there")
+    assert (tmp_path / "afile").read_text() == "precious"
+    assert sink.stop()["messages"] == 0  # refused before any load
+
+
+def test_report_and_compare_refuse_an_unusable_out_folder(tmp_path):
+    from report_helpers import synthetic_result, write_result
+
+    run = str(write_result(tmp_path / "run", synthetic_result([100] * 5)))
+    (tmp_path / "afile").write_text("precious")
+    assert_usage_error(smtpbench(tmp_path, "report", run, "--out", "afile"), "--out", "'afile'", "a file")
+    assert_usage_error(smtpbench(tmp_path, "compare", run, run, "--out", "afile/x"), "--out", "'afile/x'",
+                       "a part of the path is a file")
+    assert (tmp_path / "afile").read_text() == "precious"
