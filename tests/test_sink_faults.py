@@ -447,6 +447,7 @@ BAD_FAULT_BODIES = [
     ([{"on": "RCPT", "action": "reply"}], "key 'faults.0': action 'reply' needs reply"),
     (BLOCK, "key 'faults': Input should be a valid array"),
     (b'[{"on": "RCPT",', "not valid JSON: "),
+    (b"", "the body is empty; expected a JSON list of rules ([] clears them)"),  # it used to clear them
 ]
 
 

@@ -103,6 +103,7 @@ def faults_from_json(payload: str) -> list:
 
 
 FAULTS_SOURCE = "PUT /faults"
+EMPTY_FAULTS = f"{FAULTS_SOURCE}: the body is empty; expected a JSON list of rules ([] clears them)\n"
 
 
 def fault_rules_error(e) -> str:
@@ -120,14 +121,16 @@ def fault_rules_error(e) -> str:
 
 def _fault_endpoint(apply):
     """``PUT /faults`` with a JSON list of rules (the ``[[sink.faults]]`` schema) replaces them live;
-    a body that is not valid rules gets 400 with one line (:func:`fault_rules_error`) and changes nothing."""
+    a body that is empty or not valid rules gets 400 with one line (:func:`fault_rules_error`) and changes nothing."""
     from pydantic import ValidationError
 
     def handle(method: str, path: str, body: bytes):
         if path != "/faults" or method not in ("PUT", "POST"):
             return None
+        if not body.strip():  # a PUT without --data, say: clearing the rules takes an explicit []
+            return 400, "text/plain", EMPTY_FAULTS.encode()
         try:
-            rules = faults_from_json(body.decode("utf-8") or "[]")
+            rules = faults_from_json(body.decode("utf-8"))
         except (ValidationError, UnicodeDecodeError) as e:
             return 400, "text/plain", (fault_rules_error(e) + "\n").encode()
         payload = json.dumps([r.model_dump(mode="json") for r in rules])
