@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from . import __version__, eventloop
-from .addresses import parse_address
+from .addresses import is_loopback, parse_address
 from .scenario import ScenarioError, load, override, resolve_workers
 
 EXIT_OK, EXIT_THRESHOLDS, EXIT_USAGE, EXIT_INVALID = 0, 1, 2, 3
@@ -123,12 +123,29 @@ def _load_clears(args: argparse.Namespace) -> tuple[str, ...]:
     return ("load__duration",) if args.messages is not None and args.duration is None else ()
 
 
-def _target(args: argparse.Namespace, scenario, source: str):
-    text = args.target or f"{scenario.target.host}:{scenario.target.port}"
+def _address(text: str, source: str, key: str, flag: str, default_port: int = 2525):
+    """Parse an address from ``key`` of the scenario or its ``flag``; ScenarioError naming both."""
     try:
-        return parse_address(text)
+        return parse_address(text, default_port)
     except ValueError as e:
-        raise ScenarioError(f"{source}: key 'target' (--target): {e}") from None
+        raise ScenarioError(f"{source}: key '{key}' ({flag}): {e}") from None
+
+
+def _target(args: argparse.Namespace, scenario, source: str):
+    return _address(args.target or f"{scenario.target.host}:{scenario.target.port}", source, "target", "--target")
+
+
+def _check_stats_listen(sink, source: str) -> None:
+    """The stats endpoint serves HTTP on TCP and takes unauthenticated ``PUT /faults``: loopback only."""
+    if not sink.stats_listen:
+        return
+    where = _address(sink.stats_listen, source, "sink.stats_listen", "--stats-listen", default_port=8025)
+    problem = ("is a unix socket; the endpoint serves HTTP on TCP" if where.path else
+               "is not a loopback address; the endpoint takes unauthenticated PUT /faults" if not is_loopback(where.host)
+               else "")
+    if problem:
+        raise ScenarioError(f"{source}: key 'sink.stats_listen' (--stats-listen): {sink.stats_listen!r} {problem}; "
+                            f"expected 127.0.0.1:PORT, [::1]:PORT or localhost:PORT")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -198,11 +215,8 @@ def cmd_sink(args: argparse.Namespace) -> int:
     }
     scenario = override(scenario, f"{source} (with command-line flags)", **flags)
     sink = scenario.sink
-    listen_text = sink.listen or f"{scenario.target.host}:{scenario.target.port}"
-    try:
-        address = parse_address(listen_text)
-    except ValueError as e:
-        raise ScenarioError(f"{source}: key 'sink.listen' (--listen): {e}") from None
+    address = _address(sink.listen or f"{scenario.target.host}:{scenario.target.port}", source, "sink.listen", "--listen")
+    _check_stats_listen(sink, source)
     workers = resolve_workers(sink.workers)
     if address.path and workers > 1:
         raise ScenarioError(f"{source}: key 'sink.workers': unix sockets take workers = 1 (SO_REUSEPORT is TCP only)")

@@ -103,3 +103,15 @@ def test_report_and_compare_refuse_an_unusable_out_folder(tmp_path):
     assert_usage_error(smtpbench(tmp_path, "compare", run, run, "--out", "afile/x"), "--out", "'afile/x'",
                        "a part of the path is a file")
     assert (tmp_path / "afile").read_text() == "precious"
+
+
+def test_stats_listen_takes_a_loopback_tcp_address(tmp_path):
+    """A bad port was a ValueError traceback; unix:/path bound HTTP on 127.0.0.1:2525 instead; a
+    public address would have served the unauthenticated PUT /faults to the network."""
+    listen = f"127.0.0.1:{free_port()}"
+    for stats, why in (("127.0.0.1:99999", "bad port"), (f"unix:{tmp_path}/stats.sock", "is a unix socket"),
+                       ("0.0.0.0:8025", "is not a loopback address"), ("example.com:8025", "is not a loopback")):
+        done = smtpbench(tmp_path, "sink", "--listen", listen, "--stats-listen", stats, timeout=30)
+        line = assert_usage_error(done, "sink.stats_listen", "--stats-listen", why)
+        assert "bad port" in why or "expected 127.0.0.1:PORT, [::1]:PORT or localhost:PORT" in line
+        assert "listening" not in done.stdout
