@@ -195,6 +195,7 @@ def _auth_users(values: list[str] | None) -> dict[str, str] | None:
 
 def cmd_sink(args: argparse.Namespace) -> int:
     from .sink.run import run_sink
+    from .sink.server import StartError
 
     source = args.scenario or "<defaults>"
     scenario = load(args.scenario)
@@ -222,8 +223,11 @@ def cmd_sink(args: argparse.Namespace) -> int:
         raise ScenarioError(f"{source}: key 'sink.workers': unix sockets take workers = 1 (SO_REUSEPORT is TCP only)")
     try:
         run_sink(sink, address, workers, seed=scenario.seed)
-    except OSError as e:
-        print(f"smtpbench sink: cannot listen on {address}: {e.strerror or e}", file=sys.stderr)
+    except StartError as e:
+        print(f"smtpbench sink: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:  # what is not named above: no traceback, but no guess at the cause either
+        print(f"smtpbench sink: cannot start: {e.strerror or e}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_OK
 

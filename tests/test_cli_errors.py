@@ -115,3 +115,41 @@ def test_stats_listen_takes_a_loopback_tcp_address(tmp_path):
         line = assert_usage_error(done, "sink.stats_listen", "--stats-listen", why)
         assert "bad port" in why or "expected 127.0.0.1:PORT, [::1]:PORT or localhost:PORT" in line
         assert "listening" not in done.stdout
+
+
+def test_sink_start_failures_name_the_flag_that_failed(tmp_path):
+    """Every start-up failure used to read "cannot listen on <the SMTP address>", often after
+    "listening on …": each now names its own key and flag, and nothing claims to listen."""
+    import socket
+
+    (tmp_path / "afile").write_text("precious")
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "bad.pem").write_text("not a certificate\n")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = f"127.0.0.1:{busy.getsockname()[1]}"
+        cases = [
+            (["--stats-listen", taken], ["key 'sink.stats_listen' (--stats-listen): cannot listen on " + taken]),
+            (["--stats-file", "/nonexistent/dir/f.jsonl"],
+             ["key 'sink.stats_file' (--stats-file)", "'/nonexistent/dir/f.jsonl'", "No such file"]),
+            (["--advertise", "STARTTLS", "--tls-cert", "/nonexistent.pem"],
+             ["key 'sink.tls_cert' (--tls-cert): no such file '/nonexistent.pem'"]),
+            (["--implicit-tls", "--tls-cert", "bad.pem"],
+             ["key 'sink.tls_cert' (--tls-cert): cannot load 'bad.pem'", "PEM lib", "expected a PEM certificate"]),
+            (["--capture", "maildir:afile"], ["key 'sink.capture' (--capture)", "'maildir:afile'", "Not a directory"]),
+            (["--capture", "mbox:adir"], ["key 'sink.capture' (--capture)", "'mbox:adir'", "Is a directory"]),
+        ]
+        for args, words in cases:
+            done = smtpbench(tmp_path, "sink", "--listen", f"127.0.0.1:{free_port()}", *args, timeout=30)
+            assert_usage_error(done, "smtpbench sink: ", *words)
+            assert "listening" not in done.stdout and "stats endpoint" not in done.stdout, (args, done.stdout)
+        # With workers the parent checks capture and TLS itself, and stops its workers when the endpoint fails.
+        for args, words in (cases[0], cases[4]):
+            done = smtpbench(tmp_path, "sink", "--workers", "2", "--listen", f"127.0.0.1:{free_port()}", *args,
+                             timeout=30)
+            assert_usage_error(done, "smtpbench sink: ", *words)
+            assert "listening" not in done.stdout, (args, done.stdout)
+        done = smtpbench(tmp_path, "sink", "--listen", taken, timeout=30)
+        assert_usage_error(done, f"key 'sink.listen' (--listen): cannot listen on {taken}", "in use")
+    assert (tmp_path / "afile").read_text() == "precious"
