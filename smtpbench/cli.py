@@ -123,12 +123,13 @@ def _load_clears(args: argparse.Namespace) -> tuple[str, ...]:
     return ("load__duration",) if args.messages is not None and args.duration is None else ()
 
 
-def _address(text: str, source: str, key: str, flag: str, default_port: int = 2525):
-    """Parse an address from ``key`` of the scenario or its ``flag``; ScenarioError naming both."""
+def _address(text: str, source: str, key: str | None, flag: str, default_port: int = 2525):
+    """Parse an address from ``key`` of the scenario (None: a flag alone) or its ``flag``;
+    ScenarioError naming them."""
     try:
         return parse_address(text, default_port)
     except ValueError as e:
-        raise ScenarioError(f"{source}: key '{key}' ({flag}): {e}") from None
+        raise ScenarioError(f"{source}: key '{key}' ({flag}): {e}" if key else f"{flag}: {e}") from None
 
 
 def _target(args: argparse.Namespace, scenario, source: str):
@@ -302,7 +303,7 @@ def _one_run(scenario, args, kind: str, folder: str, run_id: str, target=None) -
                            lambda sc, t: execute_load(sc, t, kind, run_id))
     else:
         if target is None:
-            sink = EmbeddedSink(scenario, folder, args.listen or "127.0.0.1:0")
+            sink = EmbeddedSink(scenario, folder, args.listen or "127.0.0.1:0", "--listen" if args.listen else None)
             target = sink.start()
         try:
             result = execute_load(scenario, target, kind, run_id)
@@ -364,6 +365,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ScenarioError(f"{' and '.join(given)} need{'' if len(given) > 1 else 's'} --relay "
                             f"(or [relay] enabled = true in the scenario)")
     target = _target(args, scenario, source) if args.target else None
+    _check_bench_sink(args, scenario, source)
     if scenario.sweep is not None:
         return _sweep(scenario, args, "bench", target)
     run_id = _new_run_id(scenario.name)
@@ -379,6 +381,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if result.get("report"):
         print(f"  report: {result['report']}")
     return _exit_code(result)
+
+
+def _check_bench_sink(args: argparse.Namespace, scenario, source: str) -> None:
+    """The embedded sink's addresses, before anything starts: a bad one would fail in the sink's
+    process, found only once bench waits for it."""
+    if scenario.relay.enabled:
+        _local(_address(scenario.relay.listen, source, "relay.listen", "--relay-listen"), "--relay-listen")
+    elif args.listen:
+        _local(_address(args.listen, source, None, "--listen"), "--listen")
+    _check_stats_listen(scenario.sink, source)
+
+
+def _local(address, flag: str) -> None:
+    """A host to listen on must resolve (``--listen garbage`` is host "garbage", port 2525)."""
+    import socket
+
+    if address.path:
+        return
+    try:
+        socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ScenarioError(f"{flag}: cannot listen on {address}: host {address.host!r} is unknown ({e.strerror}); "
+                            f"expected HOST:PORT with HOST a local address, [IPv6]:PORT or unix:/path") from None
 
 
 def _sweep(scenario, args, kind: str, target) -> int:

@@ -153,3 +153,34 @@ def test_sink_start_failures_name_the_flag_that_failed(tmp_path):
         done = smtpbench(tmp_path, "sink", "--listen", taken, timeout=30)
         assert_usage_error(done, f"key 'sink.listen' (--listen): cannot listen on {taken}", "in use")
     assert (tmp_path / "afile").read_text() == "precious"
+
+
+def test_bench_sink_that_cannot_start_exits_2_with_its_reason(tmp_path):
+    """A RuntimeError traceback ("the embedded sink did not start; see …/sink.log") before: bad
+    addresses are refused up front naming the flag, and a sink that still fails gives its reason."""
+    import socket
+
+    (tmp_path / "afile").write_text("precious")
+    (tmp_path / "capture.toml").write_text('[sink]\ncapture = "maildir:afile"\n')
+    load = ["--sessions", "1", "--messages", "2", "--no-report", "--out", "out"]
+    nobody = f"127.0.0.1:{free_port()}"
+    relay = ["--relay", "--drain", "1s", "--target", nobody]
+    assert_usage_error(smtpbench(tmp_path, "bench", "--listen", "127.0.0.1:99999", *load), "--listen: bad port")
+    assert_usage_error(smtpbench(tmp_path, "bench", "--listen", "garbage", *load),
+                       "--listen: cannot listen on garbage:2525: host 'garbage' is unknown")
+    assert_usage_error(smtpbench(tmp_path, "bench", *relay, "--relay-listen", "127.0.0.1:99999", *load),
+                       "key 'relay.listen' (--relay-listen): bad port")
+    assert_usage_error(smtpbench(tmp_path, "bench", *relay, "--relay-listen", "garbage", *load),
+                       "--relay-listen: cannot listen on garbage:2525")
+    line = assert_usage_error(smtpbench(tmp_path, "bench", "capture.toml", *load),
+                              "the embedded sink did not start: key 'sink.capture'", "'maildir:afile'", "sink.log")
+    assert "Traceback" not in (tmp_path / "out" / "sink.log").read_text(), line
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = f"127.0.0.1:{busy.getsockname()[1]}"
+        assert_usage_error(smtpbench(tmp_path, "bench", "--listen", taken, *load),
+                           f"the embedded sink (--listen {taken}) did not start", "in use")
+        assert_usage_error(smtpbench(tmp_path, "bench", *relay, "--relay-listen", taken, *load),
+                           f"the embedded sink (--relay-listen {taken}) did not start", "in use")
+    assert (tmp_path / "afile").read_text() == "precious"
