@@ -10,6 +10,7 @@ Exit codes (documented in the README):
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from . import __version__, eventloop
@@ -17,6 +18,16 @@ from .addresses import is_loopback, parse_address
 from .scenario import ScenarioError, load, override, resolve_workers
 
 EXIT_OK, EXIT_THRESHOLDS, EXIT_USAGE, EXIT_INVALID = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse takes ``-1s`` (unlike ``-1``) for a flag, so ``--duration -1s`` said "expected one
+    argument"; as a value it reaches the unit parser, which says it must not be negative. No flag of
+    ours is a digit, so a digit after the dash always begins a value (subparsers inherit the class)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\d*\.?\d+[a-zA-Zµ]*$")
 
 
 def _csv(text: str) -> list[str]:
@@ -150,7 +161,7 @@ def _check_stats_listen(sink, source: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smtpbench", description="SMTP load testing and benchmarking toolkit")
+    parser = _Parser(prog="smtpbench", description="SMTP load testing and benchmarking toolkit")
     parser.add_argument("--version", action="version", version=f"smtpbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _sink_parser(sub)

@@ -184,3 +184,13 @@ def test_bench_sink_that_cannot_start_exits_2_with_its_reason(tmp_path):
         assert_usage_error(smtpbench(tmp_path, "bench", *relay, "--relay-listen", taken, *load),
                            f"the embedded sink (--relay-listen {taken}) did not start", "in use")
     assert (tmp_path / "afile").read_text() == "precious"
+
+
+def test_a_negative_duration_or_size_is_named_as_such(tmp_path):
+    """argparse took "-1s" for a flag ("expected one argument"); it is a value, and a negative one."""
+    target = f"127.0.0.1:{free_port()}"
+    for flag, value, key in (("--duration", "-1s", "load.duration"), ("-d", "-500ms", "load.duration"),
+                             ("--warmup", "-2s", "load.warmup"), ("--size", "-1KiB", "message.size")):
+        done = smtpbench(tmp_path, "run", "--target", target, flag, value, "--out", "out")
+        assert_usage_error(done, f"key '{key}': must not be negative", f"got '{value}'")
+    assert not (tmp_path / "out").exists()
