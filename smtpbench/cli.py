@@ -467,11 +467,20 @@ def _sweep(scenario, args, kind: str, target) -> int:
     return EXIT_OK if best is not None else max(_exit_code(r) for _, _, r in steps)
 
 
+def _check_addresses(scenario, source: str) -> None:
+    """The address keys (plain strings to the schema) as ``sink`` and ``bench`` will read them."""
+    if scenario.sink.listen:
+        _address(scenario.sink.listen, source, "sink.listen", "--listen")
+    _address(scenario.relay.listen, source, "relay.listen", "--relay-listen")
+    _check_stats_listen(scenario.sink, source)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     status = EXIT_OK
     for path in args.files:
         try:
             sc = load(path)
+            _check_addresses(sc, path)
         except ScenarioError as e:
             print(f"smtpbench: {e}", file=sys.stderr)
             status = EXIT_USAGE

@@ -194,3 +194,13 @@ def test_a_negative_duration_or_size_is_named_as_such(tmp_path):
         done = smtpbench(tmp_path, "run", "--target", target, flag, value, "--out", "out")
         assert_usage_error(done, f"key '{key}': must not be negative", f"got '{value}'")
     assert not (tmp_path / "out").exists()
+
+
+def test_validate_checks_the_address_keys(tmp_path):
+    """validate passed addresses that sink and bench then refused (or, for stats_listen, misused)."""
+    for table, text, words in (("sink", 'listen = "127.0.0.1:99999"', ["key 'sink.listen'", "bad port"]),
+                               ("relay", 'listen = "127.0.0.1:70000"', ["key 'relay.listen'", "bad port"]),
+                               ("sink", 'stats_listen = "unix:/tmp/s.sock"', ["key 'sink.stats_listen'", "unix"]),
+                               ("sink", 'stats_listen = "0.0.0.0:8025"', ["key 'sink.stats_listen'", "loopback"])):
+        (tmp_path / "bad.toml").write_text(f"[{table}]\n{text}\n")
+        assert_usage_error(smtpbench(tmp_path, "validate", "bad.toml"), "bad.toml: ", *words)
