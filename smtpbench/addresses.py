@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 ADDRESS_HELP = "HOST:PORT, [IPv6]:PORT or unix:/path"
@@ -47,3 +48,13 @@ def parse_address(text: str, default_port: int = 2525) -> Address:
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"bad port in {text!r}; expected {ADDRESS_HELP} with PORT 0-65535")
     return Address(host=host or "127.0.0.1", port=int(port))
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback IP (127.0.0.0/8, ::1); other names could resolve anywhere."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -18,15 +18,33 @@ import sys
 import time
 
 from .addresses import Address, parse_address
-from .scenario import Scenario
+from .scenario import Scenario, ScenarioError
 
 READY_TIMEOUT = 60.0
+
+
+class SinkStartError(ScenarioError):
+    """The embedded sink did not start (a port in use, a capture folder that is a file, …): a
+    configuration error, exit 2, whose message carries the sink's own reason from its log."""
+
+
+def _reason(log_path: str) -> str:
+    """The sink's one-line error from its log (its last line for anything else, a traceback's say)."""
+    try:
+        with open(log_path, encoding="utf-8", errors="replace") as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except OSError:
+        return "no log"
+    said = [line for line in lines if line.startswith(("smtpbench sink: ", "smtpbench: "))]
+    if said:
+        return said[-1].split(": ", 1)[1]
+    return lines[-1] if lines else "it exited without a word"
 
 
 class EmbeddedSink:
     """A ``smtpbench sink`` subprocess driven by a resolved scenario."""
 
-    def __init__(self, scenario: Scenario, folder: str, listen: str = "127.0.0.1:0"):
+    def __init__(self, scenario: Scenario, folder: str, listen: str = "127.0.0.1:0", flag: str | None = None):
         os.makedirs(folder, exist_ok=True)
         self.scenario_path = os.path.join(folder, "scenario.json")
         with open(self.scenario_path, "w", encoding="utf-8") as f:
@@ -36,6 +54,7 @@ class EmbeddedSink:
         if os.path.exists(self.stats_path):
             os.unlink(self.stats_path)
         self.listen = listen
+        self.flag = flag  # the user's flag (or key) that chose ``listen``, for errors
         self.proc: subprocess.Popen | None = None
         self.address: Address | None = None
 
@@ -55,7 +74,9 @@ class EmbeddedSink:
                 self.address = parse_address(where)
                 return self.address
         self.stop()
-        raise RuntimeError(f"the embedded sink did not start; see {self.log_path}")
+        chosen = f" ({self.flag} {self.listen})" if self.flag else ""
+        raise SinkStartError(f"the embedded sink{chosen} did not start: {_reason(self.log_path)} "
+                             f"(log: {self.log_path})")
 
     def stop(self) -> dict:
         """Stop gracefully (SIGTERM) and return the sink's final counters."""
@@ -134,7 +155,8 @@ def relay_run(scenario: Scenario, folder: str, run_id: str, target: Address, lis
     os.makedirs(folder, exist_ok=True)
     log = os.path.abspath(os.path.join(folder, "relay.log"))
     sink_scenario = scenario.model_copy(update={"sink": scenario.sink.model_copy(update={"relay_log": log})})
-    sink = EmbeddedSink(sink_scenario, folder, listen or scenario.relay.listen)
+    sink = EmbeddedSink(sink_scenario, folder, listen or scenario.relay.listen,
+                        "--relay-listen" if listen else "[relay] listen")
     sink.start()
     try:
         result = execute(scenario, target)

@@ -10,13 +10,24 @@ Exit codes (documented in the README):
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from . import __version__, eventloop
-from .addresses import parse_address
+from .addresses import is_loopback, parse_address
 from .scenario import ScenarioError, load, override, resolve_workers
 
 EXIT_OK, EXIT_THRESHOLDS, EXIT_USAGE, EXIT_INVALID = 0, 1, 2, 3
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse takes ``-1s`` (unlike ``-1``) for a flag, so ``--duration -1s`` said "expected one
+    argument"; as a value it reaches the unit parser, which says it must not be negative. No flag of
+    ours is a digit, so a digit after the dash always begins a value (subparsers inherit the class)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = re.compile(r"^-\d*\.?\d+[a-zA-Zµ]*$")
 
 
 def _csv(text: str) -> list[str]:
@@ -137,16 +148,34 @@ def _load_clears(args: argparse.Namespace) -> tuple[str, ...]:
     return clear
 
 
-def _target(args: argparse.Namespace, scenario, source: str):
-    text = args.target or f"{scenario.target.host}:{scenario.target.port}"
+def _address(text: str, source: str, key: str | None, flag: str, default_port: int = 2525):
+    """Parse an address from ``key`` of the scenario (None: a flag alone) or its ``flag``;
+    ScenarioError naming them."""
     try:
-        return parse_address(text)
+        return parse_address(text, default_port)
     except ValueError as e:
-        raise ScenarioError(f"{source}: key 'target' (--target): {e}") from None
+        raise ScenarioError(f"{source}: key '{key}' ({flag}): {e}" if key else f"{flag}: {e}") from None
+
+
+def _target(args: argparse.Namespace, scenario, source: str):
+    return _address(args.target or f"{scenario.target.host}:{scenario.target.port}", source, "target", "--target")
+
+
+def _check_stats_listen(sink, source: str) -> None:
+    """The stats endpoint serves HTTP on TCP and takes unauthenticated ``PUT /faults``: loopback only."""
+    if not sink.stats_listen:
+        return
+    where = _address(sink.stats_listen, source, "sink.stats_listen", "--stats-listen", default_port=8025)
+    problem = ("is a unix socket; the endpoint serves HTTP on TCP" if where.path else
+               "is not a loopback address; the endpoint takes unauthenticated PUT /faults" if not is_loopback(where.host)
+               else "")
+    if problem:
+        raise ScenarioError(f"{source}: key 'sink.stats_listen' (--stats-listen): {sink.stats_listen!r} {problem}; "
+                            f"expected 127.0.0.1:PORT, [::1]:PORT or localhost:PORT")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smtpbench", description="SMTP load testing and benchmarking toolkit")
+    parser = _Parser(prog="smtpbench", description="SMTP load testing and benchmarking toolkit")
     parser.add_argument("--version", action="version", version=f"smtpbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _sink_parser(sub)
@@ -176,8 +205,23 @@ def _report_parsers(sub) -> None:
     p.add_argument("--out", "-o", metavar="DIR", help="report folder (default: reports/compare-<baseline>-vs-<contender>)")
 
 
+def _auth_users(values: list[str] | None) -> dict[str, str] | None:
+    """``--auth-user USER:PASSWORD`` (repeatable). One without the colon must not be dropped: with
+    no users left, --auth-required would let any credentials pass."""
+    if not values:
+        return None
+    users = {}
+    for text in values:
+        user, colon, password = text.partition(":")
+        if not colon or not user:
+            raise ScenarioError(f"--auth-user needs USER:PASSWORD, got {text!r}")
+        users[user] = password
+    return users
+
+
 def cmd_sink(args: argparse.Namespace) -> int:
     from .sink.run import run_sink
+    from .sink.server import StartError
 
     source = args.scenario or "<defaults>"
     scenario = load(args.scenario)
@@ -194,24 +238,36 @@ def cmd_sink(args: argparse.Namespace) -> int:
         "sink__stats_listen": args.stats_listen, "sink__listen": args.listen,
         "sink__tls_cert": args.tls_cert, "sink__tls_key": args.tls_key, "sink__implicit_tls": args.implicit_tls,
         "sink__auth_required": args.auth_required,
-        "sink__auth_users": dict(u.split(":", 1) for u in args.auth_user if ":" in u) if args.auth_user else None,
+        "sink__auth_users": _auth_users(args.auth_user),
     }
     scenario = override(scenario, f"{source} (with command-line flags)", **flags)
     sink = scenario.sink
-    listen_text = sink.listen or f"{scenario.target.host}:{scenario.target.port}"
-    try:
-        address = parse_address(listen_text)
-    except ValueError as e:
-        raise ScenarioError(f"{source}: key 'sink.listen' (--listen): {e}") from None
+    address = _address(sink.listen or f"{scenario.target.host}:{scenario.target.port}", source, "sink.listen", "--listen")
+    _check_stats_listen(sink, source)
     workers = resolve_workers(sink.workers)
     if address.path and workers > 1:
         raise ScenarioError(f"{source}: key 'sink.workers': unix sockets take workers = 1 (SO_REUSEPORT is TCP only)")
     try:
         run_sink(sink, address, workers, seed=scenario.seed)
-    except OSError as e:
-        print(f"smtpbench sink: cannot listen on {address}: {e.strerror or e}", file=sys.stderr)
+    except StartError as e:
+        print(f"smtpbench sink: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:  # what is not named above: no traceback, but no guess at the cause either
+        print(f"smtpbench sink: cannot start: {e.strerror or e}", file=sys.stderr)
         return EXIT_USAGE
     return EXIT_OK
+
+
+def output_folder(folder: str, flag: str | None) -> str:
+    """Create the output folder before any work, or raise ScenarioError naming ``flag`` (None: the
+    default folder) and why: found after a run, a bad --out would cost its results."""
+    from .results import folder_error, prepare_folder
+
+    try:
+        prepare_folder(folder)
+    except OSError as e:
+        raise ScenarioError(f"{flag or 'output folder'}: {folder_error(folder, e)}") from None
+    return folder
 
 
 def _new_run_id(name: str) -> str:
@@ -276,7 +332,7 @@ def _one_run(scenario, args, kind: str, folder: str, run_id: str, target=None) -
                            lambda sc, t: execute_load(sc, t, kind, run_id))
     else:
         if target is None:
-            sink = EmbeddedSink(scenario, folder, args.listen or "127.0.0.1:0")
+            sink = EmbeddedSink(scenario, folder, args.listen or "127.0.0.1:0", "--listen" if args.listen else None)
             target = sink.start()
         try:
             result = execute_load(scenario, target, kind, run_id)
@@ -297,7 +353,13 @@ def _write_report(result_path: str, out_dir: str) -> str | None:
         from .report import write_report
     except ImportError:
         return None
-    return write_report(result_path, out_dir)
+    try:
+        return write_report(result_path, out_dir)
+    except OSError as e:  # the result is saved; say why its report is not, and keep the run's verdict
+        from .results import folder_error
+
+        print(f"smtpbench: no report: {folder_error(out_dir, e)}", file=sys.stderr)
+        return None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -309,8 +371,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if scenario.sweep is not None:
         return _sweep(scenario, args, "run", target)
     run_id = _new_run_id(scenario.name)
+    folder = output_folder(args.out or f"results/{run_id}", "--out" if args.out else None)
     result = execute_load(scenario, target, "run", run_id)
-    path = save(result, args.out or f"results/{run_id}")
+    path = save(result, folder)
     print(summary_text(result, path))
     return _exit_code(result)
 
@@ -325,11 +388,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.relay or args.drain or args.relay_listen:
         scenario = override(scenario, f"{source} (with command-line flags)", relay__enabled=True if args.relay else None,
                             relay__drain=args.drain, relay__listen=args.relay_listen)
+    if not scenario.relay.enabled and (args.drain or args.relay_listen):
+        # Without relay mode nothing reads them: say so rather than run a different benchmark.
+        given = [f for f, v in (("--relay-listen", args.relay_listen), ("--drain", args.drain)) if v]
+        raise ScenarioError(f"{' and '.join(given)} need{'' if len(given) > 1 else 's'} --relay "
+                            f"(or [relay] enabled = true in the scenario)")
     target = _target(args, scenario, source) if args.target else None
+    _check_bench_sink(args, scenario, source)
     if scenario.sweep is not None:
         return _sweep(scenario, args, "bench", target)
     run_id = _new_run_id(scenario.name)
-    result, path = _one_run(scenario, args, "bench", args.out or f"results/{run_id}", run_id, target)
+    folder = output_folder(args.out or f"results/{run_id}", "--out" if args.out else None)
+    result, path = _one_run(scenario, args, "bench", folder, run_id, target)
     print(summary_text(result, path))
     if result.get("crosscheck"):
         c = result["crosscheck"]
@@ -342,6 +412,29 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return _exit_code(result)
 
 
+def _check_bench_sink(args: argparse.Namespace, scenario, source: str) -> None:
+    """The embedded sink's addresses, before anything starts: a bad one would fail in the sink's
+    process, found only once bench waits for it."""
+    if scenario.relay.enabled:
+        _local(_address(scenario.relay.listen, source, "relay.listen", "--relay-listen"), "--relay-listen")
+    elif args.listen:
+        _local(_address(args.listen, source, None, "--listen"), "--listen")
+    _check_stats_listen(scenario.sink, source)
+
+
+def _local(address, flag: str) -> None:
+    """A host to listen on must resolve (``--listen garbage`` is host "garbage", port 2525)."""
+    import socket
+
+    if address.path:
+        return
+    try:
+        socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ScenarioError(f"{flag}: cannot listen on {address}: host {address.host!r} is unknown ({e.strerror}); "
+                            f"expected HOST:PORT with HOST a local address, [IPv6]:PORT or unix:/path") from None
+
+
 def _sweep(scenario, args, kind: str, target) -> int:
     """Run every step of ``[sweep]``; write sweep.json and its report; exit by the worst step."""
     import os
@@ -352,7 +445,7 @@ def _sweep(scenario, args, kind: str, target) -> int:
     from .sweep import summarise
 
     sweep_id = _new_run_id(scenario.name + "-sweep")
-    root = args.out or f"results/{sweep_id}"
+    root = output_folder(args.out or f"results/{sweep_id}", "--out" if args.out else None)
     no_report = getattr(args, "no_report", False)
     args = argparse.Namespace(**{**vars(args), "no_report": True})  # step reports: built with the sweep's
     steps = []
@@ -384,8 +477,20 @@ def _sweep(scenario, args, kind: str, target) -> int:
             print(f"  report: {write_sweep_report(root, os.path.join('reports', sweep_id))}")
         except ImportError as e:  # matplotlib missing: sweep.json is there; `smtpbench report` later
             print(f"  no report: {e}", file=sys.stderr)
+        except OSError as e:  # the same: the sweep is saved, its report can be built later
+            from .results import folder_error
+
+            print(f"  no report: {folder_error(os.path.join('reports', sweep_id), e)}", file=sys.stderr)
     # A sweep is meant to cross the knee: it succeeds when it found a sustainable point.
     return EXIT_OK if best is not None else max(_exit_code(r) for _, _, r in steps)
+
+
+def _check_addresses(scenario, source: str) -> None:
+    """The address keys (plain strings to the schema) as ``sink`` and ``bench`` will read them."""
+    if scenario.sink.listen:
+        _address(scenario.sink.listen, source, "sink.listen", "--listen")
+    _address(scenario.relay.listen, source, "relay.listen", "--relay-listen")
+    _check_stats_listen(scenario.sink, source)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -393,6 +498,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     for path in args.files:
         try:
             sc = load(path)
+            _check_addresses(sc, path)
         except ScenarioError as e:
             print(f"smtpbench: {e}", file=sys.stderr)
             status = EXIT_USAGE
@@ -424,7 +530,7 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     import os
 
-    from .report.build import build_report, read_runs
+    from .report.build import build_report, read_runs, report_dir
     from .sweep import is_sweep
 
     sweeps = [p for p in args.runs if is_sweep(p)]
@@ -439,7 +545,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         for summary, folder in loaded:
             out = args.out and (args.out if len(args.runs) == 1 else sweep_report_dir(summary, args.out))
-            print(f"report: {build_sweep_report(summary, folder, out or None)}")
+            out = output_folder(out or sweep_report_dir(summary), "--out" if args.out else None)
+            print(f"report: {build_sweep_report(summary, folder, out)}")
     runs = [p for p in args.runs if p not in sweeps]
     if sweeps and not runs:
         return EXIT_OK
@@ -450,12 +557,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     for result in results:
         folder = args.out and (args.out if len(args.runs) == 1 else os.path.join(args.out, result["run_id"]))
-        print(f"report: {build_report(result, folder or None)}")
+        folder = output_folder(folder or report_dir(result), "--out" if args.out else None)
+        print(f"report: {build_report(result, folder)}")
     return EXIT_OK
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from .report.build import build_comparison, read_runs
+    from .report.build import build_comparison, comparison_dir, read_runs
     from .report.compare import compare, summary_text
 
     try:
@@ -463,8 +571,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"smtpbench compare: {e}", file=sys.stderr)
         return EXIT_USAGE
+    folder = output_folder(args.out or comparison_dir(results), "--out" if args.out else None)
     comparison = compare(results[0], results[1:])
-    path = build_comparison(results, args.out, comparison)
+    path = build_comparison(results, folder, comparison)
     print(summary_text(results, comparison, path))
     return EXIT_OK
 
@@ -504,7 +613,7 @@ def cmd_locust(args: argparse.Namespace) -> int:
         raise ScenarioError(f"--workers: expected a number of processes (0 = one --headless process) or 'auto', got {text!r}")
     workers = resolve_workers(text) if text != "0" else 0
     run_id = _new_run_id(scenario.name)
-    folder = args.out or f"results/{run_id}"
+    folder = output_folder(args.out or f"results/{run_id}", "--out" if args.out else None)
     code = launch(scenario, str(target), workers, folder, run_id, args.phases, args.locust_arg)
     result_path = os.path.join(folder, "result.json")
     if not os.path.exists(result_path):

@@ -53,6 +53,9 @@ from .scenario import Scenario
 from .thresholds import evaluate
 
 SCHEMA = "smtpbench.result/1"
+#: The keys every report reads, and their JSON types (:func:`load_result` checks them).
+REQUIRED = {"run_id": str, "load": dict, "totals": dict, "latency": dict, "histograms": dict,
+            "timeseries": dict, "health": dict, "verdict": str}
 
 #: Generator health limits: beyond these the generator, not the server, limited the run.
 CPU_SATURATED = 0.95        # share of one core, median over measured intervals
@@ -228,6 +231,29 @@ def _health(result: dict, merged: dict, series: dict) -> dict:
             "send_rate": round(sum(sent) / len(sent) / step, 2) if sent else 0.0}
 
 
+def prepare_folder(folder: str) -> None:
+    """Create ``folder`` (and its parents) and check that a file can be written in it; OSError if not.
+
+    Called before a run: a bad ``--out`` found by :func:`save` after the load would lose the run.
+    """
+    os.makedirs(folder, exist_ok=True)
+    probe = os.path.join(folder, f".smtpbench-probe-{os.getpid()}")
+    with open(probe, "w", encoding="utf-8"):
+        pass
+    os.unlink(probe)
+
+
+def folder_error(folder: str, e: OSError) -> str:
+    """Why ``folder`` cannot hold output, in words (the errno names alone puzzle: "File exists")."""
+    if isinstance(e, FileExistsError) or (isinstance(e, NotADirectoryError) and os.path.isfile(folder)):
+        why = "a file of that name is there"
+    elif isinstance(e, NotADirectoryError):
+        why = "a part of the path is a file, not a folder"
+    else:
+        why = e.strerror or str(e)
+    return f"cannot write to folder {folder!r}: {why}; expected a folder that can be created or written to"
+
+
 def save(result: dict, folder: str, name: str = "result.json") -> str:
     """Write ``folder/name`` (atomically: a reader never sees half a file); return its path."""
     os.makedirs(folder, exist_ok=True)
@@ -264,7 +290,16 @@ def load_result(path: str) -> dict:
     if os.path.isdir(path):
         path = os.path.join(path, "result.json")
     with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+        try:
+            data = json.load(f)
+        except ValueError as e:  # JSONDecodeError, UnicodeDecodeError: neither names the file
+            raise ValueError(f"{path}: not a smtpbench result (not valid JSON: {e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a smtpbench result (a JSON {type(data).__name__}, expected an object)")
     if data.get("schema") != SCHEMA:
         raise ValueError(f"{path}: not a smtpbench result (schema {data.get('schema')!r}, expected {SCHEMA!r})")
+    # Reports index these directly: a file cut down by hand would fail half-way through one.
+    missing = [key for key in REQUIRED if not isinstance(data.get(key), REQUIRED[key])]
+    if missing:
+        raise ValueError(f"{path}: not a complete smtpbench result: missing or malformed {', '.join(missing)}")
     return data

@@ -17,6 +17,13 @@ SIZE_HELP = "a size such as 512, '1KiB', '10MiB' or '1.5MB'"
 DURATION_HELP = "a duration such as 30, '500ms', '20s', '5m' or '1h'"
 
 
+def _negative(value: str, forms: str) -> None:
+    """``"-1s"``: say what is wrong with it rather than that it is no duration at all."""
+    text = str(value).strip()
+    if text.startswith("-") and _NUM.match(text[1:]):
+        raise ValueError(f"must not be negative; expected {forms}, got {value!r}")
+
+
 def parse_size(value: int | float | str) -> int:
     """Octets from ``1024``, ``"1KiB"``, ``"10MB"``; raises ValueError naming the forms allowed."""
     if isinstance(value, bool):
@@ -27,6 +34,7 @@ def parse_size(value: int | float | str) -> int:
         if value < 0:
             raise ValueError(f"must not be negative; expected {SIZE_HELP}")
         return int(value)
+    _negative(value, SIZE_HELP)
     m = _NUM.match(str(value))
     unit = m.group(2).lower() if m else None
     if not m or unit not in _SIZE_UNITS:
@@ -44,6 +52,7 @@ def parse_duration(value: int | float | str) -> float:
         if value < 0:
             raise ValueError(f"must not be negative; expected {DURATION_HELP}")
         return float(value)
+    _negative(value, DURATION_HELP)
     m = _NUM.match(str(value))
     unit = m.group(2).lower() if m else None
     if not m or unit not in _TIME_UNITS:

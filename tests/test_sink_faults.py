@@ -466,6 +466,7 @@ BAD_FAULT_BODIES = [
      "key 'faults.0.delay': exponential needs exactly 'mean', more than 0"),
     (BLOCK, "key 'faults': Input should be a valid array"),
     (b'[{"on": "RCPT",', "not valid JSON: "),
+    (b"", "the body is empty; expected a JSON list of rules ([] clears them)"),  # it used to clear them
 ]
 
 

@@ -15,7 +15,8 @@ REPORTS_DIR = "reports"
 
 
 def read_runs(paths: list[str]) -> list[dict]:
-    """Load result files or run folders; ValueError naming the path when one is missing or not a result."""
+    """Load result files or run folders; ValueError naming the path when one is missing, unreadable or
+    not a result (:func:`load_result`'s own errors name it already)."""
     from ..results import load_result
 
     out = []
@@ -24,8 +25,8 @@ def read_runs(paths: list[str]) -> list[dict]:
             out.append(load_result(path))
         except FileNotFoundError:
             raise ValueError(f"{path}: no such result file or run folder") from None
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{path}: cannot read a result: {e}") from None
+        except OSError as e:
+            raise ValueError(f"{path}: cannot read a result: {e.strerror or e}") from None
     return out
 
 

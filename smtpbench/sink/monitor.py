@@ -8,8 +8,9 @@ import time
 from typing import Callable, TextIO
 
 from ..scenario import Sink
-from .http import serve_stats
 from ..addresses import parse_address
+from .http import serve_stats
+from .server import StartError
 from .stats import Clock, final_report, stats_line
 
 
@@ -25,16 +26,30 @@ class Monitor:
         self._file = None
 
     async def start(self) -> None:
+        """Open the stats file and the endpoint (StartError naming the key when one fails); nothing is
+        printed, so the sink says it is listening only once all of it is (see :meth:`announce`)."""
         s = self.settings
+        if s.stats_file:
+            try:
+                self._file = open(s.stats_file, "a", encoding="utf-8")
+            except OSError as e:
+                raise StartError(f"key 'sink.stats_file' (--stats-file): cannot append to {s.stats_file!r}: "
+                                 f"{e.strerror or e}") from None
         if s.stats_listen:
             addr = parse_address(s.stats_listen, default_port=8025)
-            self._http = await serve_stats(addr.host, addr.port, self.snapshot, self.faults)
-            port = self._http.sockets[0].getsockname()[1]
-            self._say(f"stats endpoint on http://{addr.host}:{port}/stats and /metrics")
-        if s.stats_file:
-            self._file = open(s.stats_file, "a", encoding="utf-8")
+            try:
+                self._http = await serve_stats(addr.host, addr.port, self.snapshot, self.faults)
+            except OSError as e:
+                raise StartError(f"key 'sink.stats_listen' (--stats-listen): cannot listen on {addr}: "
+                                 f"{e.strerror or e}") from None
         if s.stats_interval > 0 or self._file:
             self._task = asyncio.ensure_future(self._tick(s.stats_interval or 1.0))
+
+    def announce(self) -> None:
+        if self._http:
+            host, port = self._http.sockets[0].getsockname()[:2]
+            shown = f"[{host}]" if ":" in host else host
+            self._say(f"stats endpoint on http://{shown}:{port}/stats and /metrics")
 
     def _say(self, line: str) -> None:
         print(line, file=self.out, flush=True)

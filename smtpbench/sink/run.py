@@ -21,7 +21,7 @@ from .. import eventloop
 from ..addresses import Address
 from ..scenario import Sink, format_error
 from .monitor import Monitor
-from .server import SinkServer
+from .server import SinkServer, StartError, open_capture_checked
 from .stats import merge
 
 PUSH_INTERVAL = 0.25
@@ -45,15 +45,27 @@ def _listening(names: list, address: Address) -> str:
     return "smtpbench sink listening on " + ", ".join(dict.fromkeys(shown))
 
 
+def _cannot_listen(address: Address, e: OSError) -> StartError:
+    return StartError(f"key 'sink.listen' (--listen): cannot listen on {address}: {e.strerror or e}")
+
+
+async def _listen(server: SinkServer, address: Address) -> list:
+    try:
+        return await server.listen(address)
+    except OSError as e:
+        raise _cannot_listen(address, e) from None
+
+
 async def _single(settings: Sink, address: Address, out: TextIO, seed: int) -> dict:
     stop = _stop_event()
     server = SinkServer(settings, seed=seed)
-    names = await server.listen(address)
+    names = await _listen(server, address)
     try:
-        print(_listening(names, address), file=out, flush=True)
         monitor = Monitor(settings, server.stats.snapshot, out,
                           faults=_fault_endpoint(lambda rules, payload: server.set_faults(rules)))
         await monitor.start()
+        print(_listening(names, address), file=out, flush=True)  # only now: all of it is up
+        monitor.announce()
         await stop.wait()
         await server.drain(settings.grace)
         return await monitor.stop()
@@ -103,6 +115,7 @@ def faults_from_json(payload: str) -> list:
 
 
 FAULTS_SOURCE = "PUT /faults"
+EMPTY_FAULTS = f"{FAULTS_SOURCE}: the body is empty; expected a JSON list of rules ([] clears them)\n"
 
 
 def fault_rules_error(e) -> str:
@@ -120,14 +133,16 @@ def fault_rules_error(e) -> str:
 
 def _fault_endpoint(apply):
     """``PUT /faults`` with a JSON list of rules (the ``[[sink.faults]]`` schema) replaces them live;
-    a body that is not valid rules gets 400 with one line (:func:`fault_rules_error`) and changes nothing."""
+    a body that is empty or not valid rules gets 400 with one line (:func:`fault_rules_error`) and changes nothing."""
     from pydantic import ValidationError
 
     def handle(method: str, path: str, body: bytes):
         if path != "/faults" or method not in ("PUT", "POST"):
             return None
+        if not body.strip():  # a PUT without --data, say: clearing the rules takes an explicit []
+            return 400, "text/plain", EMPTY_FAULTS.encode()
         try:
-            rules = faults_from_json(body.decode("utf-8") or "[]")
+            rules = faults_from_json(body.decode("utf-8"))
         except (ValidationError, UnicodeDecodeError) as e:
             return 400, "text/plain", (fault_rules_error(e) + "\n").encode()
         payload = json.dumps([r.model_dump(mode="json") for r in rules])
@@ -150,7 +165,13 @@ def _reserve(address: Address) -> tuple[socket.socket, Address]:
 async def _parent(settings: Sink, address: Address, workers: int, out: TextIO, seed: int) -> dict:
     stop = _stop_event()
     loop = asyncio.get_running_loop()
-    reserved, address = _reserve(address)
+    # Capture and TLS fail here with the key named, rather than in every worker with none.
+    open_capture_checked(settings.capture).close()
+    SinkServer.tls_context(settings)
+    try:
+        reserved, address = _reserve(address)
+    except OSError as e:
+        raise _cannot_listen(address, e) from None
     ctx = multiprocessing.get_context("spawn")
     procs, conns = [], []
     latest: list[dict] = [{} for _ in range(workers)]
@@ -197,10 +218,10 @@ async def _parent(settings: Sink, address: Address, workers: int, out: TextIO, s
     except (asyncio.TimeoutError, Exception):
         for p in procs:
             p.terminate()
-        raise RuntimeError("sink workers did not start (is the port in use?)")
+        raise StartError(f"key 'sink.listen' (--listen): the sink workers did not start on {address} "
+                         f"(is the port in use?)") from None
     finally:
         reserved.close()
-    print(_listening(names[0], address) + f" ({workers} workers)", file=out, flush=True)
     def forward(rules: list, payload: str) -> None:
         for c in controls:
             try:
@@ -209,7 +230,15 @@ async def _parent(settings: Sink, address: Address, workers: int, out: TextIO, s
                 pass
 
     monitor = Monitor(settings, lambda: merge(latest), out, faults=_fault_endpoint(forward))
-    await monitor.start()
+    try:
+        await monitor.start()
+    except StartError:
+        for p in procs:
+            p.terminate()
+            p.join(timeout=settings.grace + 2)
+        raise
+    print(_listening(names[0], address) + f" ({workers} workers)", file=out, flush=True)
+    monitor.announce()
     stopper = asyncio.ensure_future(stop.wait())
     dead = asyncio.ensure_future(done.wait())
     await asyncio.wait([stopper, dead], return_when=asyncio.FIRST_COMPLETED)

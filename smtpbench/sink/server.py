@@ -19,6 +19,26 @@ from .relay import HEAD_OCTETS, RelayLog
 from .stats import SinkStats
 
 
+class StartError(Exception):
+    """The sink cannot start: one line naming the key (and its flag) that failed and why."""
+
+
+def open_capture_checked(spec: str) -> Capture:
+    try:
+        return open_capture(spec)
+    except OSError as e:
+        raise StartError(f"key 'sink.capture' (--capture): cannot store messages at {spec!r}: {e.strerror or e} "
+                         f"(maildir:DIR takes a folder, mbox:FILE a file)") from None
+
+
+def _missing_tls_file(cert: str, key: str) -> str:
+    """Which of the configured certificate and key files is not there ("" when both are)."""
+    for path, name, flag in ((cert, "tls_cert", "--tls-cert"), (key, "tls_key", "--tls-key")):
+        if path and not os.path.isfile(path):
+            return f"key 'sink.{name}' ({flag}): no such file {path!r}"
+    return ""
+
+
 class SinkHooks(ServerHooks):
     """Policy for the sink: store accepted messages when capturing."""
 
@@ -97,13 +117,13 @@ class SinkServer:
     def __init__(self, settings: Sink, stats: SinkStats | None = None, seed: int = 1):
         self.settings = settings
         self.stats = stats or SinkStats()
-        self.capture = open_capture(settings.capture)
+        self.capture = open_capture_checked(settings.capture)
         self.config = server_config(settings, self.capture.keep_body)
         self.relay = RelayLog(settings.relay_log, self.stats) if settings.relay_log else None
         self.hooks = SinkHooks(self.capture, self.stats, settings.auth_users, self.relay)
         policy = FaultPolicy(settings, seed, self.stats)
         self.policy = policy if policy.active else None
-        self.ssl = self._tls_context(settings)
+        self.ssl = self.tls_context(settings)
         self.max_connections = settings.max_connections
         self.connections: set[SinkConnection] = set()
         self.draining = False
@@ -170,7 +190,7 @@ class SinkServer:
                 pass  # gone already, or not ours to remove
 
     @staticmethod
-    def _tls_context(settings: Sink):
+    def tls_context(settings: Sink):
         if not settings.wants_tls:
             return None
         from ..tls import self_signed, server_context
@@ -178,7 +198,14 @@ class SinkServer:
         cert, key = settings.tls_cert, settings.tls_key
         if not cert:
             cert, key = self_signed(hostname=settings.hostname)
-        return server_context(cert, key or cert)
+        try:
+            return server_context(cert, key or cert)
+        except OSError as e:  # ssl.SSLError too: "[SSL] PEM lib" alone does not say which file
+            raise StartError(_missing_tls_file(cert, settings.tls_key) or
+                             f"key 'sink.tls_cert' (--tls-cert): cannot load {cert!r}"
+                             + (f" with key {key!r}" if key and key != cert else "")
+                             + f": {e.strerror or e}; expected a PEM certificate and its PEM key "
+                               f"(--tls-key, or in the same file)") from None
 
     def start_tls(self, conn: SinkConnection) -> None:
         """Upgrade after our 220 to STARTTLS (RFC 3207 §4); the session restarts from scratch."""

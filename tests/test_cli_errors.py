@@ -1,0 +1,206 @@
+"""Bad input on the command line, through the real command: exit 2 with one line that names what was
+wrong and what is allowed, never a traceback, and a finished run's results never lost to a late error."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import free_port
+
+ROOT = str(Path(__file__).resolve().parents[1])
+
+
+def smtpbench(cwd, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+    """``python -m smtpbench ARGS`` in ``cwd`` (so default output folders land there)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+    return subprocess.run([sys.executable, "-m", "smtpbench", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_usage_error(done: subprocess.CompletedProcess, *words: str) -> str:
+    """Exit 2, no traceback, one line on stderr holding every one of ``words``; return that line."""
+    assert done.returncode == 2, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    assert "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+    return lines[0]
+
+
+# -- sink flags --------------------------------------------------------------------------------
+
+
+def test_auth_user_without_a_password_is_refused(tmp_path):
+    """It used to be dropped, and with --auth-required and no users left any credentials passed."""
+    done = smtpbench(tmp_path, "sink", "--listen", f"127.0.0.1:{free_port()}", "--auth-required",
+                     "--auth-user", "bob", timeout=30)
+    assert_usage_error(done, "--auth-user needs USER:PASSWORD", "'bob'")
+
+
+# -- bench flags -------------------------------------------------------------------------------
+
+
+def test_relay_flags_without_relay_are_refused(tmp_path):
+    """--relay-listen and --drain only mean something in relay mode; they were silently ignored."""
+    done = smtpbench(tmp_path, "bench", "--drain", "1s", "--sessions", "1", "--messages", "2", "--no-report")
+    assert_usage_error(done, "--drain needs --relay")
+    done = smtpbench(tmp_path, "bench", "--relay-listen", f"127.0.0.1:{free_port()}", "--drain", "1s",
+                     "--sessions", "1", "--messages", "2", "--no-report")
+    assert_usage_error(done, "--relay-listen and --drain need --relay")
+    assert not (tmp_path / "results").exists()  # nothing ran
+
+
+# -- report and compare ------------------------------------------------------------------------
+
+
+def test_json_that_is_not_a_result_is_refused_by_name(tmp_path):
+    """A JSON list, and an object with the schema but none of a result's tables, crashed the
+    report half-way (AttributeError, KeyError 'run_id' or 'timeseries')."""
+    from report_helpers import synthetic_result, write_result
+
+    good = str(write_result(tmp_path / "good", synthetic_result([100] * 5)))
+    (tmp_path / "list.json").write_text("[]")
+    (tmp_path / "schema.json").write_text('{"schema": "smtpbench.result/1"}')
+    (tmp_path / "broken.json").write_text('{"schema": ')
+    for command in (["report"], ["compare", good]):
+        line = assert_usage_error(smtpbench(tmp_path, *command, "list.json"), "list.json", "not a smtpbench result",
+                                  "expected an object")
+        assert line.startswith(f"smtpbench {command[0]}: ")
+        assert_usage_error(smtpbench(tmp_path, *command, "schema.json"), "schema.json", "missing",
+                           "run_id", "timeseries")
+        assert_usage_error(smtpbench(tmp_path, *command, "broken.json"), "broken.json", "not valid JSON")
+    assert not (tmp_path / "reports").exists()
+
+
+# -- output folders ----------------------------------------------------------------------------
+
+
+def test_an_unusable_out_folder_is_refused_before_the_run(start_sink, tmp_path):
+    """A file, a path through a file, a folder that cannot be made: found by save() after the load,
+    these cost the run's results (FileExistsError, NotADirectoryError, FileNotFoundError)."""
+    sink = start_sink()
+    (tmp_path / "afile").write_text("precious")
+    for out, why in (("afile", "a file of that name is there"), ("afile/sub", "a part of the path is a file"),
+                     ("/proc/nope", "No such file or directory")):
+        done = smtpbench(tmp_path, "run", "--target", sink.address, "--sessions", "1", "--messages", "2", "--out", out)
+        assert_usage_error(done, "--out", repr(out), why, "expected a folder")
+    done = smtpbench(tmp_path, "bench", "--sessions", "1", "--messages", "2", "--out", "afile", "--no-report")
+    assert_usage_error(done, "--out", "'afile'", "a file of that name is there")
+    assert (tmp_path / "afile").read_text() == "precious"
+    assert sink.stop()["messages"] == 0  # refused before any load
+
+
+def test_report_and_compare_refuse_an_unusable_out_folder(tmp_path):
+    from report_helpers import synthetic_result, write_result
+
+    run = str(write_result(tmp_path / "run", synthetic_result([100] * 5)))
+    (tmp_path / "afile").write_text("precious")
+    assert_usage_error(smtpbench(tmp_path, "report", run, "--out", "afile"), "--out", "'afile'", "a file")
+    assert_usage_error(smtpbench(tmp_path, "compare", run, run, "--out", "afile/x"), "--out", "'afile/x'",
+                       "a part of the path is a file")
+    assert (tmp_path / "afile").read_text() == "precious"
+
+
+def test_stats_listen_takes_a_loopback_tcp_address(tmp_path):
+    """A bad port was a ValueError traceback; unix:/path bound HTTP on 127.0.0.1:2525 instead; a
+    public address would have served the unauthenticated PUT /faults to the network."""
+    listen = f"127.0.0.1:{free_port()}"
+    for stats, why in (("127.0.0.1:99999", "bad port"), (f"unix:{tmp_path}/stats.sock", "is a unix socket"),
+                       ("0.0.0.0:8025", "is not a loopback address"), ("example.com:8025", "is not a loopback")):
+        done = smtpbench(tmp_path, "sink", "--listen", listen, "--stats-listen", stats, timeout=30)
+        line = assert_usage_error(done, "sink.stats_listen", "--stats-listen", why)
+        assert "bad port" in why or "expected 127.0.0.1:PORT, [::1]:PORT or localhost:PORT" in line
+        assert "listening" not in done.stdout
+
+
+def test_sink_start_failures_name_the_flag_that_failed(tmp_path):
+    """Every start-up failure used to read "cannot listen on <the SMTP address>", often after
+    "listening on …": each now names its own key and flag, and nothing claims to listen."""
+    import socket
+
+    (tmp_path / "afile").write_text("precious")
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "bad.pem").write_text("not a certificate\n")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = f"127.0.0.1:{busy.getsockname()[1]}"
+        cases = [
+            (["--stats-listen", taken], ["key 'sink.stats_listen' (--stats-listen): cannot listen on " + taken]),
+            (["--stats-file", "/nonexistent/dir/f.jsonl"],
+             ["key 'sink.stats_file' (--stats-file)", "'/nonexistent/dir/f.jsonl'", "No such file"]),
+            (["--advertise", "STARTTLS", "--tls-cert", "/nonexistent.pem"],
+             ["key 'sink.tls_cert' (--tls-cert): no such file '/nonexistent.pem'"]),
+            (["--implicit-tls", "--tls-cert", "bad.pem"],
+             ["key 'sink.tls_cert' (--tls-cert): cannot load 'bad.pem'", "PEM lib", "expected a PEM certificate"]),
+            (["--capture", "maildir:afile"], ["key 'sink.capture' (--capture)", "'maildir:afile'", "Not a directory"]),
+            (["--capture", "mbox:adir"], ["key 'sink.capture' (--capture)", "'mbox:adir'", "Is a directory"]),
+        ]
+        for args, words in cases:
+            done = smtpbench(tmp_path, "sink", "--listen", f"127.0.0.1:{free_port()}", *args, timeout=30)
+            assert_usage_error(done, "smtpbench sink: ", *words)
+            assert "listening" not in done.stdout and "stats endpoint" not in done.stdout, (args, done.stdout)
+        # With workers the parent checks capture and TLS itself, and stops its workers when the endpoint fails.
+        for args, words in (cases[0], cases[4]):
+            done = smtpbench(tmp_path, "sink", "--workers", "2", "--listen", f"127.0.0.1:{free_port()}", *args,
+                             timeout=30)
+            assert_usage_error(done, "smtpbench sink: ", *words)
+            assert "listening" not in done.stdout, (args, done.stdout)
+        done = smtpbench(tmp_path, "sink", "--listen", taken, timeout=30)
+        assert_usage_error(done, f"key 'sink.listen' (--listen): cannot listen on {taken}", "in use")
+    assert (tmp_path / "afile").read_text() == "precious"
+
+
+def test_bench_sink_that_cannot_start_exits_2_with_its_reason(tmp_path):
+    """A RuntimeError traceback ("the embedded sink did not start; see …/sink.log") before: bad
+    addresses are refused up front naming the flag, and a sink that still fails gives its reason."""
+    import socket
+
+    (tmp_path / "afile").write_text("precious")
+    (tmp_path / "capture.toml").write_text('[sink]\ncapture = "maildir:afile"\n')
+    load = ["--sessions", "1", "--messages", "2", "--no-report", "--out", "out"]
+    nobody = f"127.0.0.1:{free_port()}"
+    relay = ["--relay", "--drain", "1s", "--target", nobody]
+    assert_usage_error(smtpbench(tmp_path, "bench", "--listen", "127.0.0.1:99999", *load), "--listen: bad port")
+    assert_usage_error(smtpbench(tmp_path, "bench", "--listen", "garbage", *load),
+                       "--listen: cannot listen on garbage:2525: host 'garbage' is unknown")
+    assert_usage_error(smtpbench(tmp_path, "bench", *relay, "--relay-listen", "127.0.0.1:99999", *load),
+                       "key 'relay.listen' (--relay-listen): bad port")
+    assert_usage_error(smtpbench(tmp_path, "bench", *relay, "--relay-listen", "garbage", *load),
+                       "--relay-listen: cannot listen on garbage:2525")
+    line = assert_usage_error(smtpbench(tmp_path, "bench", "capture.toml", *load),
+                              "the embedded sink did not start: key 'sink.capture'", "'maildir:afile'", "sink.log")
+    assert "Traceback" not in (tmp_path / "out" / "sink.log").read_text(), line
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = f"127.0.0.1:{busy.getsockname()[1]}"
+        assert_usage_error(smtpbench(tmp_path, "bench", "--listen", taken, *load),
+                           f"the embedded sink (--listen {taken}) did not start", "in use")
+        assert_usage_error(smtpbench(tmp_path, "bench", *relay, "--relay-listen", taken, *load),
+                           f"the embedded sink (--relay-listen {taken}) did not start", "in use")
+    assert (tmp_path / "afile").read_text() == "precious"
+
+
+def test_a_negative_duration_or_size_is_named_as_such(tmp_path):
+    """argparse took "-1s" for a flag ("expected one argument"); it is a value, and a negative one."""
+    target = f"127.0.0.1:{free_port()}"
+    for flag, value, key in (("--duration", "-1s", "load.duration"), ("-d", "-500ms", "load.duration"),
+                             ("--warmup", "-2s", "load.warmup"), ("--size", "-1KiB", "message.size")):
+        done = smtpbench(tmp_path, "run", "--target", target, flag, value, "--out", "out")
+        assert_usage_error(done, f"key '{key}': must not be negative", f"got '{value}'")
+    assert not (tmp_path / "out").exists()
+
+
+def test_validate_checks_the_address_keys(tmp_path):
+    """validate passed addresses that sink and bench then refused (or, for stats_listen, misused)."""
+    for table, text, words in (("sink", 'listen = "127.0.0.1:99999"', ["key 'sink.listen'", "bad port"]),
+                               ("relay", 'listen = "127.0.0.1:70000"', ["key 'relay.listen'", "bad port"]),
+                               ("sink", 'stats_listen = "unix:/tmp/s.sock"', ["key 'sink.stats_listen'", "unix"]),
+                               ("sink", 'stats_listen = "0.0.0.0:8025"', ["key 'sink.stats_listen'", "loopback"])):
+        (tmp_path / "bad.toml").write_text(f"[{table}]\n{text}\n")
+        assert_usage_error(smtpbench(tmp_path, "validate", "bad.toml"), "bad.toml: ", *words)
