@@ -14,7 +14,7 @@ import re
 import sys
 
 from . import __version__, eventloop
-from .addresses import is_loopback, parse_address
+from .addresses import parse_address
 from .scenario import ScenarioError, load, override, resolve_workers
 
 EXIT_OK, EXIT_THRESHOLDS, EXIT_USAGE, EXIT_INVALID = 0, 1, 2, 3
@@ -161,19 +161,6 @@ def _target(args: argparse.Namespace, scenario, source: str):
     return _address(args.target or f"{scenario.target.host}:{scenario.target.port}", source, "target", "--target")
 
 
-def _check_stats_listen(sink, source: str) -> None:
-    """The stats endpoint serves HTTP on TCP and takes unauthenticated ``PUT /faults``: loopback only."""
-    if not sink.stats_listen:
-        return
-    where = _address(sink.stats_listen, source, "sink.stats_listen", "--stats-listen", default_port=8025)
-    problem = ("is a unix socket; the endpoint serves HTTP on TCP" if where.path else
-               "is not a loopback address; the endpoint takes unauthenticated PUT /faults" if not is_loopback(where.host)
-               else "")
-    if problem:
-        raise ScenarioError(f"{source}: key 'sink.stats_listen' (--stats-listen): {sink.stats_listen!r} {problem}; "
-                            f"expected 127.0.0.1:PORT, [::1]:PORT or localhost:PORT")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="smtpbench", description="SMTP load testing and benchmarking toolkit")
     parser.add_argument("--version", action="version", version=f"smtpbench {__version__}")
@@ -243,7 +230,6 @@ def cmd_sink(args: argparse.Namespace) -> int:
     scenario = override(scenario, f"{source} (with command-line flags)", **flags)
     sink = scenario.sink
     address = _address(sink.listen or f"{scenario.target.host}:{scenario.target.port}", source, "sink.listen", "--listen")
-    _check_stats_listen(sink, source)
     workers = resolve_workers(sink.workers)
     if address.path and workers > 1:
         raise ScenarioError(f"{source}: key 'sink.workers': unix sockets take workers = 1 (SO_REUSEPORT is TCP only)")
@@ -387,7 +373,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     scenario, source = _scenario_with_flags(args)
     if args.relay or args.drain or args.relay_listen:
         scenario = override(scenario, f"{source} (with command-line flags)", relay__enabled=True if args.relay else None,
-                            relay__drain=args.drain, relay__listen=args.relay_listen)
+                            relay__drain=args.drain, relay__listen=args.relay_listen,
+                            flags={"relay.listen": "--relay-listen"})
     if not scenario.relay.enabled and (args.drain or args.relay_listen):
         # Without relay mode nothing reads them: say so rather than run a different benchmark.
         given = [f for f, v in (("--relay-listen", args.relay_listen), ("--drain", args.drain)) if v]
@@ -419,7 +406,6 @@ def _check_bench_sink(args: argparse.Namespace, scenario, source: str) -> None:
         _local(_address(scenario.relay.listen, source, "relay.listen", "--relay-listen"), "--relay-listen")
     elif args.listen:
         _local(_address(args.listen, source, None, "--listen"), "--listen")
-    _check_stats_listen(scenario.sink, source)
 
 
 def _local(address, flag: str) -> None:
@@ -485,20 +471,11 @@ def _sweep(scenario, args, kind: str, target) -> int:
     return EXIT_OK if best is not None else max(_exit_code(r) for _, _, r in steps)
 
 
-def _check_addresses(scenario, source: str) -> None:
-    """The address keys (plain strings to the schema) as ``sink`` and ``bench`` will read them."""
-    if scenario.sink.listen:
-        _address(scenario.sink.listen, source, "sink.listen", "--listen")
-    _address(scenario.relay.listen, source, "relay.listen", "--relay-listen")
-    _check_stats_listen(scenario.sink, source)
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
     status = EXIT_OK
     for path in args.files:
         try:
             sc = load(path)
-            _check_addresses(sc, path)
         except ScenarioError as e:
             print(f"smtpbench: {e}", file=sys.stderr)
             status = EXIT_USAGE

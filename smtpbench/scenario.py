@@ -590,9 +590,12 @@ def load(path: str | os.PathLike | None) -> Scenario:
     return build(data, source)
 
 
-def override(scenario: Scenario, source: str, clear: tuple[str, ...] = (), **changes: Any) -> Scenario:
+def override(scenario: Scenario, source: str, clear: tuple[str, ...] = (), flags: dict[str, str] | None = None,
+             **changes: Any) -> Scenario:
     """Apply CLI flags (``table__key=value``; None = not given) on top of a scenario, validated like
-    the file; keys in ``clear`` are set to None (unset)."""
+    the file; keys in ``clear`` are set to None (unset). An error names the flag beside the key it
+    set: ``--`` and the key's last part (``sink.stats_listen``: ``--stats-listen``) unless ``flags``
+    maps the dotted key to another."""
     data = scenario.model_dump()
     for name in clear:
         changes[name] = None
@@ -604,4 +607,13 @@ def override(scenario: Scenario, source: str, clear: tuple[str, ...] = (), **cha
             data.setdefault(table, {})[key] = value
         else:
             data[table] = value
-    return build(data, source)
+    try:
+        return build(data, source)
+    except ScenarioError as e:
+        text = str(e)
+        for name, value in changes.items():
+            if value is not None:
+                dotted = name.replace("__", ".")
+                flag = (flags or {}).get(dotted) or "--" + dotted.rpartition(".")[2].replace("_", "-")
+                text = text.replace(f"key '{dotted}':", f"key '{dotted}' ({flag}):")
+        raise ScenarioError(text) from None

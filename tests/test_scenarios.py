@@ -243,7 +243,7 @@ def test_rate_or_stages_without_a_model_is_an_open_loop(tmp_path):
     (["--arrival", "poisson"], "--arrival is for the open loop"),
     (["--max-connections", "3"], "--max-connections is for the open loop"),
     (["--sessions", "3", "--max-connections", "3"], "--max-connections is for the open loop"),
-    (["--duration", "0"], "key 'load.duration': Input should be greater than 0"),
+    (["--duration", "0"], "key 'load.duration' (--duration): Input should be greater than 0"),
 ])
 def test_load_flags_that_would_be_ignored_are_errors(flags, says):
     # A closed-loop scenario (the defaults); nothing may run: 127.0.0.1:9 answers nobody.
