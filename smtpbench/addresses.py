@@ -50,11 +50,17 @@ def parse_address(text: str, default_port: int = 2525) -> Address:
     return Address(host=host or "127.0.0.1", port=int(port))
 
 
+def literal_ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address ``host`` names when it is a literal one or ``localhost`` (no DNS); else None."""
+    if host == "localhost":
+        return ipaddress.ip_address("127.0.0.1")
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
 def is_loopback(host: str) -> bool:
     """``localhost`` or a loopback IP (127.0.0.0/8, ::1); other names could resolve anywhere."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    ip = literal_ip(host)
+    return ip is not None and ip.is_loopback

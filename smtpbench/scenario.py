@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
                       model_validator)
 
-from .addresses import ADDRESS_HELP, parse_address
+from .addresses import ADDRESS_HELP, is_loopback, literal_ip, parse_address
 from .faultspec import (Capacity, Fault, Greylist, RateLimit, RecipientOutcomes, check_one_form, min_max,
                         number_or_table)
 from .protocol.server import DEFAULT_EXTENSIONS, EXTENSIONS
@@ -59,16 +59,6 @@ def resolve_workers(value: int | str) -> int:
     return int(value)
 
 
-def _ip_or_localhost(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The address ``host`` names, when it is a literal one or localhost (a listener binds it; no DNS)."""
-    if host == "localhost":
-        return ipaddress.ip_address("127.0.0.1")
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
-
-
 def _listen(value: Any) -> str:
     """Where a sink listens ("" where the key has a default elsewhere): HOST:PORT with an IP address
     or localhost (PORT 0: any free one), [IPv6]:PORT or unix:/path, checked before the sink binds."""
@@ -76,7 +66,7 @@ def _listen(value: Any) -> str:
         raise ValueError(f"expected {ADDRESS_HELP}, got {value!r}")
     if value:
         address = parse_address(value)  # a ValueError says the forms
-        if not address.path and (":" not in value.rsplit("]", 1)[-1] or _ip_or_localhost(address.host) is None):
+        if not address.path and (":" not in value.rsplit("]", 1)[-1] or literal_ip(address.host) is None):
             raise ValueError(f"expected {ADDRESS_HELP} with an IP address or localhost and the port, got {value!r}")
     return value
 
@@ -88,8 +78,7 @@ def _stats_listen(value: Any) -> str:
         raise ValueError(f"expected a loopback HOST:PORT such as '127.0.0.1:8025', got {value!r}")
     if value:
         address = parse_address(value, default_port=8025)
-        ip = None if address.path else _ip_or_localhost(address.host)
-        if ip is None or not ip.is_loopback:
+        if address.path or not is_loopback(address.host):
             raise ValueError("expected a loopback HOST:PORT such as '127.0.0.1:8025', '[::1]:8025' or 'localhost:8025' "
                              f"(TCP; the endpoint takes unauthenticated PUT /faults), got {value!r}")
     return value
