@@ -253,7 +253,8 @@ def test_load_flags_that_would_be_ignored_are_errors(flags, says):
 
 
 def test_rate_flag_turns_a_closed_scenario_open_and_sessions_flag_an_open_one_closed(tmp_path):
-    from smtpbench.cli import _scenario_with_flags, build_parser
+    from smtpbench.cli import _scenario_with_flags
+    from smtpbench.cliargs import build_parser
 
     closed, opened = tmp_path / "closed.toml", tmp_path / "open.toml"
     closed.write_text('[load]\nsessions = 2\nthink_time = "1s"\n')

@@ -19,7 +19,8 @@ from typing import TextIO
 
 from .. import eventloop
 from ..addresses import Address
-from ..scenario import Sink, format_error
+from ..scenario import Sink
+from ..schema_errors import format_error
 from .monitor import Monitor
 from .server import SinkServer, StartError, open_capture_checked
 from .stats import merge
