@@ -216,7 +216,8 @@ def test_result_file_is_json_with_a_line_per_entry(tmp_path):
 
     result = {"schema": SCHEMA, "name": "tést ✓", "totals": {"ok": 3, "failed": 0},
               "intervals": {str(i): {"t": i, "response": {"counts": [1, 2, 3]}} for i in range(5)},
-              "errors": [], "thresholds": {}, "health": {"valid": True, "reasons": ["a\nb"]}}
+              "errors": [], "thresholds": {}, "health": {"valid": True, "reasons": ["a\nb"]},
+              "run_id": "r-1", "load": {}, "latency": {}, "histograms": {}, "timeseries": {}, "verdict": "ok"}
     path = save(result, str(tmp_path / "run"))
     assert load_result(str(tmp_path / "run")) == result
     text = open(path, encoding="utf-8").read()
