@@ -13,7 +13,8 @@ Schema ``smtpbench.result/1`` (all latencies in integer microseconds):
   load_end_us: when the load stopped offering messages (before ``duration`` when the message
   count or the stages ran out; the drain follows), what rates are taken over;
   cpu_us (``smtpbench run``): the generator's CPU time from the start of the load to the end of the drain, its processes
-  summed (no interpreter start, imports or result file: ``cpu_us / issued`` is its cost per message)
+  summed (no interpreter start, imports or result file: ``cpu_us / issued`` is its cost per message);
+  cpu_wall_us: the wall time it was counted over (summed likewise)
 * ``latency``: ``response``, ``service``, ``send_lag``, ``sched_lag``, ``loop_lag`` and
   ``phases.<phase>`` each a summary ``{count, min, mean, p50, p90, p99, p99.9, p99.99, max}``
 * ``histograms``: the same as sparse HDR-style buckets (``[[index, count], …]``, layout in
@@ -190,12 +191,12 @@ def load_window(result: dict) -> tuple[float, float | None]:
 
 def _cpu_share(proc: dict, start: float, end: float | None) -> float:
     """A process's CPU share: the median over the whole intervals of the load after the warm-up;
-    a run too short for one, its CPU over its duration."""
+    a run too short for one, its CPU over the time it was counted."""
     inside = [share for t, share in proc["cpu"] if t >= start and (end is None or t + 1 <= end)]
     if inside:
         return median(inside)
-    totals = proc["totals"]
-    return totals.get("cpu_us", 0) / totals["duration_us"] if totals.get("duration_us") else 0.0
+    totals = proc["totals"]  # (cpu_us counts from before t0: over duration_us a tiny run read 169 %)
+    return totals.get("cpu_us", 0) / totals["cpu_wall_us"] if totals.get("cpu_wall_us") else 0.0
 
 
 def _health(result: dict, merged: dict, series: dict) -> dict:

@@ -26,8 +26,10 @@ def run_against_sink(start_sink, tmp_path, *args: str, sink_args: tuple[str, ...
     assert "Traceback" not in run.stderr, run
     assert_exit(run, 0)
     assert_accounted(run.result)
-    # The generator watched itself: its loop-lag probes ran.
+    # The generator watched itself: its loop-lag probes ran, and each process's CPU share is one
+    # thread's (a tiny run's read 169 % when CPU counted from before t0 was taken over the time after).
     assert run.result["latency"]["loop_lag"]["count"] >= 1, run.result["latency"]["loop_lag"]
+    assert all(0 < share <= 1.05 for share in run.result["health"]["cpu_by_process"]), run.result["health"]
     return run.result, final
 
 

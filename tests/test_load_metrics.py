@@ -168,7 +168,7 @@ def test_cpu_share_is_the_loads_not_diluted_by_empty_intervals():
     assert series == [[0, 1.0], [1, 0.99], [2, 0.1]]
     busy = {"cpu": series, "totals": {"cpu_us": 2_000_000, "duration_us": 2_300_000}}
     assert _cpu_share(busy, 0, 2.0) == pytest.approx(0.995)
-    short = {"cpu": [], "totals": {"cpu_us": 450_000, "duration_us": 500_000}}
+    short = {"cpu": [], "totals": {"cpu_us": 450_000, "cpu_wall_us": 500_000, "duration_us": 450_000}}
     assert _cpu_share(short, 0, 0.5) == pytest.approx(0.9)
 
 
