@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,7 +38,9 @@ def _reason(log_path: str) -> str:
         return "no log"
     said = [line for line in lines if line.startswith(("smtpbench sink: ", "smtpbench: "))]
     if said:
-        return said[-1].split(": ", 1)[1]
+        # The sink names its own flags (--capture, --tls-cert, …), which bench does not take: the
+        # scenario key it also names is what a bench user can change.
+        return re.sub(r" \(--[a-z-]+\)", "", said[-1].split(": ", 1)[1])
     return lines[-1] if lines else "it exited without a word"
 
 

@@ -15,7 +15,7 @@ import sys
 from . import eventloop
 from .addresses import parse_address
 from .cliargs import build_parser
-from .scenario import ScenarioError, load, override, resolve_workers
+from .scenario import ScenarioError, check_listen, load, override, resolve_workers
 
 EXIT_OK, EXIT_THRESHOLDS, EXIT_USAGE, EXIT_INVALID = 0, 1, 2, 3
 
@@ -67,7 +67,10 @@ def _address(text: str, source: str, key: str | None, flag: str, default_port: i
 
 
 def _target(args: argparse.Namespace, scenario, source: str):
-    return _address(args.target or f"{scenario.target.host}:{scenario.target.port}", source, "target", "--target")
+    address = _address(args.target or f"{scenario.target.host}:{scenario.target.port}", source, "target", "--target")
+    if not address.path and address.port == 0:  # as [target] port: no server listens on port 0
+        raise ScenarioError(f"--target: port 0 is no server's; expected HOST:PORT with PORT 1-65535, got {args.target!r}")
+    return address
 
 
 def _auth_users(values: list[str] | None) -> dict[str, str] | None:
@@ -158,7 +161,7 @@ def execute_load(scenario, target, kind: str, run_id: str) -> dict:
     processes = resolve_workers(scenario.load.processes)
     if scenario.load.model == "closed":
         # Processes share whole sessions: one without a session would wait forever for its share
-        # of a --messages run.
+        # of a --messages run (and a Locust worker without a user, see cmd_locust).
         processes = max(1, min(processes, scenario.load.sessions))
     progress = Progress(scenario.load.duration)
     started = time.time()
@@ -259,7 +262,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ScenarioError(f"{' and '.join(given)} need{'' if len(given) > 1 else 's'} --relay "
                             f"(or [relay] enabled = true in the scenario)")
     target = _target(args, scenario, source) if args.target else None
-    _check_bench_sink(args, scenario, source)
+    _check_bench_sink(args)
     if scenario.sweep is not None:
         return _sweep(scenario, args, "bench", target)
     run_id = _new_run_id(scenario.name)
@@ -277,26 +280,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return _exit_code(result)
 
 
-def _check_bench_sink(args: argparse.Namespace, scenario, source: str) -> None:
-    """The embedded sink's addresses, before anything starts: a bad one would fail in the sink's
-    process, found only once bench waits for it."""
-    if scenario.relay.enabled:
-        _local(_address(scenario.relay.listen, source, "relay.listen", "--relay-listen"), "--relay-listen")
-    elif args.listen:
-        _local(_address(args.listen, source, None, "--listen"), "--listen")
-
-
-def _local(address, flag: str) -> None:
-    """A host to listen on must resolve (``--listen garbage`` is host "garbage", port 2525)."""
-    import socket
-
-    if address.path:
-        return
-    try:
-        socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as e:
-        raise ScenarioError(f"{flag}: cannot listen on {address}: host {address.host!r} is unknown ({e.strerror}); "
-                            f"expected HOST:PORT with HOST a local address, [IPv6]:PORT or unix:/path") from None
+def _check_bench_sink(args: argparse.Namespace) -> None:
+    """bench's --listen (not a scenario key: the embedded sink gets it apart), checked as ``[sink]
+    listen`` is before anything starts: a bad one would fail in the sink's process, found only
+    once bench waits for it. (``[relay] listen`` and --relay-listen are checked with the scenario.)"""
+    if args.listen:
+        try:
+            check_listen(args.listen)
+        except ValueError as e:
+            raise ScenarioError(f"--listen: {e}") from None
 
 
 def _sweep(scenario, args, kind: str, target) -> int:
@@ -448,6 +440,8 @@ def cmd_locust(args: argparse.Namespace) -> int:
     if text != "auto" and not text.isdigit():
         raise ScenarioError(f"--workers: expected a number of processes (0 = one --headless process) or 'auto', got {text!r}")
     workers = resolve_workers(text) if text != "0" else 0
+    if scenario.load.model == "closed" and workers > scenario.load.sessions:
+        workers = scenario.load.sessions  # a worker without a user would hold its share of the messages
     run_id = _new_run_id(scenario.name)
     folder = output_folder(args.out or f"results/{run_id}", "--out" if args.out else None)
     code = launch(scenario, str(target), workers, folder, run_id, args.phases, args.locust_arg)

@@ -60,15 +60,16 @@ def resolve_workers(value: int | str) -> int:
     return int(value)
 
 
-def _listen(value: Any) -> str:
-    """Where a sink listens ("" where the key has a default elsewhere): HOST:PORT with an IP address
-    or localhost (PORT 0: any free one), [IPv6]:PORT or unix:/path, checked before the sink binds."""
+def check_listen(value: Any) -> str:
+    """Where a sink listens ("" where the key has a default elsewhere): HOST[:PORT] with an IP address
+    or localhost (PORT 2525 when left out, 0: any free one), [IPv6]:PORT or unix:/path, checked
+    before the sink binds. ValueError says what is allowed."""
     if not isinstance(value, str):
         raise ValueError(f"expected {ADDRESS_HELP}, got {value!r}")
     if value:
         address = parse_address(value)  # a ValueError says the forms
-        if not address.path and (":" not in value.rsplit("]", 1)[-1] or literal_ip(address.host) is None):
-            raise ValueError(f"expected {ADDRESS_HELP} with an IP address or localhost and the port, got {value!r}")
+        if not address.path and literal_ip(address.host) is None:
+            raise ValueError(f"expected {ADDRESS_HELP} with an IP address or localhost, got {value!r}")
     return value
 
 
@@ -85,7 +86,7 @@ def _stats_listen(value: Any) -> str:
     return value
 
 
-ListenAddress = Annotated[str, BeforeValidator(_listen)]
+ListenAddress = Annotated[str, BeforeValidator(check_listen)]
 
 
 class Target(_Table):
@@ -202,7 +203,7 @@ class Load(_Table):
     arrival: Literal["constant", "poisson"] = "constant"
     stages: list[Stage] = Field(default_factory=list)
     max_connections: int = Field(100, ge=1)
-    duration: Annotated[Duration, Field(gt=0)] | None = 20.0  # None (--messages alone): no time limit
+    duration: Duration | None = 20.0  # None or 0 with messages (--messages alone): no time limit
     messages: int | None = Field(None, ge=1)
     warmup: Duration = 0.0
     drain: Duration = 10.0  # after the last arrival, time for messages in flight to finish
@@ -245,6 +246,12 @@ class Load(_Table):
             raise ValueError("give 'rate' or 'stages', not both (each stage has its own rate)")
         if self.model == "open" and self.think_time:
             raise ValueError("think_time is for the closed loop; an open loop's arrivals follow 'rate' or 'stages'")
+        if self.duration == 0:
+            # No time limit: the run ends on its message count, and without one it never would.
+            if self.messages is None:
+                raise ValueError("duration = 0 means no time limit, which needs 'messages' (the run would never "
+                                 "end); give a duration > 0, or messages")
+            self.duration = None
         if self.stages and not any(st.rate > 0 for st in self.stages):
             raise ValueError("stages: at least one stage needs rate > 0 (with all at 0 nothing is sent)")
         if self.duration and self.warmup >= self.duration:

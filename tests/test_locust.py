@@ -143,6 +143,22 @@ def test_both_workers_sent_their_share_of_the_rate(distributed):
     assert sum(w["ok"] for w in workers) == distributed.result["totals"]["ok"]
     assert sorted(w["worker_index"] for w in workers) == [0, 1]
     assert len(distributed.result["health"]["cpu_by_process"]) == 2
+    # The load's window ends with its duration, not after the users' drain (which read 25 % low).
+    assert distributed.result["totals"]["load_end_us"] == pytest.approx(SECONDS * 1e6, abs=300_000)
+    assert distributed.result["health"]["achieved_rate"] == pytest.approx(RATE, rel=0.05)
+
+
+def test_fewer_sessions_than_workers(tmp_path):
+    """One session asked of two workers: one worker (a worker without a user held half of
+    --messages and the run went on for its whole duration, valid, with half the messages)."""
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text('[load]\nsessions = 1\nmessages = 20\nduration = "20s"\ndrain = "2s"\n')
+    sink = _start_sink(tmp_path)
+    out = tmp_path / "run"
+    run = _run([sys.executable, "-m", "smtpbench", "locust", str(scenario), "--workers", "2", "--target",
+                sink.address, "--out", str(out), "--no-report"], sink, out, 90)
+    assert run.result["totals"]["issued"] == run.result["totals"]["ok"] == run.sink["messages"] == 20, run
+    assert run.result["totals"]["duration_us"] < 15_000_000, run
 
 
 def test_merged_result_is_exact(distributed):

@@ -131,7 +131,7 @@ BAD_FILES = [
      "give 'rate' or 'stages', not both"),
     ("open-think-time", '[load]\nrate = 5\nthink_time = "1s"', "load", "think_time is for the closed loop"),
     # 0 meant "run for ever" (and skipped the warm-up check).
-    ("duration-0", "[load]\nduration = 0", "load.duration", "greater than 0"),
+    ("duration-0", "[load]\nduration = 0", "load", "duration = 0 means no time limit, which needs 'messages'"),
     ("stages-all-0", '[load]\n[[load.stages]]\nduration = "1s"\nrate = 0\n[[load.stages]]\nduration = "1s"\nrate = 0',
      "load", "at least one stage needs rate > 0"),
     # A sweep step's error reads as any other (no pydantic "Value error, " inside).
@@ -159,7 +159,7 @@ BAD_FILES = [
     # Addresses the sink, bench or run would refuse only when they bind or connect.
     ("listen-port", '[sink]\nlisten = "127.0.0.1:99999"', "sink.listen", "PORT 0-65535"),
     ("listen-garbage", '[sink]\nlisten = "nope"', "sink.listen",
-     "expected HOST:PORT, [IPv6]:PORT or unix:/path with an IP address or localhost and the port, got 'nope'"),
+     "expected HOST:PORT, [IPv6]:PORT or unix:/path with an IP address or localhost, got 'nope'"),
     ("stats-listen-garbage", '[sink]\nstats_listen = "garbage"', "sink.stats_listen",
      "expected a loopback HOST:PORT such as '127.0.0.1:8025'"),
     # The sink bound TCP 127.0.0.1:2525 for a unix: path; and the endpoint takes unauthenticated PUT /faults.
@@ -213,10 +213,16 @@ def test_scenarios_lists_a_file_that_is_not_utf8_as_invalid_and_goes_on(tmp_path
 
 
 @pytest.mark.parametrize("listen, stats", [("127.0.0.1:0", "127.0.0.1:8025"), ("[::1]:25", "[::1]:9"),
-                                           ("localhost:2525", "localhost:1"), ("unix:/tmp/s.sock", "127.0.0.1")])
+                                           ("localhost:2525", "localhost:1"), ("unix:/tmp/s.sock", "127.0.0.1"),
+                                           ("127.0.0.1", "localhost")])  # no port: 2525 (as before), 8025
 def test_listen_addresses_that_bind(listen, stats):
     sc = build({"sink": {"listen": listen, "stats_listen": stats}, "relay": {"listen": listen}})
     assert (sc.sink.listen, sc.sink.stats_listen, sc.relay.listen) == (listen, stats, listen)
+
+
+def test_duration_0_with_messages_is_no_time_limit():
+    """A count-bounded run without a time limit, written in a file (TOML has no null)."""
+    assert build({"load": {"duration": 0, "messages": 50}}).load.duration is None
 
 
 @pytest.mark.parametrize("value", ["client.example", "localhost", "[127.0.0.1]", "[IPv6:::1]", "a-1.b2.example"])
@@ -243,7 +249,6 @@ def test_rate_or_stages_without_a_model_is_an_open_loop(tmp_path):
     (["--arrival", "poisson"], "--arrival is for the open loop"),
     (["--max-connections", "3"], "--max-connections is for the open loop"),
     (["--sessions", "3", "--max-connections", "3"], "--max-connections is for the open loop"),
-    (["--duration", "0"], "key 'load.duration' (--duration): Input should be greater than 0"),
 ])
 def test_load_flags_that_would_be_ignored_are_errors(flags, says):
     # A closed-loop scenario (the defaults); nothing may run: 127.0.0.1:9 answers nobody.

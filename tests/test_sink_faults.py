@@ -182,6 +182,14 @@ def test_the_warmup_stays_out_of_phases_and_refusals(start_sink, tmp_path):
     assert result["latency"]["phases"]["mail"]["count"] <= totals["ok"] + 10
 
 
+def test_a_run_that_ends_inside_its_warmup_keeps_no_phase_figures(start_sink, tmp_path):
+    """Every message in the warm-up (20 messages, a 10 s warm-up): per-phase figures hold none of
+    them either (the warm-up's end never came to drop them)."""
+    result, _ = generate(start_sink, tmp_path, "", "--messages", "20", "--warmup", "10s", load="sessions = 1")
+    assert result["totals"]["warmup_ok"] == 20 and result["totals"]["ok"] == 0
+    assert all(p["count"] == 0 for p in result["latency"]["phases"].values()), result["latency"]["phases"]
+
+
 def test_refused_bdat_chunk_is_data_not_commands(start_sink, tmp_path):
     """A fault reply to BDAT: the chunk is still read and discarded (RFC 3030 §2), so a "QUIT"
     inside it is not a command; the reply follows the chunk, and the transaction is over (the

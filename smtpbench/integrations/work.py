@@ -135,6 +135,7 @@ class Work:
         self.tls_context = tls_context(load.tls_verify) if load.tls != "none" else None
         self.tls_session = None          # the last TLS session, offered again (resumption) when tls_resume
         self.issued = 0        # messages this process took on (counts toward the limit)
+        self.limit_at = 1 << 62  # µs: when the last message of the limit was taken on
         self.in_flight = 0
         self.connections = 0
         self.ok = 0
@@ -174,6 +175,8 @@ class Work:
         """A closed-loop user takes on its next message."""
         self.issued += 1
         self.recorder.totals["issued"] += 1
+        if self.issued >= self.limit:
+            self.limit_at = self.now()
 
     def started(self, now: int) -> None:
         self.in_flight += 1
@@ -253,6 +256,8 @@ class Work:
 
     def _release(self, intended: int, now: int) -> None:
         self.issued += 1
+        if self.issued >= self.limit:
+            self.limit_at = intended
         rec = self.recorder
         rec.totals["issued"] += 1
         rec.scheduled(intended, now)
@@ -335,7 +340,10 @@ class Work:
             else:
                 self.fail(now, key, "queue", 0, "not_sent", "run ended before a connection was free", begun=False)
         rec = self.recorder
-        rec.totals["duration_us"] = rec.totals["load_end_us"] = max(now, 0)
+        rec.totals["duration_us"] = max(now, 0)
+        # The load ended at its duration or its message count, whichever came first; the users'
+        # drain after it is not load (the native runner marks the same moment).
+        rec.totals["load_end_us"] = max(0, min(now, self.end_us, self.limit_at))
         part = self.take_delta()
         part["final"] = True
         return part

@@ -570,6 +570,8 @@ class Runner:
             await asyncio.sleep(0.01)
         for t in tasks:
             t.cancel()
+        if self.now() < self.recorder.warmup_us:
+            self.recorder.end_warmup()  # the run ended inside its warm-up: all its phase values are the warm-up's
         self.recorder.totals["duration_us"] = self.now()
         # The generator's CPU for the run itself: no interpreter start, imports or result file.
         self.recorder.totals["cpu_us"] = int((time.process_time() - cpu0) * 1e6)
