@@ -161,7 +161,7 @@ def execute_load(scenario, target, kind: str, run_id: str) -> dict:
     processes = resolve_workers(scenario.load.processes)
     if scenario.load.model == "closed":
         # Processes share whole sessions: one without a session would wait forever for its share
-        # of a --messages run (and a Locust worker without a user, see cmd_locust).
+        # of a --messages run.
         processes = max(1, min(processes, scenario.load.sessions))
     progress = Progress(scenario.load.duration)
     started = time.time()
@@ -429,6 +429,7 @@ def cmd_locust(args: argparse.Namespace) -> int:
     import os
 
     from .integrations.cluster import launch
+    from .load.plan import connections
 
     if args.scenario_file and args.scenario:
         raise ScenarioError("give the scenario once: as SCENARIO or as --scenario")
@@ -439,9 +440,10 @@ def cmd_locust(args: argparse.Namespace) -> int:
     text = args.workers or str(scenario.load.processes)
     if text != "auto" and not text.isdigit():
         raise ScenarioError(f"--workers: expected a number of processes (0 = one --headless process) or 'auto', got {text!r}")
-    workers = resolve_workers(text) if text != "0" else 0
-    if scenario.load.model == "closed" and workers > scenario.load.sessions:
-        workers = scenario.load.sessions  # a worker without a user would hold its share of the messages
+    workers = min(resolve_workers(text), connections(scenario)) if text != "0" else 0  # (see plan.connections)
+    if scenario.load.pipeline_messages:
+        raise ScenarioError(f"{source}: key 'load.pipeline_messages': the Locust driver sends each message on its "
+                            "own; chain them with smtpbench run")
     run_id = _new_run_id(scenario.name)
     folder = output_folder(args.out or f"results/{run_id}", "--out" if args.out else None)
     code = launch(scenario, str(target), workers, folder, run_id, args.phases, args.locust_arg)

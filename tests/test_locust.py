@@ -234,6 +234,45 @@ def test_a_server_resetting_every_message_gets_no_tight_loop(tmp_path):
 # -- the master's merge, without Locust --------------------------------------------
 
 
+def test_a_421_at_mail_gets_the_reconnect_pause(tmp_path):
+    """Every session closed with a 421 at MAIL: a user pauses 50 ms before its next connection, as
+    the native generator does (it made ~1,900 connections a second without)."""
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text('[[sink.faults]]\non = "MAIL"\naction = "close"\n[load]\nsessions = 2\nduration = "2s"\n'
+                        'drain = "1s"\n')
+    sink = _start_sink(tmp_path, scenario)
+    out = tmp_path / "run"
+    run = _run([sys.executable, "-m", "smtpbench", "locust", str(scenario), "--workers", "0", "--target",
+                sink.address, "--out", str(out), "--no-report"], sink, out, 90)
+    totals = run.result["totals"]
+    assert totals["ok"] == 0 and totals["failed"] == totals["issued"] >= 10, totals
+    assert totals["failed"] <= 2 * 2 / 0.05 + 10, totals
+
+
+def test_a_staged_run_ends_with_its_stages(tmp_path):
+    """Stages of 2 s in a 20 s duration: the run ends after them (it ran the whole duration, and
+    its rates were taken over it)."""
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text('[load]\nmodel = "open"\nduration = "20s"\ndrain = "1s"\n'
+                        '[[load.stages]]\nduration = "2s"\nrate = 50\n')
+    sink = _start_sink(tmp_path)
+    out = tmp_path / "run"
+    run = _run([sys.executable, "-m", "smtpbench", "locust", str(scenario), "--workers", "0", "--target",
+                sink.address, "--out", str(out), "--no-report"], sink, out, 90)
+    assert run.result["totals"]["issued"] == pytest.approx(100, abs=2), run
+    assert run.result["totals"]["duration_us"] < 8_000_000, run
+    assert run.result["health"]["achieved_rate"] == pytest.approx(50, rel=0.05), run
+
+
+def test_pipeline_messages_is_refused_not_ignored(tmp_path):
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text('[load]\npipeline_messages = true\n')
+    proc = subprocess.run([sys.executable, "-m", "smtpbench", "locust", str(scenario), "--target", "127.0.0.1:9"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "load.pipeline_messages" in proc.stderr and "smtpbench run" in proc.stderr, proc.stderr
+
+
 def _export(n: int, start_us: int) -> dict:
     rec = Recorder()
     for i in range(n):

@@ -49,6 +49,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from ..addresses import parse_address
 from ..console import summary_text
+from ..load.plan import connections
 from ..results import save
 from ..scenario import Scenario, ScenarioError, load
 from .collect import Collector
@@ -157,11 +158,6 @@ def _target(environment) -> str:
         raise ScenarioError(f"--host {environment.host!r}: {e}") from None
 
 
-def default_users(scenario: Scenario) -> int:
-    """Users (connections) the scenario asks for: sessions in closed loop, the connection cap in open loop."""
-    return scenario.load.sessions if scenario.load.model == "closed" else scenario.load.max_connections
-
-
 # -- test start ---------------------------------------------------------------------
 
 
@@ -185,6 +181,9 @@ def _test_start(environment, **_kw) -> None:
     target = _target(environment)
     t0_wall = time.time() + START_DELAY
     duration = P.cli_run_time or scenario.load.duration
+    if scenario.load.stages:  # the run ends when its stages do, if before the duration (as natively)
+        length = sum(st.duration for st in scenario.load.stages)
+        duration = min(duration, length) if duration else length
     P.end_wall = t0_wall + duration if duration else None
     P.idle = set()
     phases = bool(getattr(opts, "smtp_phases", False))
@@ -406,7 +405,7 @@ class ScenarioShape(LoadTestShape):
         scenario = P.scenario
         if scenario is None:
             return None
-        users = P.cli_users or default_users(scenario)
+        users = P.cli_users or connections(scenario)
         rate = P.cli_rate or users
         if P.collector is not None:
             if P.end_wall is not None and time.time() >= P.end_wall + END_GRACE:

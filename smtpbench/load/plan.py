@@ -28,3 +28,9 @@ def phase_timeouts(scenario: Scenario) -> dict[str | None, int]:
 def split(total: int, index: int, count: int) -> int:
     """This process's share of ``total`` (sessions, messages), shares differing by at most one."""
     return total // count + (1 if index < total % count else 0)
+
+
+def connections(scenario: Scenario) -> int:
+    """Connections the scenario asks for: its sessions in a closed loop, its cap in an open one
+    (a Locust user each; a worker process given none would hold its share of the work unsent)."""
+    return scenario.load.sessions if scenario.load.model == "closed" else scenario.load.max_connections
