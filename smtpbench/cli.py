@@ -125,15 +125,16 @@ def cmd_sink(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def output_folder(folder: str, flag: str | None) -> str:
-    """Create the output folder before any work, or raise ScenarioError naming ``flag`` (None: the
-    default folder) and why: found after a run, a bad --out would cost its results."""
+def output_folder(given: str | None, default: str) -> str:
+    """Create the output folder (``given`` by --out, else ``default``) before any work, or raise
+    ScenarioError naming it and why: found after a run, a bad --out would cost its results."""
     from .results import folder_error, prepare_folder
 
+    folder = given or default
     try:
         prepare_folder(folder)
     except OSError as e:
-        raise ScenarioError(f"{flag or 'output folder'}: {folder_error(folder, e)}") from None
+        raise ScenarioError(f"{'--out' if given else 'output folder'}: {folder_error(folder, e)}") from None
     return folder
 
 
@@ -238,7 +239,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if scenario.sweep is not None:
         return _sweep(scenario, args, "run", target)
     run_id = _new_run_id(scenario.name)
-    folder = output_folder(args.out or f"results/{run_id}", "--out" if args.out else None)
+    folder = output_folder(args.out, f"results/{run_id}")
     result = execute_load(scenario, target, "run", run_id)
     path = save(result, folder)
     print(summary_text(result, path))
@@ -266,7 +267,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if scenario.sweep is not None:
         return _sweep(scenario, args, "bench", target)
     run_id = _new_run_id(scenario.name)
-    folder = output_folder(args.out or f"results/{run_id}", "--out" if args.out else None)
+    folder = output_folder(args.out, f"results/{run_id}")
     result, path = _one_run(scenario, args, "bench", folder, run_id, target)
     print(summary_text(result, path))
     if result.get("crosscheck"):
@@ -301,7 +302,7 @@ def _sweep(scenario, args, kind: str, target) -> int:
     from .sweep import summarise
 
     sweep_id = _new_run_id(scenario.name + "-sweep")
-    root = output_folder(args.out or f"results/{sweep_id}", "--out" if args.out else None)
+    root = output_folder(args.out, f"results/{sweep_id}")
     no_report = getattr(args, "no_report", False)
     args = argparse.Namespace(**{**vars(args), "no_report": True})  # step reports: built with the sweep's
     steps = []
@@ -392,7 +393,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             return EXIT_USAGE
         for summary, folder in loaded:
             out = args.out and (args.out if len(args.runs) == 1 else sweep_report_dir(summary, args.out))
-            out = output_folder(out or sweep_report_dir(summary), "--out" if args.out else None)
+            out = output_folder(out, sweep_report_dir(summary))
             print(f"report: {build_sweep_report(summary, folder, out)}")
     runs = [p for p in args.runs if p not in sweeps]
     if sweeps and not runs:
@@ -404,7 +405,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     for result in results:
         folder = args.out and (args.out if len(args.runs) == 1 else os.path.join(args.out, result["run_id"]))
-        folder = output_folder(folder or report_dir(result), "--out" if args.out else None)
+        folder = output_folder(folder, report_dir(result))
         print(f"report: {build_report(result, folder)}")
     return EXIT_OK
 
@@ -418,7 +419,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"smtpbench compare: {e}", file=sys.stderr)
         return EXIT_USAGE
-    folder = output_folder(args.out or comparison_dir(results), "--out" if args.out else None)
+    folder = output_folder(args.out, comparison_dir(results))
     comparison = compare(results[0], results[1:])
     path = build_comparison(results, folder, comparison)
     print(summary_text(results, comparison, path))
@@ -445,7 +446,7 @@ def cmd_locust(args: argparse.Namespace) -> int:
         raise ScenarioError(f"{source}: key 'load.pipeline_messages': the Locust driver sends each message on its "
                             "own; chain them with smtpbench run")
     run_id = _new_run_id(scenario.name)
-    folder = output_folder(args.out or f"results/{run_id}", "--out" if args.out else None)
+    folder = output_folder(args.out, f"results/{run_id}")
     code = launch(scenario, str(target), workers, folder, run_id, args.phases, args.locust_arg)
     result_path = os.path.join(folder, "result.json")
     if not os.path.exists(result_path):

@@ -71,8 +71,8 @@ def synthetic_result(rates: list[int], latency_ms: float = 1.0, *, seed: int = 1
             at = k * INTERVAL_US + 1000 * (j + 1)
             rec.started(at)
             rec.failed(at, at, phase, code, kind, f"{code} 4.7.1 try again later" if code else kind)
-        rec.loop_lag_sample(50 + k)
         at = k * INTERVAL_US
+        rec.probe_lag(at, 50 + k)
         for name, value in (("cpu", 0.25), ("in_flight", 4), ("connections", 2), ("loop_lag_us", 120)):
             rec.gauge(at, name, value)
     rec.totals["issued"] = sum(rates) + sum(len(f) for f in (failures or {}).values())  # the runner counts these

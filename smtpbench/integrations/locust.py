@@ -49,6 +49,7 @@ from locust.runners import MasterRunner, WorkerRunner
 
 from ..addresses import parse_address
 from ..console import summary_text
+from ..load.pacing import Profile
 from ..load.plan import connections
 from ..results import save
 from ..scenario import Scenario, ScenarioError, load
@@ -182,7 +183,7 @@ def _test_start(environment, **_kw) -> None:
     t0_wall = time.time() + START_DELAY
     duration = P.cli_run_time or scenario.load.duration
     if scenario.load.stages:  # the run ends when its stages do, if before the duration (as natively)
-        length = sum(st.duration for st in scenario.load.stages)
+        length = Profile(scenario.load.rate, scenario.load.stages).length
         duration = min(duration, length) if duration else length
     P.end_wall = t0_wall + duration if duration else None
     P.idle = set()

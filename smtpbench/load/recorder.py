@@ -145,9 +145,6 @@ class Recorder:
         self.phase_values = defaultdict(list)
         self.phases.clear()
 
-    def loop_lag_sample(self, us: int) -> None:
-        self._loop_lag.append(us)
-
     def probe_lag(self, now: int, lag: int) -> None:
         """A loop-lag probe woke ``lag`` µs late (may be < 0 when a timer fires early)."""
         self._loop_lag.append(max(0, lag))
