@@ -227,3 +227,23 @@ def test_every_recipient_refused_counts_each_recipient(start_sink, tmp_path, hid
     assert (t["ok"], t["failed"], t["rcpt_failed"]) == (0, 20, 60), t
     assert errors_by(result) == {("rcpt", 550, "reply"): 20}
     assert final["messages"] == 0
+
+
+@pytest.mark.parametrize("action, flags, rset_event", [
+    ("close", (), ("rset", 421, "reply")),              # 421 to the RSET, then the server closes
+    ("close", ("--no-pipelining",), ("rset", 421, "reply")),
+    ("disconnect", (), None),                           # dropped without a word at the RSET
+])
+def test_a_message_behind_a_dying_rset_fails_at_its_own_mail(start_sink, tmp_path, action, flags, rset_event):
+    """Every RCPT refused, every RSET (sent after each failed message, RFC 5321 §4.1.1.5) ends the
+    session: the message queued behind the RSET fails at mail, its own first reply, as closed;
+    the RSET's 421 is counted as an event, not as that message's reply (it was labelled rset)."""
+    scenario = ('[[sink.faults]]\non = "RCPT"\naction = "reply"\nreply = "550 5.1.1 No such user"\n'
+                f'[[sink.faults]]\non = "RSET"\naction = "{action}"\n')
+    result, _ = run_with_sink(start_sink, tmp_path, scenario, "--sessions", "1", "--messages", "12", *flags)
+    t = result["totals"]
+    assert (t["ok"], t["failed"]) == (0, 12), t
+    expected = {("rcpt", 550, "reply"): 6, ("mail", 0, "closed"): 6}
+    if rset_event:
+        expected[rset_event] = 6
+    assert errors_by(result) == expected

@@ -234,19 +234,37 @@ def test_a_server_resetting_every_message_gets_no_tight_loop(tmp_path):
 # -- the master's merge, without Locust --------------------------------------------
 
 
+def _locust_against_own_sink(tmp_path: Path, text: str) -> Run:
+    """``smtpbench locust`` (one local worker) with scenario ``text`` against a sink started from it."""
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(text)
+    sink = _start_sink(tmp_path, scenario)
+    out = tmp_path / "run"
+    return _run([sys.executable, "-m", "smtpbench", "locust", str(scenario), "--workers", "0", "--target",
+                 sink.address, "--out", str(out), "--no-report"], sink, out, 90)
+
+
 def test_a_421_at_mail_gets_the_reconnect_pause(tmp_path):
     """Every session closed with a 421 at MAIL: a user pauses 50 ms before its next connection, as
     the native generator does (it made ~1,900 connections a second without)."""
-    scenario = tmp_path / "scenario.toml"
-    scenario.write_text('[[sink.faults]]\non = "MAIL"\naction = "close"\n[load]\nsessions = 2\nduration = "2s"\n'
-                        'drain = "1s"\n')
-    sink = _start_sink(tmp_path, scenario)
-    out = tmp_path / "run"
-    run = _run([sys.executable, "-m", "smtpbench", "locust", str(scenario), "--workers", "0", "--target",
-                sink.address, "--out", str(out), "--no-report"], sink, out, 90)
+    run = _locust_against_own_sink(tmp_path, '[[sink.faults]]\non = "MAIL"\naction = "close"\n'
+                                   '[load]\nsessions = 2\nduration = "2s"\ndrain = "1s"\n')
     totals = run.result["totals"]
     assert totals["ok"] == 0 and totals["failed"] == totals["issued"] >= 10, totals
     assert totals["failed"] <= 2 * 2 / 0.05 + 10, totals
+
+
+def test_a_message_behind_a_dying_rset_fails_at_its_own_mail(tmp_path):
+    """As natively (test_load_faults): every RCPT refused, every RSET after a failed message answered
+    421 and closed; the message sent behind that RSET fails at mail as closed, and the RSET's 421 is
+    an entry of its own (it was labelled rset, 421)."""
+    run = _locust_against_own_sink(tmp_path, '[[sink.faults]]\non = "RCPT"\nreply = "550 5.1.1 No such user"\n'
+                                   '[[sink.faults]]\non = "RSET"\naction = "close"\n'
+                                   '[load]\nsessions = 1\nmessages = 12\nduration = "20s"\ndrain = "1s"\n')
+    totals = run.result["totals"]
+    assert (totals["ok"], totals["failed"]) == (0, 12), totals
+    errors = {(e["phase"], e["code"], e["kind"]): e["count"] for e in run.result["errors"]}
+    assert errors == {("rcpt", 550, "reply"): 6, ("mail", 0, "closed"): 6, ("rset", 421, "reply"): 6}, errors
 
 
 def test_a_staged_run_ends_with_its_stages(tmp_path):

@@ -31,7 +31,7 @@ import gevent
 from gevent import GreenletExit
 from gevent import socket as gsocket
 
-from ..load.plan import RECONNECT_BACKOFF
+from ..load.plan import RECONNECT_BACKOFF, failed_at
 from ..protocol.client import (BANNER, CLOSED, CONNECT, DONE, END_OF_DATA, FAILED, QUIT, READY, REPLY, TLS,
                                TLS_START, ClientSession)
 from .work import Work
@@ -381,6 +381,7 @@ class Slot:
             phase = TLS if e.kind == "tls" else session.expecting or END_OF_DATA
             self._drop()
             kind_ = "unfinished" if killed is not None and e.kind == "timeout" else e.kind
+            phase = failed_at(w.recorder, w.now(), phase, 0, kind_, e.text)[0]
             outcome = self._failed(intended, phase, 0, kind_, e.text, begun=True)
             if killed is not None or e.kind == "unfinished":
                 raise killed or GreenletExit()
@@ -388,7 +389,8 @@ class Slot:
             return self._pause(outcome) if conn.sent == 1 else outcome
         end = w.now()
         if kind is not DONE:   # FAILED or CLOSED before the transaction ended (421, garbage)
-            outcome = self._failed(intended, a, b.code, "reply" if b.code else "protocol", b.text, begun=True)
+            phase, code, kind_ = failed_at(w.recorder, end, a, b.code, "reply" if b.code else "protocol", b.text)
+            outcome = self._failed(intended, phase, code, kind_, b.text, begun=True)
         elif a:
             w.succeeded(intended, start, end, txn.wire)
             outcome = Outcome(True, end - intended, txn.wire)

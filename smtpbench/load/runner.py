@@ -28,7 +28,7 @@ from .connection import ClientConnection
 from .cpumeter import CpuMeter
 from .pacer import Pacer
 from .pacing import Profile, Schedule
-from .plan import RECONNECT_BACKOFF, phase_timeouts, split
+from .plan import RECONNECT_BACKOFF, failed_at, phase_timeouts, split
 from .recorder import Recorder
 from .upkeep import flusher, tick, watch_loop
 
@@ -221,6 +221,7 @@ class Runner:
     def conn_failed(self, conn: ClientConnection, phase: str, code: int, kind: str, text: str, now: int) -> None:
         """The session cannot go on (bad banner, 421, garbage): fail what waited on it."""
         if conn.txn_intended is not None:
+            phase, code, kind = failed_at(self.recorder, now, phase, code, kind, text)
             self._fail(now, conn.txn_intended, phase, code, kind, text)
             conn.txn_intended = None
             self.in_flight -= 1
@@ -252,19 +253,18 @@ class Runner:
             except ValueError:
                 pass
         phase = conn.session.expecting or BANNER
+        kind, text = ("reset", str(exc)) if exc else ("closed", "server closed the connection")
         if conn.txn_intended is not None:
-            self._fail(now, conn.txn_intended, phase, 0, "reset" if exc else "closed",
-                       str(exc) if exc else "server closed the connection")
+            phase = failed_at(self.recorder, now, phase, 0, kind, text)[0]
+            self._fail(now, conn.txn_intended, phase, 0, kind, text)
             conn.txn_intended = None
             self.in_flight -= 1
-            self._fail_chained(conn, now, "reset" if exc else "closed",
-                               str(exc) if exc else "server closed the connection")
+            self._fail_chained(conn, now, kind, text)
             replace = now
         else:
             replace, conn.pending = conn.pending, None
             if replace is not None:
-                self._fail(now, replace, phase, 0, "reset" if exc else "closed",
-                           str(exc) if exc else "server closed the connection")
+                self._fail(now, replace, phase, 0, kind, text)
                 replace = now
         if not self.open_loop and replace is not None and self._may_begin(now):
             # The slot goes on with a new connection (RFC 5321 §3.8: a client reconnects after 421):
@@ -546,7 +546,8 @@ class Runner:
         for conn in list(self.connections):
             if conn.txn_intended is not None:
                 text = "still in flight when the drain period ended"
-                self._fail(now, conn.txn_intended, conn.session.expecting or "end_of_data", 0, "unfinished", text)
+                phase = failed_at(self.recorder, now, conn.session.expecting or "end_of_data", 0, "unfinished", text)[0]
+                self._fail(now, conn.txn_intended, phase, 0, "unfinished", text)
                 conn.txn_intended = None
                 self.in_flight -= 1
                 self._fail_chained(conn, now, "unfinished", text)
