@@ -10,6 +10,7 @@ sink. A difference is reported and makes the run invalid (exit 3).
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import re
@@ -65,7 +66,11 @@ class EmbeddedSink:
         cmd = [sys.executable, "-m", "smtpbench", "sink", "--scenario", self.scenario_path,
                "--listen", self.listen, "--stats-file", self.stats_path]
         self._log = open(self.log_path, "w", encoding="utf-8")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True)
+        # Its own process group: Ctrl-C, sent to the terminal's foreground group, stops the load
+        # (see load.stopping), and the sink must outlive the drain to count what it accepted;
+        # stop() ends it. Should this process leave at once (a second Ctrl-C), atexit does.
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, text=True, process_group=0)
+        atexit.register(self._kill)
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
@@ -81,10 +86,15 @@ class EmbeddedSink:
         raise SinkStartError(f"the embedded sink{chosen} did not start: {_reason(self.log_path)} "
                              f"(log: {self.log_path})")
 
+    def _kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # its group: the sink's worker processes too
+
     def stop(self) -> dict:
         """Stop gracefully (SIGTERM) and return the sink's final counters."""
         if self.proc is None:
             return {}
+        atexit.unregister(self._kill)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:

@@ -125,6 +125,13 @@ def cmd_sink(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def install_stop():
+    """From here on, SIGINT and SIGTERM stop the load and keep its result (see load.stopping)."""
+    from .load.stopping import install
+
+    return install()
+
+
 def output_folder(given: str | None, default: str) -> str:
     """Create the output folder (``given`` by --out, else ``default``) before any work, or raise
     ScenarioError naming it and why: found after a run, a bad --out would cost its results."""
@@ -157,6 +164,7 @@ def execute_load(scenario, target, kind: str, run_id: str) -> dict:
 
     from .console import Progress
     from .load.procs import run_load
+    from .load.stopping import STOP
     from .results import build_result
 
     processes = resolve_workers(scenario.load.processes)
@@ -170,8 +178,11 @@ def execute_load(scenario, target, kind: str, run_id: str) -> dict:
         merged = run_load(scenario, target, run_id, processes, progress.update)
     finally:
         progress.close()
-    return build_result(scenario, merged, run_id=run_id, kind=kind, command=" ".join(["smtpbench", *sys.argv[1:]]),
-                        target=str(target), started_at=started, processes=processes, loop=eventloop.current())
+    result = build_result(scenario, merged, run_id=run_id, kind=kind, command=" ".join(["smtpbench", *sys.argv[1:]]),
+                          target=str(target), started_at=started, processes=processes, loop=eventloop.current())
+    if "interrupted_us" in result["totals"]:
+        result["interrupted"] = {"signal": STOP.name, "at_s": round(result["totals"]["interrupted_us"] / 1e6, 3)}
+    return result
 
 
 def _scenario_with_flags(args: argparse.Namespace):
@@ -240,10 +251,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _sweep(scenario, args, "run", target)
     run_id = _new_run_id(scenario.name)
     folder = output_folder(args.out, f"results/{run_id}")
+    stop = install_stop()
     result = execute_load(scenario, target, "run", run_id)
     path = save(result, folder)
     print(summary_text(result, path))
-    return _exit_code(result)
+    return stop.exit_code(_exit_code(result))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -268,6 +280,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _sweep(scenario, args, "bench", target)
     run_id = _new_run_id(scenario.name)
     folder = output_folder(args.out, f"results/{run_id}")
+    stop = install_stop()
     result, path = _one_run(scenario, args, "bench", folder, run_id, target)
     print(summary_text(result, path))
     if result.get("crosscheck"):
@@ -278,7 +291,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(relay_text(result["relay"]))
     if result.get("report"):
         print(f"  report: {result['report']}")
-    return _exit_code(result)
+    return stop.exit_code(_exit_code(result))
 
 
 def _check_bench_sink(args: argparse.Namespace) -> None:
@@ -306,7 +319,10 @@ def _sweep(scenario, args, kind: str, target) -> int:
     no_report = getattr(args, "no_report", False)
     args = argparse.Namespace(**{**vars(args), "no_report": True})  # step reports: built with the sweep's
     steps = []
+    stop = install_stop()
     for i, value in enumerate(scenario.sweep.values):
+        if stop.signum:  # stopped during the step before: the steps run so far make the sweep
+            break
         sc = step(scenario, value)
         run_id = f"{sweep_id}-step{i + 1:02d}"
         print(f"sweep step {i + 1}/{len(scenario.sweep.values)}: {scenario.sweep.parameter} = {value}", flush=True)
@@ -322,6 +338,8 @@ def _sweep(scenario, args, kind: str, target) -> int:
     summary = summarise(scenario, steps, root, sweep_id)
     save_sweep(summary, root)
     print(f"sweep: {len(steps)} steps in {root}/sweep.json")
+    if stop.signum:
+        print(f"  {stop.name} stopped it after step {len(steps)} of {len(scenario.sweep.values)}")
     best = summary["sustainable"]
     if best is None:
         print("  no step met the thresholds")
@@ -339,7 +357,7 @@ def _sweep(scenario, args, kind: str, target) -> int:
 
             print(f"  no report: {folder_error(os.path.join('reports', sweep_id), e)}", file=sys.stderr)
     # A sweep is meant to cross the knee: it succeeds when it found a sustainable point.
-    return EXIT_OK if best is not None else max(_exit_code(r) for _, _, r in steps)
+    return stop.exit_code(EXIT_OK if best is not None else max(_exit_code(r) for _, _, r in steps))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -36,6 +36,11 @@ def summary_text(result: dict, path: str | None = None) -> str:
         lines.append(f"  threshold {th['metric']} {th.get('op', '<=')} {th['limit']}: observed {th['shown']} [{mark}]")
     for reason in result["health"]["reasons"]:
         lines.append(f"  INVALID: {reason}")
+    if result.get("interrupted"):
+        i, planned = result["interrupted"], result["load"]["duration_s"]
+        of = f" of {planned:g} s" if planned else ""
+        lines.append(f"  interrupted: {i['signal']} stopped the load at {i['at_s']:.1f} s{of}; the figures "
+                     f"cover what ran (messages in flight were drained)")
     if result.get("scenario", {}).get("load", {}).get("pipeline_messages") and t["ok"] and not t.get("chained"):
         lines.append("  note: pipeline_messages chained nothing: the server offered CHUNKING (BDAT LAST already "
                      "sends a whole transaction at once; [load] bdat = \"never\" to chain DATA) or LMTP")

@@ -11,7 +11,8 @@ Schema ``smtpbench.result/1`` (all latencies in integer microseconds):
   bytes and mb_per_s: accepted messages' octets as sent, dot-stuffed with DATA, as the sink counts them);
   chained: messages sent behind the previous one's data (``pipeline_messages``);
   load_end_us: when the load stopped offering messages (before ``duration`` when the message
-  count or the stages ran out; the drain follows), what rates are taken over;
+  count or the stages ran out, or when a signal stopped it; the drain follows), what rates are
+  taken over; interrupted_us (only when SIGINT or SIGTERM stopped the load early): when;
   cpu_us (``smtpbench run``): the generator's CPU time from the start of the load to the end of the drain, its processes
   summed (no interpreter start, imports or result file: ``cpu_us / issued`` is its cost per message);
   cpu_wall_us: the wall time it was counted over (summed likewise)
@@ -32,6 +33,8 @@ Schema ``smtpbench.result/1`` (all latencies in integer microseconds):
 * ``locust`` (Locust runs only): worker count, master host, reports merged
 * ``thresholds``: ``[{metric, limit, observed, passed}]`` (``observed`` null: the metric had no samples,
   which fails); ``verdict``: ok | thresholds_failed | invalid
+* ``interrupted`` (only when SIGINT or SIGTERM stopped the load before its end): ``{signal, at_s}``;
+  the figures cover what ran, the command exits 128 + the signal's number
 
 Read with jq, e.g. ``jq '.totals.msgs_per_s, .latency.response.p99' result.json``.
 """
@@ -111,8 +114,10 @@ def build_result(scenario: Scenario, merged: dict, *, run_id: str, kind: str, co
     totals.pop("first_end", None)
     intervals = merged["interval_data"]
     series = _timeseries(intervals)
-    offered_rate = (round(Profile(load.rate, load.stages, load.duration).mean_rate(load.duration), 2)
-                    if load.model == "open" else None)  # stages: their mean
+    # Stages: their mean, over the part that ran when the run was stopped early (load.stopping).
+    ran = totals["interrupted_us"] / 1e6 if "interrupted_us" in totals else load.duration
+    offered_rate = (round(Profile(load.rate, load.stages, load.duration).mean_rate(ran), 2)
+                    if load.model == "open" else None)
     result = {
         "schema": SCHEMA,
         "run_id": run_id, "name": scenario.name, "kind": kind, "command": command,

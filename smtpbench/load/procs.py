@@ -9,7 +9,9 @@ export at the end; the parent merges exports losslessly.
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
+import signal
 import time
 import traceback
 from typing import Callable
@@ -21,6 +23,7 @@ from ..quickexit import exit_now
 from ..scenario import Scenario
 from .recorder import cpu_series, merge_exports
 from .runner import Runner
+from .stopping import STOP
 
 # s: from "all processes ready" to the common t0. A worker, its message factory built before it
 # says ready, reaches its loop 5-14 ms after the start message (measured, 2 cores, 2 workers);
@@ -31,9 +34,29 @@ READY_TIMEOUT = 60.0
 
 
 async def _run_one(scenario: Scenario, target: Address, factory: MessageFactory, t0_ns: int, index: int, count: int,
-                   progress: Callable[[dict], None] | None) -> dict:
+                   progress: Callable[[dict], None] | None, conn=None) -> dict:
+    """One process's run. Asked to stop early (see :mod:`~smtpbench.load.stopping`) by this
+    process's signal (alone) or by the parent over ``conn`` (a worker): the runner ends its load."""
     runner = Runner(scenario, target, factory, t0_ns, index, count, progress)
-    return await runner.run()
+    loop = asyncio.get_running_loop()
+    if conn is None:
+        forget = STOP.listen(lambda: loop.call_soon_threadsafe(runner.interrupt))
+    else:
+        def told() -> None:
+            try:
+                conn.recv()  # ("stop", ...): the only thing the parent sends once the run is on
+            except (EOFError, OSError):  # the parent is gone: nobody will read the result either
+                pass
+            loop.remove_reader(conn.fileno())
+            runner.interrupt()
+        loop.add_reader(conn.fileno(), told)
+    try:
+        return await runner.run()
+    finally:
+        if conn is None:
+            forget()
+        else:
+            loop.remove_reader(conn.fileno())
 
 
 def _worker(scenario_json: str, target: Address, run_id: str, index: int, count: int, conn) -> None:
@@ -44,7 +67,7 @@ def _worker(scenario_json: str, target: Address, run_id: str, index: int, count:
     kind, _, t0_ns = conn.recv()
     try:
         export = eventloop.run(_run_one(scenario, target, factory, t0_ns, index, count,
-                                        lambda p: conn.send(("progress", index, p))))
+                                        lambda p: conn.send(("progress", index, p)), conn))
         conn.send(("done", index, export))
     except BaseException as e:  # the parent reports it; never hang the run
         conn.send(("error", index, "".join(traceback.format_exception(e))))
@@ -66,14 +89,21 @@ def run_load(scenario: Scenario, target: Address, run_id: str, processes: int,
         return merged
     ctx = multiprocessing.get_context("spawn")
     conns, procs = [], []
-    for i in range(processes):
-        parent_end, child_end = ctx.Pipe(duplex=True)
-        p = ctx.Process(target=_worker, args=(scenario.model_dump_json(), target, run_id, i, processes, child_end),
-                        name=f"smtpbench-load-{i}")
-        p.start()
-        child_end.close()
-        conns.append(parent_end)
-        procs.append(p)
+    # Ctrl-C reaches the terminal's whole foreground process group. A worker leaves it to this
+    # process, which tells it to stop over its pipe (see load.stopping), so what it measured is
+    # kept: it is born with SIGINT ignored (kept across exec, and by Python), imports included.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for i in range(processes):
+            parent_end, child_end = ctx.Pipe(duplex=True)
+            p = ctx.Process(target=_worker, args=(scenario.model_dump_json(), target, run_id, i, processes,
+                                                  child_end), name=f"smtpbench-load-{i}")
+            p.start()
+            child_end.close()
+            conns.append(parent_end)
+            procs.append(p)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     # Spawned interpreters take a while to start (more on a busy machine): wait for all, then
     # give every process the same t0 a little ahead.
     for i, c in enumerate(conns):
@@ -85,6 +115,23 @@ def run_load(scenario: Scenario, target: Address, run_id: str, processes: int,
     t0_ns = time.monotonic_ns() + int(START_DELAY * 1e9)
     for c in conns:
         c.send(("start", 0, t0_ns))
+    forget = STOP.listen(lambda: _tell(conns, ("stop", 0, None)), lambda: [p.kill() for p in procs])
+    try:
+        return _collect(conns, procs, processes, progress)
+    finally:
+        forget()
+
+
+def _tell(conns: list, message: tuple) -> None:
+    for c in conns:
+        try:
+            c.send(message)
+        except OSError:  # that worker is done and gone: nothing to stop
+            pass
+
+
+def _collect(conns: list, procs: list, processes: int, progress: Callable[[dict], None] | None) -> dict:
+    """Wait for every worker's export (passing on their progress); merge them."""
     exports: list[dict | None] = [None] * processes
     latest: list[dict] = [{} for _ in range(processes)]
     errors = []

@@ -267,6 +267,8 @@ def merge_exports(exports: list[dict]) -> dict:
         for k, v in ex["totals"].items():
             if k == "t0_wall_us":
                 out["totals"][k] = min(out["totals"].get(k) or v, v)
+            elif k == "interrupted_us":  # the first process stopped is when the run was
+                out["totals"][k] = min(out["totals"][k], v) if k in out["totals"] else v
             elif k == "first_end":
                 out["totals"][k] = min(out["totals"].get(k) or 1 << 62, v)
             elif k in ("last_end", "duration_us", "load_end_us"):  # processes share t0: the last one's

@@ -94,9 +94,21 @@ class Runner:
         self._all_done = asyncio.Event()
         self._all_closed = asyncio.Event()  # stopping and no connection left (see run)
         self.cpu = CpuMeter()
+        self._paced: asyncio.Future | None = None  # open loop: done when the pacer has released all
 
     def now(self) -> int:
         return (monotonic_ns() - self.t0_ns) // 1000
+
+    def interrupt(self) -> None:
+        """End the load now, as at its duration (see :mod:`~smtpbench.load.stopping`): no new
+        message; those in flight drain. ``totals.interrupted_us`` says when."""
+        now = max(self.now(), 0)
+        if self.stopping or now >= self.end_us:
+            return
+        self.end_us = now
+        self.recorder.totals["interrupted_us"] = now
+        if self._paced is not None and not self._paced.done():
+            self._paced.set_result(None)  # the pacer releases nothing more (see _pace)
 
     # -- connections ----------------------------------------------------------
 
@@ -459,7 +471,7 @@ class Runner:
         for _ in range(min(warm, self._connection_cap(), self.limit)):
             self.open()
         loop = asyncio.get_running_loop()
-        finished = loop.create_future()
+        finished = self._paced = loop.create_future()
         pacer = Pacer(loop, schedule, self, finished)
         pacer.start()
         try:
@@ -513,7 +525,7 @@ class Runner:
             while self.now() < 0:  # all processes start together at t0 (timers may fire early)
                 await asyncio.sleep(max(-self.now() / 1e6, 0.0005))
             for _ in range(split(self.load.sessions, self.index, self.count)):
-                if self.issued < self.limit:
+                if self.issued < self.limit and self.now() < self.end_us:  # (interrupted before t0: none)
                     self.issued += 1
                     self.open(self.now())
             while self.now() < self.end_us and (self.issued < self.limit or self.in_flight or self.opening

@@ -1,0 +1,145 @@
+"""Stopping a run early (smtpbench.load.stopping): Ctrl-C or SIGTERM ends the load, drains what is
+in flight, writes the result of what ran and exits 128 + the signal; a second signal leaves at once.
+
+Each test runs the real command in its own session (as a terminal's foreground job is) and sends
+the signal as a terminal does: to the whole process group (Ctrl-C) or to the command alone (kill).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from load_helpers import assert_accounted, write_scenario
+
+#: s: a run far longer than the test waits: the signal, not the duration, ends it.
+LONG = "60s"
+
+
+def _interrupted(args: list[str], cwd: Path, after: list[float], sig: int = signal.SIGINT, group: bool = True,
+                 timeout: float = 60.0) -> tuple[subprocess.CompletedProcess, float, list[str]]:
+    """Run ``smtpbench ARGS``; send ``sig`` ``after`` s (then again, for each further delay).
+    Returns the finished process, how long it took to exit after the last signal, and the
+    processes of its session still there after it (workers, an embedded sink: none expected)."""
+    proc = subprocess.Popen([sys.executable, "-m", "smtpbench", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=cwd, start_new_session=True)
+    try:
+        for delay in after:
+            time.sleep(delay)
+            os.killpg(proc.pid, sig) if group else proc.send_signal(sig)
+        sent = time.monotonic()
+        out, err = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    took = time.monotonic() - sent
+    assert "Traceback" not in err, err[-3000:]
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), took, _session_left(proc.pid)
+
+
+def _session_left(pid: int) -> list[str]:
+    """Processes still in the command's session (its workers, its embedded sink)."""
+    deadline = time.monotonic() + 5
+    while True:
+        left = subprocess.run(["pgrep", "-s", str(pid)], capture_output=True, text=True).stdout.split()
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+def _result(folder: Path) -> dict:
+    result = json.loads((folder / "result.json").read_text())
+    assert_accounted(result)
+    return result
+
+
+def test_ctrl_c_stops_the_load_and_keeps_the_result(sink, tmp_path):
+    out = tmp_path / "out"
+    proc, took, left = _interrupted(["run", "--target", sink.address, "--sessions", "4", "--duration", LONG,
+                                     "--out", str(out)], tmp_path, [2.5])
+    assert proc.returncode == 130, proc.stderr
+    assert took < 10, took                       # the drain, not the 60 s duration
+    result = _result(out)
+    stopped = result["interrupted"]
+    assert stopped["signal"] == "SIGINT" and 0.5 < stopped["at_s"] < 5, stopped
+    t = result["totals"]
+    assert t["ok"] > 0 and t["failed"] == 0, t   # what was in flight was drained, not cut
+    assert t["load_end_us"] >= t["interrupted_us"]
+    assert abs(t["load_end_us"] - t["interrupted_us"]) < 100_000, t   # the rates are taken over what ran
+    assert sink.stop()["messages"] == t["ok"]
+    assert "interrupted: SIGINT stopped the load" in proc.stdout
+    assert left == []
+
+
+def test_ctrl_c_reaches_the_workers_through_their_parent(sink, tmp_path):
+    """Ctrl-C goes to every process of the group; the workers leave it to the parent, which tells
+    them: both processes' measurements are in the result (a worker that took it died with them)."""
+    out = tmp_path / "out"
+    proc, _, left = _interrupted(["run", "--target", sink.address, "--sessions", "4", "--duration", LONG,
+                                  "--processes", "2", "--out", str(out)], tmp_path, [4.0])
+    assert proc.returncode == 130, proc.stderr
+    result = _result(out)
+    assert "interrupted" in result
+    assert len(result["health"]["cpu_by_process"]) == 2
+    assert result["totals"]["failed"] == 0 and result["totals"]["ok"] > 0
+    assert sink.stop()["messages"] == result["totals"]["ok"]
+    assert left == []
+
+
+def test_sigterm_on_a_staged_open_loop_offers_what_ran(sink, tmp_path):
+    """SIGTERM (kill) to the command alone: exit 143; the offered rate is that of the stages that
+    ran (100/s), not the mean of stages never reached (the 1,000/s one would make it ~900)."""
+    scenario = write_scenario(tmp_path, '[load]\nmodel = "open"\n'
+                                        '[[load.stages]]\nduration = "20s"\nrate = 100\n'
+                                        '[[load.stages]]\nduration = "200s"\nrate = 1000\n')
+    out = tmp_path / "out"
+    proc, _, _ = _interrupted(["run", "--scenario", scenario, "--target", sink.address, "--out", str(out)],
+                              tmp_path, [2.5], sig=signal.SIGTERM, group=False)
+    assert proc.returncode == 143, proc.stderr
+    result = _result(out)
+    assert result["interrupted"]["signal"] == "SIGTERM"
+    assert result["load"]["offered_rate"] == 100.0
+    assert 90 <= result["health"]["achieved_rate"] <= 110, result["health"]
+    assert result["verdict"] == "ok", result["health"]
+
+
+def test_bench_keeps_its_sink_through_ctrl_c(tmp_path):
+    """The embedded sink is not in the terminal's foreground group: it outlives the drain, counts
+    every message the client saw accepted, and the cross-check holds."""
+    out = tmp_path / "out"
+    proc, _, left = _interrupted(["bench", "--sessions", "4", "--duration", LONG, "--out", str(out),
+                                  "--no-report"], tmp_path, [3.0])
+    assert proc.returncode == 130, proc.stderr
+    result = _result(out)
+    assert "interrupted" in result
+    check = result["crosscheck"]
+    assert check["passed"] and check["client_ok"] > 0, check
+    assert left == []
+
+
+def test_a_second_ctrl_c_leaves_at_once_and_leaves_nothing_running(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "smtpbench", "bench", "--sessions", "4", "--duration", LONG,
+                             "--processes", "2", "--out", str(out), "--no-report"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True)
+    try:
+        time.sleep(5.0)
+        os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGINT)
+        sent = time.monotonic()
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130
+    assert time.monotonic() - sent < 5
+    assert "leaving without a result" in err and "Traceback" not in err, err[-3000:]
+    assert not (out / "result.json").exists()
+    assert _session_left(proc.pid) == []   # the workers and the embedded sink (its own group) too
