@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     _sink_parser(sub)
     _run_parser(sub)
     _bench_parser(sub)
-    p = sub.add_parser("validate", help="check scenario files", description="Validate scenario files; exit 2 on the first bad one.")
+    p = sub.add_parser("validate", help="check scenario files", description="Validate scenario files: one line for each (its first problem if bad); exit 2 if any is bad.")
     p.add_argument("files", nargs="+", metavar="FILE")
     p = sub.add_parser("scenarios", help="list the scenario library", description="List scenarios with their descriptions.")
     p.add_argument("--dir", default=None, help="folder to list (default: ./scenarios)")

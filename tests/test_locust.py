@@ -282,6 +282,20 @@ def test_a_staged_run_ends_with_its_stages(tmp_path):
     assert run.result["health"]["achieved_rate"] == pytest.approx(50, rel=0.05), run
 
 
+def test_run_time_flag_is_the_duration_the_result_records(tmp_path):
+    """Locust's -t overrides the scenario's duration (README): the run stops then, and result.json (and so
+    the report) says the length that ran, not the scenario's 20 s."""
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text('[load]\nsessions = 2\nduration = "20s"\ndrain = "1s"\n')
+    sink = _start_sink(tmp_path)
+    out = tmp_path / "run"
+    run = _run([sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--scenario", str(scenario),
+                "--host", sink.address, "--smtp-out", str(out), "--only-summary", "-t", "2s"], sink, out, 90)
+    assert run.result["totals"]["load_end_us"] <= 3_000_000, run
+    assert run.result["load"]["duration_s"] == 2, run
+    assert run.result["scenario"]["load"]["duration"] == 2, run
+
+
 def test_pipeline_messages_is_refused_not_ignored(tmp_path):
     scenario = tmp_path / "scenario.toml"
     scenario.write_text('[load]\npipeline_messages = true\n')

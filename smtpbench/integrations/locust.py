@@ -195,7 +195,13 @@ def _test_start(environment, **_kw) -> None:
         ids = [runner.client_id]
     slices = {cid: i for i, cid in enumerate(ids)}
     command = "locust " + " ".join(sys.argv[1:])
-    P.collector = Collector(scenario, run_id, target, t0_wall, command, slices)
+    recorded = scenario
+    if P.cli_run_time:
+        # -t replaced the scenario's duration: the result (load.duration_s, its scenario, the report) says
+        # so, as after `smtpbench locust --duration`. Not validated: a warm-up as long is the user's to see.
+        recorded = scenario.model_copy(update={"load": scenario.load.model_copy(
+            update={"duration": float(P.cli_run_time)})})
+    P.collector = Collector(recorded, run_id, target, t0_wall, command, slices)
     P.setup = make_setup(scenario, run_id, target, t0_wall, duration, 0, len(ids), phases)
     logger.info("smtpbench run %s: %s loop against %s, %d worker(s)", run_id, scenario.load.model, target, len(ids))
     for cid, i in slices.items():
