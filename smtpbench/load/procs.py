@@ -104,19 +104,23 @@ def run_load(scenario: Scenario, target: Address, run_id: str, processes: int,
             procs.append(p)
     finally:
         signal.signal(signal.SIGINT, previous)
-    # Spawned interpreters take a while to start (more on a busy machine): wait for all, then
-    # give every process the same t0 a little ahead.
-    for i, c in enumerate(conns):
-        if not c.poll(READY_TIMEOUT):
-            for p in procs:
-                p.kill()
-            raise RuntimeError(f"generator process {i} did not start within {READY_TIMEOUT:.0f} s")
-        c.recv()
-    t0_ns = time.monotonic_ns() + int(START_DELAY * 1e9)
-    for c in conns:
-        c.send(("start", 0, t0_ns))
-    forget = STOP.listen(lambda: _tell(conns, ("stop", 0, None)), lambda: [p.kill() for p in procs])
+    started: list[bool] = []  # (a worker waiting for its start must not be told to stop instead)
+    forget = STOP.listen(lambda: started and _tell(conns, ("stop", 0, None)), lambda: [p.kill() for p in procs])
     try:
+        # Spawned interpreters take a while to start (more on a busy machine): wait for all, then
+        # give every process the same t0 a little ahead.
+        for i, c in enumerate(conns):
+            if not c.poll(READY_TIMEOUT):
+                for p in procs:
+                    p.kill()
+                raise RuntimeError(f"generator process {i} did not start within {READY_TIMEOUT:.0f} s")
+            c.recv()
+        t0_ns = time.monotonic_ns() + int(START_DELAY * 1e9)
+        for c in conns:
+            c.send(("start", 0, t0_ns))
+        started.append(True)
+        if STOP.signum:  # stopped while they started: they stop at t0
+            _tell(conns, ("stop", 0, None))
         return _collect(conns, procs, processes, progress)
     finally:
         forget()
