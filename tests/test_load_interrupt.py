@@ -143,3 +143,15 @@ def test_a_second_ctrl_c_leaves_at_once_and_leaves_nothing_running(tmp_path):
     assert "leaving without a result" in err and "Traceback" not in err, err[-3000:]
     assert not (out / "result.json").exists()
     assert _session_left(proc.pid) == []   # the workers and the embedded sink (its own group) too
+
+
+def test_ctrl_c_while_workers_start(sink, tmp_path):
+    """Stopped before the workers are up: they stop at their start (a result with what little ran,
+    no hang); stopped twice then, the command leaves with nothing left running."""
+    args = ["run", "--target", sink.address, "--sessions", "4", "--duration", LONG, "--processes", "2"]
+    proc, took, left = _interrupted([*args, "--out", str(tmp_path / "once")], tmp_path, [1.0])
+    assert proc.returncode == 130 and took < 20, proc.stderr
+    assert "interrupted" in _result(tmp_path / "once") and left == []
+    proc, took, left = _interrupted([*args, "--out", str(tmp_path / "twice")], tmp_path, [1.0, 0.2])
+    assert proc.returncode == 130 and took < 10, proc.stderr
+    assert left == []
