@@ -139,3 +139,14 @@ def test_cli_rejects_what_is_not_a_result(tmp_path, capsys):
     (tmp_path / "bad.json").write_text('{"schema": "other"}')
     assert main(["report", str(tmp_path / "bad.json")]) == 2
     assert "not a smtpbench result" in capsys.readouterr().err
+
+
+def test_a_run_with_no_accepted_message_shows_no_latency():
+    """Empty histograms summarise as zeros: the tables must show a dash, not a made-up 0.000 ms."""
+    dead = synthetic_result([0] * 3, 1.0, failures={k: [("connect", 0, "refused")] * 4 for k in range(3)})
+    rows = tables.latency(dead).rows
+    assert all(cell == tables.DASH for row in rows[:-1] for cell in row[1:]), rows
+    assert rows[-1][1:] == ["0"] * (len(rows[-1]) - 1)  # the count is a real 0
+    dead["latency"]["phases"]["mail"] = Histogram().summary()
+    phase = tables.phases(dead).rows[-1]
+    assert phase[:2] == ["mail", "0"] and set(phase[2:]) == {tables.DASH}

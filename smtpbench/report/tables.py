@@ -134,7 +134,9 @@ def latency(result: dict) -> Table:
     """Response, service and send-lag percentiles side by side (ms)."""
     lat = result["latency"]
     names = [n for n in ("response", "service", "send_lag") if n in lat]
-    rows = [[p] + [ms(lat[n].get(p)) for n in names] for p in ("min", "mean", *PERCENTILES)]
+    # An empty histogram's summary holds zeros: a run with no accepted message has no latency, not 0 ms.
+    rows = [[p] + [ms(lat[n].get(p)) if lat[n].get("count") else DASH for n in names]
+            for p in ("min", "mean", *PERCENTILES)]
     rows.append(["count"] + [f"{lat[n].get('count', 0):,}" for n in names])
     heads = {"response": "response (corrected)", "service": "service (uncorrected)", "send_lag": "send lag"}
     return Table("Latency (ms), warm-up excluded", ["percentile"] + [heads[n] for n in names], rows,
@@ -144,7 +146,7 @@ def latency(result: dict) -> Table:
 
 def phases(result: dict) -> Table:
     """Count and percentiles per SMTP phase (ms)."""
-    rows = [[name, f"{s.get('count', 0):,}"] + [ms(s.get(p)) for p in ("mean", *PERCENTILES)]
+    rows = [[name, f"{s.get('count', 0):,}"] + [ms(s.get(p)) if s.get("count") else DASH for p in ("mean", *PERCENTILES)]
             for name, s in result["latency"]["phases"].items()]
     return Table("Latency per phase (ms)", ["phase", "count", "mean", *PERCENTILES], rows,
                  note="phases answered in one pipelined batch (RFC 2920) are timed together and show 0 on their own")
