@@ -198,3 +198,20 @@ def test_compare_cli(pair, tmp_path, capsys):
     assert "contender vs baseline" in out and "slower" in out and (tmp_path / "out" / "index.html").is_file()
     assert main(["compare", str(a), str(tmp_path / "missing")]) == 2
     assert "no such result file or run folder" in capsys.readouterr().err
+
+
+def test_a_run_that_accepted_nothing_has_no_latency_and_is_flagged():
+    """Every message refused: its latency is unknown, not 0 ms at a 0.000× ratio, and a warning says so."""
+    good = synthetic_result([100] * 4, 1.0, run_id="good")
+    dead = synthetic_result([0] * 4, 1.0, run_id="dead", failures={k: [("connect", 0, "refused")] * 5 for k in range(4)})
+    comparison = cmp.compare(good, [dead])
+    for row in comparison.rows:
+        if row.metric.unit == "ms":
+            assert row.cells[0].value is None and row.cells[0].ratio is None, row.metric.key
+            assert row.cells[0].verdict == "not enough data"
+    text = cmp.summary_text([good, dead], comparison)
+    assert not [line for line in text.splitlines() if "(ms)" in line and ("0.000" in line or "0.000×" in line)]
+    assert any("contender accepted no message (20 failed)" in w for w in comparison.warnings)
+    reverse = cmp.compare(dead, [good])
+    assert reverse.rows[1].baseline is None and reverse.rows[1].cells[0].ratio is None
+    assert any("baseline accepted no message" in w for w in reverse.warnings)

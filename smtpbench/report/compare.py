@@ -57,12 +57,20 @@ class Metric:
         """From result units (msgs/s, fraction, µs) to display units (msgs/s, %, ms)."""
         return {"%": 100.0, "ms": 0.001}.get(self.unit, 1.0)
 
-    def overall(self, result: dict) -> float:
-        """The whole-run value (warm-up excluded) in display units."""
-        if self.key in ("msgs_per_s", "error_rate"):
-            return result["totals"][self.key] * self.scale
+    def overall(self, result: dict) -> float | None:
+        """The whole-run value (warm-up excluded) in display units; None when the run has none.
+
+        A latency of a run that accepted no message (its histogram empty, its summary all zeros) and
+        the error rate of a run that finished no message are unknown, not 0.
+        """
+        totals = result["totals"]
+        if self.key == "msgs_per_s":
+            return totals[self.key] * self.scale
+        if self.key == "error_rate":
+            return totals[self.key] * self.scale if totals.get("ok", 0) + totals.get("failed", 0) else None
         name, pct = self.key.split(".", 1)
-        return result["latency"][name][pct] * self.scale
+        summary = result["latency"][name]
+        return summary[pct] * self.scale if summary.get("count") else None
 
     def samples(self, result: dict):
         """Per-interval values in display units."""
@@ -88,7 +96,7 @@ METRICS = (
 class Cell:
     """One contender's figures for one metric; ``log``: ``diff`` is of log values (a ratio)."""
 
-    value: float
+    value: float | None
     ratio: float | None
     diff: Difference | None
     verdict: str
@@ -107,7 +115,7 @@ class Cell:
 class Row:
     """One headline metric: the baseline's whole-run value and a cell per contender."""
     metric: Metric
-    baseline: float
+    baseline: float | None
     cells: list[Cell]
 
 
@@ -141,7 +149,7 @@ def judge(metric: Metric, baseline: dict, contender: dict) -> Cell:
     log = metric.log and a.size > 0 and b.size > 0 and bool((a > 0).all() and (b > 0).all())
     diff = welch(np.log(a), np.log(b), CONFIDENCE) if log else welch(a, b, CONFIDENCE)
     base, value = metric.overall(baseline), metric.overall(contender)
-    cell = Cell(value, value / base if base else None, diff, "", log)
+    cell = Cell(value, value / base if base and value is not None else None, diff, "", log)
     cell.verdict = decide(metric, cell)
     return cell
 
@@ -192,6 +200,10 @@ def fairness_warnings(baseline: dict, contender: dict, label: str) -> list[str]:
     for who, r in (("baseline", baseline), (label, contender)):
         if r.get("verdict") == "invalid":
             out.append(f"{who} is an INVALID run: " + "; ".join(r["health"].get("reasons", [])))
+        if not r["totals"].get("ok"):
+            failed = r["totals"].get("failed", 0)
+            out.append(f"{who} accepted no message ({failed:,} failed): it has no latency to compare, and its "
+                       "throughput of 0 measures failures, not the server's speed")
     return out
 
 
