@@ -58,6 +58,25 @@ SCHEMA = "smtpbench.result/1"
 REQUIRED = {"run_id": str, "load": dict, "totals": dict, "latency": dict, "histograms": dict,
             "timeseries": dict, "health": dict, "verdict": str}
 
+_NUM = (int, float)
+_OPT_NUM = (int, float, type(None))
+#: Inside those, what reports index directly (:func:`load_report_result` checks these too): a result edited by
+#: hand, or cut down, fails with one line naming the key instead of a traceback half-way through a report.
+NESTED = {
+    "load": {"model": str, "warmup_s": _OPT_NUM, "duration_s": _OPT_NUM, "processes": int},
+    "totals": {"ok": int, "failed": int, "msgs_per_s": _NUM, "mb_per_s": _NUM, "error_rate": _NUM,
+               "measured_seconds": _NUM},
+    "latency": {"response": dict, "service": dict, "phases": dict},
+    "histograms": {"phases": dict},
+    "timeseries": {"t": list, "offered": list, "sent": list, "ok": list, "failed": list, "errors_4xx": list,
+                   "errors_5xx": list, "errors_other": list, "in_flight": list, "connections": list, "cpu": list,
+                   "loop_lag_us": list, "response": dict, "service": dict},
+    "health": {"valid": bool},
+}
+#: Keys of each entry of these lists.
+ENTRIES = {"errors": ("phase", "code", "kind", "count", "first_s", "last_s"),
+           "thresholds": ("metric", "limit", "passed"), "intervals": ("t", "response", "service")}
+
 #: Generator health limits: beyond these the generator, not the server, limited the run.
 CPU_SATURATED = 0.95        # share of one core, median over measured intervals
 LOOP_LAG_P99_US = 10_000    # event-loop oversleep
@@ -304,3 +323,37 @@ def load_result(path: str) -> dict:
     if missing:
         raise ValueError(f"{path}: not a complete smtpbench result: missing or malformed {', '.join(missing)}")
     return data
+
+
+def load_report_result(path: str) -> dict:
+    """:func:`load_result`, and check what a report reads inside the tables too (:data:`NESTED`)."""
+    data = load_result(path)
+    missing = _malformed(data)
+    if missing:
+        if os.path.isdir(path):
+            path = os.path.join(path, "result.json")
+        raise ValueError(f"{path}: not a complete smtpbench result: missing or malformed {', '.join(missing)}")
+    return data
+
+
+def _malformed(data: dict) -> list[str]:
+    """Dotted names of the :data:`NESTED` and :data:`ENTRIES` keys that are missing or of the wrong type,
+    and of time series not as long as ``timeseries.t``."""
+    bad = [f"{top}.{key}" for top, keys in NESTED.items() for key, kind in keys.items()
+           if not isinstance(data[top].get(key), kind)]
+    for top, keys in ENTRIES.items():
+        entries = data.get(top, [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and all(k in e for k in keys) for e in entries):
+            bad.append(top)
+    if bad:
+        return bad
+    ts = data["timeseries"]
+    n = len(ts["t"])
+    series = {k: v for k, v in ts.items() if isinstance(v, list)}
+    series |= {f"{name}.{p}": v for name in ("response", "service") for p, v in ts[name].items()}
+    bad = [f"timeseries.{k}" for k, v in series.items() if not isinstance(v, list) or len(v) != n]
+    for name in ("response", "service"):
+        summary = data["latency"][name]
+        if summary.get("count") and not all(isinstance(summary.get(p), _NUM) for p in ("p50", "p99", "p99.9", "max")):
+            bad.append(f"latency.{name}")
+    return bad

@@ -150,3 +150,33 @@ def test_a_run_with_no_accepted_message_shows_no_latency():
     dead["latency"]["phases"]["mail"] = Histogram().summary()
     phase = tables.phases(dead).rows[-1]
     assert phase[:2] == ["mail", "0"] and set(phase[2:]) == {tables.DASH}
+
+
+@pytest.mark.parametrize("edit, named", [
+    (lambda r: r["timeseries"].pop("ok"), "timeseries.ok"),
+    (lambda r: r["totals"].pop("msgs_per_s"), "totals.msgs_per_s"),
+    (lambda r: r["load"].update(model=None), "load.model"),
+    (lambda r: r.update(errors=None), "errors"),
+    (lambda r: r["errors"][0].pop("count"), "errors"),
+    (lambda r: r["timeseries"]["failed"].pop(), "timeseries.failed"),
+    (lambda r: r["timeseries"]["response"]["p99"].pop(), "timeseries.response.p99"),
+    (lambda r: r["latency"]["response"].pop("p99"), "latency.response"),
+])
+@pytest.mark.parametrize("command", ["report", "compare"])
+def test_a_hand_edited_result_is_one_line_and_exit_2(failing, tmp_path, capsys, edit, named, command):
+    """A result cut down inside a table gave a KeyError/TypeError traceback (exit 1) half-way through a report."""
+    good = write_result(tmp_path / "good", failing)
+    broken = json.loads(json.dumps(failing))
+    edit(broken)
+    bad = write_result(tmp_path / "bad", broken)
+    args = ["report", str(bad), "--out", str(tmp_path / "out")] if command == "report" else \
+        ["compare", str(good), str(bad), "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not a complete smtpbench result" in err and named in err, err
+
+
+def test_an_empty_folder_says_it_holds_no_result(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no result.json in this folder" in capsys.readouterr().err
