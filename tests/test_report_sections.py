@@ -180,3 +180,18 @@ def test_an_empty_folder_says_it_holds_no_result(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "empty")]) == 2
     assert "no result.json in this folder" in capsys.readouterr().err
+
+
+def test_an_open_loop_keeps_its_last_interval():
+    """An open loop's load ends at its last arrival (2.9967 s at 300/s over 3 s): taken as the end, the
+    last interval, full of arrivals, was left out (2 of 3 measured; a staged run lost its last stage, so
+    'sent' read above 'offered'). A run stopped long before its schedule's end still loses the cut one."""
+    result = synthetic_result([300, 300, 200], 1.0, open_rate=300)
+    result["totals"]["load_end_us"] = 3_000_000 - 1_000_000 // 300
+    assert data.measured(result).tolist() == [t >= 0 for t in result["timeseries"]["t"]]
+    assert data.measured_rate(result, "ok") == pytest.approx(800 / 3)
+    result["totals"]["load_end_us"] = 2_500_000  # stopped half-way through its last second
+    assert data.measured(result).sum() == 2
+    closed = synthetic_result([300, 300, 300], 1.0)
+    closed["totals"]["load_end_us"] = 2_996_667  # a closed loop's end is its own
+    assert data.measured(closed).sum() == 2
