@@ -195,3 +195,17 @@ def test_an_open_loop_keeps_its_last_interval():
     closed = synthetic_result([300, 300, 300], 1.0)
     closed["totals"]["load_end_us"] = 2_996_667  # a closed loop's end is its own
     assert data.measured(closed).sum() == 2
+
+
+def test_axis_labels_stay_inside_the_image():
+    """Five-digit rates (a closed loop past 10,000 msgs/s) pushed the y-axis label off the left edge."""
+    from smtpbench.report import plots
+
+    fast = figures.Figure("throughput", "Throughput over time", figures.TIME, "messages/s",
+                          {"ok": figures.Series([0.5, 1.5, 2.5], [17857, 18213, 15447])})
+    fig = plots.render(fast)
+    ax = fig.axes[0]
+    fig.canvas.draw()  # as savefig does: labels take their places
+    renderer = fig.canvas.get_renderer()
+    assert ax.yaxis.label.get_window_extent(renderer).x0 >= 0
+    assert ax.get_tightbbox(renderer).x0 >= 0
