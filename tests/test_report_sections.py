@@ -209,3 +209,17 @@ def test_axis_labels_stay_inside_the_image():
     renderer = fig.canvas.get_renderer()
     assert ax.yaxis.label.get_window_extent(renderer).x0 >= 0
     assert ax.get_tightbbox(renderer).x0 >= 0
+
+
+def test_the_spectrum_ends_at_the_maximum():
+    """The p = 1 row was dropped for want of a finite x, and with it the slowest messages: a run with
+    a 295 ms maximum drew its spectrum up to 192 ms."""
+    result = synthetic_result([300, 300], 1.0)
+    h = data.histogram(result, "response")
+    series = figures.spectrum_series(result, "response")
+    assert series.x[-1] == h.total and series.y[-1] == h.max / 1000
+    assert series.y == sorted(series.y) and all(a < b for a, b in zip(series.x, series.x[1:]))
+    exact = synthetic_result([512, 512], 1.0)  # 1024 messages: a level lands on x = 1024
+    series = figures.spectrum_series(exact, "response")
+    assert series.x[-1] == 1024 and all(a < b for a, b in zip(series.x, series.x[1:]))
+    assert series.y[-1] == data.histogram(exact, "response").max / 1000

@@ -94,11 +94,24 @@ def spectrum_ticks(max_x: float) -> dict[float, str]:
 
 
 def spectrum_series(result: dict, name: str, **style) -> Series:
-    """Latency (ms) against 1/(1-p) for a histogram, the p = 1 row left out (it has no finite x)."""
-    s = data.spectrum(data.histogram(result, name))
+    """Latency (ms) against 1/(1-p) for a histogram, ending with the maximum at x = count.
+
+    The p = 1 row has no finite x; left out, the line stopped at the last finite level (at most
+    99.96 % of 2,406 messages) and the slowest messages never showed: 192 ms drawn, 295 ms in the
+    table. The last message is the 1/count-th from the top, so the maximum is drawn at x = count.
+    """
+    h = data.histogram(result, name)
+    s = data.spectrum(h)
     keep = s["percentile"] < 1.0
-    x = 1.0 / (1.0 - s["percentile"][keep])
-    return Series(_list(x), _ms(s["value"][keep]), **style)
+    x = list(1.0 / (1.0 - s["percentile"][keep]))
+    y = list(s["value"][keep])
+    if h.total and (not y or h.max > y[-1]):
+        if x and x[-1] >= h.total:  # a level landed on x = count already: the maximum is its value
+            x.pop()
+            y.pop()
+        x.append(float(h.total))
+        y.append(h.max)
+    return Series(_list(x), _ms(y), **style)
 
 
 def throughput(result: dict) -> Figure:
@@ -132,7 +145,7 @@ def spectrum_figure(result: dict) -> Figure:
     return Figure("spectrum", "Latency by percentile (warm-up excluded)", "percentile", "latency (ms)", series,
                   xlog=True, ylog=True, xticks=spectrum_ticks(top),
                   note="response time counts from each message's intended start (coordinated-omission "
-                       "corrected); service time from the actual send")
+                       "corrected); service time from the actual send; each line ends at its maximum")
 
 
 def phases(result: dict) -> Figure:
