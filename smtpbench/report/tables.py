@@ -156,9 +156,16 @@ def errors(result: dict) -> Table:
     """Failures by phase, reply code and kind, with first/last seen (s since start) and an example."""
     rows = [[e["phase"], str(e["code"] or DASH), e["kind"], f"{e['count']:,}", f"{e['first_s']:.3f}",
              f"{e['last_s']:.3f}", e.get("example", "")] for e in result.get("errors", [])]
+    t = result["totals"]
+    note = "" if rows else "no failed transactions"
+    if rows and t.get("warmup_failed"):
+        # result.json counts errors over the whole run: without this, the counts here add up to more
+        # than the headline "failed" (warm-up excluded) and nothing says why.
+        note = (f"counted over the whole run, warm-up included: {t['warmup_failed']:,} of the "
+                f"{t['warmup_failed'] + t['failed']:,} failures came in the warm-up (the Throughput table's "
+                f"failed, {t['failed']:,}, leaves them out)")
     return Table("Errors by phase and reply code", ["phase", "code", "kind", "count", "first seen (s)",
-                                                    "last seen (s)", "example"], rows,
-                 note="" if rows else "no failed transactions", align="lllrrrl")
+                                                    "last seen (s)", "example"], rows, note=note, align="lllrrrl")
 
 
 def thresholds(result: dict) -> Table:
