@@ -223,3 +223,21 @@ def test_the_spectrum_ends_at_the_maximum():
     series = figures.spectrum_series(exact, "response")
     assert series.x[-1] == 1024 and all(a < b for a, b in zip(series.x, series.x[1:]))
     assert series.y[-1] == data.histogram(exact, "response").max / 1000
+
+
+def test_errors_counted_with_the_warm_up_say_so():
+    """result.json's errors cover the whole run; the headline 'failed' leaves the warm-up out."""
+    result = synthetic_result([100, 100, 100], 1.0, warmup=1, failures={0: [("rcpt", 451, "reply")] * 3,
+                                                                        2: [("rcpt", 451, "reply")]})
+    t = result["totals"]
+    assert (t["warmup_failed"], t["failed"]) == (3, 1) and sum(e["count"] for e in result["errors"]) == 4
+    note = tables.errors(result).note
+    assert f"{t['warmup_failed']:,} of the {t['failed'] + t['warmup_failed']:,} failures came in the warm-up" in note
+
+
+def test_cpu_of_several_processes_is_named_as_the_busiest():
+    """Processes' CPU gauges merge as their maximum: with two, the plot is one process's share, not the total."""
+    result = synthetic_result([100, 100], 1.0)
+    assert "generator CPU (% of a core)" in figures.health(result).series
+    result["load"]["processes"] = 2
+    assert list(figures.health(result).series)[0] == "CPU of the busiest of 2 processes (% of a core)"

@@ -191,10 +191,14 @@ def concurrency(result: dict) -> Figure:
 
 
 def health(result: dict) -> Figure:
-    """Generator CPU (% of a core) and event-loop lag (ms, right axis) per interval."""
+    """Generator CPU (% of a core; with several processes, the busiest one's) and event-loop lag (ms, right
+    axis) per interval."""
     ts = result["timeseries"]
     t = _times(result)
-    series = {"generator CPU (% of a core)": Series(t, _list(np.asarray(ts["cpu"], dtype=float) * 100)),
+    procs = result["load"].get("processes") or 1
+    # Processes' CPU merges as the worst of them (recorder.merge_exports), not their sum.
+    cpu = "generator CPU (% of a core)" if procs == 1 else f"CPU of the busiest of {procs} processes (% of a core)"
+    series = {cpu: Series(t, _list(np.asarray(ts["cpu"], dtype=float) * 100)),
               "event-loop lag, max (ms)": Series(t, _ms(ts["loop_lag_us"]), secondary=True, dashed=True)}
     return Figure("health", "Generator health", TIME, "CPU (%)", series,
                   y2label="loop lag (ms)", shade=_warmup(result), shade_label="warm-up")
