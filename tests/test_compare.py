@@ -215,3 +215,14 @@ def test_a_run_that_accepted_nothing_has_no_latency_and_is_flagged():
     reverse = cmp.compare(dead, [good])
     assert reverse.rows[1].baseline is None and reverse.rows[1].cells[0].ratio is None
     assert any("baseline accepted no message" in w for w in reverse.warnings)
+
+
+def test_a_difference_from_a_zero_baseline_names_its_unit():
+    """From a 0 % error rate the difference is in percentage points; '+40.95' alone read as a 41 % change."""
+    clean = synthetic_result([200] * 5, 1.0, run_id="clean")
+    failing = synthetic_result([200] * 5, 1.0, failures={k: [("rcpt", 451, "reply")] * 50 for k in range(5)},
+                               run_id="failing")
+    row = cmp.compare(clean, [failing]).rows[-1]
+    assert row.metric.key == "error_rate" and row.cells[0].change() is None
+    assert cmp.fmt_ci(row.cells[0], row.metric.abs_unit).endswith("] pp")
+    assert "] pp" in cmp.summary_text([clean, failing], cmp.compare(clean, [failing]))

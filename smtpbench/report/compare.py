@@ -76,6 +76,11 @@ class Metric:
         """Per-interval values in display units."""
         return data.interval_values(result, self.key) * self.scale
 
+    @property
+    def abs_unit(self) -> str:
+        """The unit of a difference: ``pp`` (percentage points) for a rate in %."""
+        return "pp" if self.unit == "%" else self.unit
+
     def fmt(self, value: float | None) -> str:
         if value is None:
             return "–"
@@ -231,14 +236,15 @@ def fmt_ratio(ratio: float | None) -> str:
     return "–" if ratio is None else f"{ratio:.3f}×"
 
 
-def fmt_ci(cell: Cell) -> str:
-    """``-12.3% [-15.0%, -9.6%]``: the change and its interval (absolute units when the baseline is 0)."""
+def fmt_ci(cell: Cell, unit: str = "") -> str:
+    """``-12.3% [-15.0%, -9.6%]``: the change and its interval; when the baseline is 0, the difference
+    itself in ``unit`` (``+40.95 [+26.59, +55.32] pp``: percentage points, not a 40.95 % change)."""
     diff = cell.diff
     if diff is None:
         return "–"
     change = cell.change()
     if change is None:
-        return f"{diff.diff:+.4g} [{diff.low:+.4g}, {diff.high:+.4g}]"
+        return f"{diff.diff:+.4g} [{diff.low:+.4g}, {diff.high:+.4g}]" + (f" {unit}" if unit else "")
     return f"{change[0]:+.1%} [{change[1]:+.1%}, {change[2]:+.1%}]"
 
 
@@ -259,7 +265,7 @@ def comparison_tables(results: list[dict], comparison: Comparison) -> dict[str, 
             p = "–" if d is None else ("< 0.001" if d.p < 0.001 else f"{d.p:.3f}")
             n = "–" if d is None else f"{d.n_a} / {d.n_b}"
             rows.append([f"{row.metric.label} ({row.metric.unit})", row.metric.fmt(row.baseline),
-                         row.metric.fmt(cell.value), fmt_ratio(cell.ratio), fmt_ci(cell), p, n, cell.verdict])
+                         row.metric.fmt(cell.value), fmt_ratio(cell.ratio), fmt_ci(cell, row.metric.abs_unit), p, n, cell.verdict])
             classes.append({"faster": "pass", "better": "pass", "slower": "fail", "worse": "fail"}.get(cell.verdict, ""))
         key = "comparison" if len(comparison.labels) == 2 else f"comparison-{i + 1}"
         out[key] = Table(f"{label.capitalize()} vs baseline", ["metric", "baseline", label, "ratio",
@@ -285,7 +291,7 @@ def summary_text(results: list[dict], comparison: Comparison, path: str | None =
             cell = row.cells[i]
             name = f"{row.metric.label} ({row.metric.unit})"
             lines.append(f"  {name:<24} {row.metric.fmt(row.baseline):>11} {row.metric.fmt(cell.value):>12} "
-                         f"{fmt_ratio(cell.ratio):>8}   {fmt_ci(cell):<32} {cell.verdict}")
+                         f"{fmt_ratio(cell.ratio):>8}   {fmt_ci(cell, row.metric.abs_unit):<32} {cell.verdict}")
     if comparison.warnings:
         lines.append("")
         lines += [f"  WARNING: {w}" for w in comparison.warnings]
