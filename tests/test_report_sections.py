@@ -241,3 +241,13 @@ def test_cpu_of_several_processes_is_named_as_the_busiest():
     assert "generator CPU (% of a core)" in figures.health(result).series
     result["load"]["processes"] = 2
     assert list(figures.health(result).series)[0] == "CPU of the busiest of 2 processes (% of a core)"
+
+
+def test_a_load_shorter_than_an_interval_is_named_in_the_throughput_plot():
+    """500 messages in 0.07 s drew one point at '500 messages/s' beside a table saying 8,171 msgs/s."""
+    result = synthetic_result([500], 1.0)
+    result["totals"]["load_end_us"] = 70_472
+    note = figures.throughput(result).note
+    assert "the load ended 0.070 s into the interval from 0 s" in note and "read low" in note
+    result["totals"]["load_end_us"] = 1_000_000
+    assert figures.throughput(result).note == ""
