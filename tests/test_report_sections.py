@@ -251,3 +251,10 @@ def test_a_load_shorter_than_an_interval_is_named_in_the_throughput_plot():
     assert "the load ended 0.070 s into the interval from 0 s" in note and "read low" in note
     result["totals"]["load_end_us"] = 1_000_000
     assert figures.throughput(result).note == ""
+
+
+def test_the_headline_rate_is_named_accepted_not_completed(failing):
+    """msgs_per_s leaves failed messages out: labelled 'completed', a 40 % error run read as unfinished."""
+    rows = {r[0]: r[1] for r in tables.throughput(failing).rows}
+    assert "completed" not in rows
+    assert rows["accepted (OK)"].startswith(tables.rate(failing["totals"]["msgs_per_s"]))

@@ -118,7 +118,9 @@ def throughput(result: dict) -> Table:
         rows.append(["arrivals released", rate(achieved)])
     rows += [
         ["sent", rate(data.measured_rate(result, "sent"))],
-        ["completed", f"{rate(t['msgs_per_s'])}  ·  {t['mb_per_s']:,.3f} MB/s"],
+        # msgs_per_s counts accepted messages only: "completed" beside "sent" read as if the failed ones
+        # (40 % of a faults run) had never finished.
+        ["accepted (OK)", f"{rate(t['msgs_per_s'])}  ·  {t['mb_per_s']:,.3f} MB/s"],
         ["OK / failed", f"{t['ok']:,} / {t['failed']:,}  (error rate {t['error_rate']:.3%})"],
         ["recipients refused", f"{t.get('rcpt_failed', 0):,}"],
         ["warm-up (not counted above)", f"{t.get('warmup_ok', 0):,} OK / {t.get('warmup_failed', 0):,} failed"],
@@ -127,7 +129,8 @@ def throughput(result: dict) -> Table:
     return Table("Throughput", ["", "value"], rows,
                  note="arrivals released (open loop): messages the schedule released per second, a message "
                       "waiting for a connection counted when it arrived; sent: messages begun per second, the mean "
-                      "of the measured 1 s intervals")
+                      "of the measured 1 s intervals; accepted: messages the server took (250), failed ones left out, "
+                      "over the measured window")
 
 
 def latency(result: dict) -> Table:
