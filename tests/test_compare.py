@@ -226,3 +226,16 @@ def test_a_difference_from_a_zero_baseline_names_its_unit():
     assert row.metric.key == "error_rate" and row.cells[0].change() is None
     assert cmp.fmt_ci(row.cells[0], row.metric.abs_unit).endswith("] pp")
     assert "] pp" in cmp.summary_text([clean, failing], cmp.compare(clean, [failing]))
+
+
+def test_overlaid_time_series_mark_the_warm_up():
+    """The comparison's time series showed a run's warm-up seconds unmarked."""
+    from smtpbench.report import figures
+
+    a = synthetic_result([100] * 4, 1.0, run_id="a")
+    b = synthetic_result([100] * 4, 1.0, run_id="b", warmup=1.5)
+    figs = figures.comparison_figures([a, b], ["baseline", "contender"])
+    for name in ("throughput", "latency_p99"):
+        assert figs[name].shade == (0.0, 1.5)
+        assert figs[name].shade_label == "warm-up: baseline 0 s, contender 1.5 s"
+    assert figures.comparison_figures([a, a], ["baseline", "contender"])["throughput"].shade is None

@@ -234,6 +234,19 @@ def figures(result: dict) -> dict[str, Figure]:
     return out
 
 
+def _comparison_warmup(results: list[dict], labels: list[str]) -> tuple[tuple[float, float] | None, str]:
+    """The warm-up span to shade on overlaid time series (the longest), labelled per run when they differ.
+
+    Without it a run's warm-up seconds sat unmarked beside the other run's measured ones.
+    """
+    warm = [float(r["load"].get("warmup_s") or 0) for r in results]
+    if not max(warm) > 0:
+        return None, ""
+    if len(set(warm)) == 1:
+        return (0.0, warm[0]), "warm-up"
+    return (0.0, max(warm)), "warm-up: " + ", ".join(f"{label} {w:g} s" for label, w in zip(labels, warm))
+
+
 def comparison_figures(results: list[dict], labels: list[str]) -> dict[str, Figure]:
     """Overlays of several runs (baseline first): percentile spectra, throughput and p99 over time."""
     spectra, rates, p99s = {}, {}, {}
@@ -246,10 +259,13 @@ def comparison_figures(results: list[dict], labels: list[str]) -> dict[str, Figu
         rates[label] = Series(t, _list(np.asarray(ts["ok"], dtype=float) / ts.get("interval_s", 1)), color=color)
         p99s[label] = Series(t, _ms(ts["response"]["p99"], np.asarray(ts["ok"]) > 0), color=color)
     top = max((max(s.x) for s in spectra.values() if s.x), default=1.0)
+    shade, shade_label = _comparison_warmup(results, labels)
     figs = [
-        Figure("spectrum", "Latency by percentile: response (solid) and service (dashed)", "percentile",
-               "latency (ms)", spectra, xlog=True, ylog=True, xticks=spectrum_ticks(top)),
-        Figure("throughput", "Completed messages per second", TIME, "messages/s (OK)", rates),
-        Figure("latency_p99", "Response p99 per interval", TIME, "latency (ms)", p99s, ylog=True),
+        Figure("spectrum", "Latency by percentile: response (solid) and service (dashed), warm-up excluded",
+               "percentile", "latency (ms)", spectra, xlog=True, ylog=True, xticks=spectrum_ticks(top)),
+        Figure("throughput", "Completed messages per second", TIME, "messages/s (OK)", rates,
+               shade=shade, shade_label=shade_label),
+        Figure("latency_p99", "Response p99 per interval", TIME, "latency (ms)", p99s, ylog=True,
+               shade=shade, shade_label=shade_label),
     ]
     return {f.name: f for f in figs}
