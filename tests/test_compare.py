@@ -237,5 +237,5 @@ def test_overlaid_time_series_mark_the_warm_up():
     figs = figures.comparison_figures([a, b], ["baseline", "contender"])
     for name in ("throughput", "latency_p99"):
         assert figs[name].shade == (0.0, 1.5)
-        assert figs[name].shade_label == "warm-up: baseline 0 s, contender 1.5 s"
+        assert figs[name].shade_label == "warm-up:\nbaseline 0 s\ncontender 1.5 s"
     assert figures.comparison_figures([a, a], ["baseline", "contender"])["throughput"].shade is None

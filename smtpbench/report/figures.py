@@ -244,7 +244,7 @@ def _comparison_warmup(results: list[dict], labels: list[str]) -> tuple[tuple[fl
         return None, ""
     if len(set(warm)) == 1:
         return (0.0, warm[0]), "warm-up"
-    return (0.0, max(warm)), "warm-up: " + ", ".join(f"{label} {w:g} s" for label, w in zip(labels, warm))
+    return (0.0, max(warm)), "warm-up:\n" + "\n".join(f"{label} {w:g} s" for label, w in zip(labels, warm))
 
 
 def comparison_figures(results: list[dict], labels: list[str]) -> dict[str, Figure]:
