@@ -239,3 +239,14 @@ def test_overlaid_time_series_mark_the_warm_up():
         assert figs[name].shade == (0.0, 1.5)
         assert figs[name].shade_label == "warm-up:\nbaseline 0 s\ncontender 1.5 s"
     assert figures.comparison_figures([a, a], ["baseline", "contender"])["throughput"].shade is None
+
+
+def test_compare_on_a_sweep_folder_points_at_its_steps(pair, tmp_path, capsys):
+    """'no such result file or run folder' for a folder that is there (a sweep's) puzzled."""
+    base, _ = pair
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "sweep.json").write_text("{}")
+    good = write_result(tmp_path / "run", base)
+    assert main(["compare", str(tmp_path / "sweep"), str(good), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "a sweep folder, not a run" in err and "step01" in err

@@ -24,6 +24,9 @@ def read_runs(paths: list[str]) -> list[dict]:
         try:
             out.append(load_report_result(path))
         except FileNotFoundError:
+            if os.path.isfile(os.path.join(path, "sweep.json")):
+                raise ValueError(f"{path}: a sweep folder, not a run: give its steps' folders "
+                                 f"({os.path.join(path, 'step01')}, …)") from None
             if os.path.isdir(path):
                 raise ValueError(f"{path}: no result.json in this folder (not a run folder)") from None
             raise ValueError(f"{path}: no such result file or run folder") from None
