@@ -258,3 +258,12 @@ def test_the_headline_rate_is_named_accepted_not_completed(failing):
     rows = {r[0]: r[1] for r in tables.throughput(failing).rows}
     assert "completed" not in rows
     assert rows["accepted (OK)"].startswith(tables.rate(failing["totals"]["msgs_per_s"]))
+
+
+def test_arrivals_released_are_over_the_schedule_not_up_to_the_last_arrival():
+    """1,300 arrivals over a 4 s schedule are 325/s; over 3.997 s (to the last one) 325.25, above offered."""
+    result = synthetic_result([200, 300, 500, 300], 1.0, open_rate=325)
+    result["totals"].update(issued=1300, load_end_us=3_996_940)
+    result["health"]["achieved_rate"] = round(1300 / 3.99694, 2)
+    rows = {r[0]: r[1] for r in tables.throughput(result).rows}
+    assert rows["arrivals released"] == "325.0 msgs/s"
