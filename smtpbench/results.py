@@ -42,6 +42,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import re
 import socket
 import sys
 from statistics import median
@@ -71,11 +72,14 @@ NESTED = {
     "timeseries": {"t": list, "offered": list, "sent": list, "ok": list, "failed": list, "errors_4xx": list,
                    "errors_5xx": list, "errors_other": list, "in_flight": list, "connections": list, "cpu": list,
                    "loop_lag_us": list, "response": dict, "service": dict},
-    "health": {"valid": bool},
+    "health": {"valid": bool, "reasons": list},
 }
+#: A run id as smtpbench makes them (the scenario's name, a time stamp, a suffix): it names the default
+#: report folder, so one edited to hold a path ("../../x") would send the report out of reports/.
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 #: Keys of each entry of these lists.
 ENTRIES = {"errors": ("phase", "code", "kind", "count", "first_s", "last_s"),
-           "thresholds": ("metric", "limit", "passed"), "intervals": ("t", "response", "service")}
+           "thresholds": ("metric", "limit", "observed", "passed"), "intervals": ("t", "response", "service")}
 
 #: Generator health limits: beyond these the generator, not the server, limited the run.
 CPU_SATURATED = 0.95        # share of one core, median over measured intervals
@@ -339,8 +343,9 @@ def load_report_result(path: str) -> dict:
 def _malformed(data: dict) -> list[str]:
     """Dotted names of the :data:`NESTED` and :data:`ENTRIES` keys that are missing or of the wrong type,
     and of time series not as long as ``timeseries.t``."""
-    bad = [f"{top}.{key}" for top, keys in NESTED.items() for key, kind in keys.items()
-           if not isinstance(data[top].get(key), kind)]
+    bad = [] if RUN_ID.fullmatch(data["run_id"]) else ["run_id"]
+    bad += [f"{top}.{key}" for top, keys in NESTED.items() for key, kind in keys.items()
+            if not isinstance(data[top].get(key), kind)]
     for top, keys in ENTRIES.items():
         entries = data.get(top, [])
         if not isinstance(entries, list) or not all(isinstance(e, dict) and all(k in e for k in keys) for e in entries):
@@ -351,9 +356,27 @@ def _malformed(data: dict) -> list[str]:
     n = len(ts["t"])
     series = {k: v for k, v in ts.items() if isinstance(v, list)}
     series |= {f"{name}.{p}": v for name in ("response", "service") for p, v in ts[name].items()}
-    bad = [f"timeseries.{k}" for k, v in series.items() if not isinstance(v, list) or len(v) != n]
+    bad = [f"timeseries.{k}" for k, v in series.items()
+           if len(v) != n or not all(x is None or isinstance(x, _NUM) for x in v)]
     for name in ("response", "service"):
         summary = data["latency"][name]
         if summary.get("count") and not all(isinstance(summary.get(p), _NUM) for p in ("p50", "p99", "p99.9", "max")):
             bad.append(f"latency.{name}")
+    bad += [f"latency.phases.{k}" for k, v in data["latency"]["phases"].items() if not isinstance(v, dict)]
+    hists = data["histograms"]
+    named = {k: v for k, v in hists.items() if k not in ("layout", "phases")}
+    named |= {f"phases.{k}": v for k, v in hists["phases"].items()}
+    bad += [f"histograms.{k}" for k, v in named.items() if not _histogram_ok(v)]
+    bad += [f"intervals.{i}" for i, iv in enumerate(data.get("intervals", []))
+            if not (_histogram_ok(iv["response"]) and _histogram_ok(iv["service"]))]
+    bad += [f"errors.{i}" for i, e in enumerate(data.get("errors", []))
+            if not all(isinstance(e[k], _NUM) for k in ("count", "first_s", "last_s"))]
     return bad
+
+
+def _histogram_ok(h) -> bool:
+    """A histogram as :meth:`Histogram.to_dict` writes it: integer tallies, ``[bucket, count]`` pairs."""
+    return (isinstance(h, dict) and all(isinstance(h.get(k), int) for k in ("total", "sum", "min", "max"))
+            and isinstance(h.get("buckets"), list)
+            and all(isinstance(b, list) and len(b) == 2 and isinstance(b[0], int) and isinstance(b[1], int)
+                    and 0 <= b[0] < NBUCKETS for b in h["buckets"]))

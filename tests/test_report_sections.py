@@ -267,3 +267,25 @@ def test_arrivals_released_are_over_the_schedule_not_up_to_the_last_arrival():
     result["health"]["achieved_rate"] = round(1300 / 3.99694, 2)
     rows = {r[0]: r[1] for r in tables.throughput(result).rows}
     assert rows["arrivals released"] == "325.0 msgs/s"
+
+
+@pytest.mark.parametrize("edit, named", [
+    (lambda r: r["timeseries"]["ok"].__setitem__(1, "x"), "timeseries.ok"),
+    (lambda r: r["histograms"]["response"].pop("total"), "histograms.response"),
+    (lambda r: r["histograms"]["response"].update(buckets="zz"), "histograms.response"),
+    (lambda r: r["intervals"][1]["response"].pop("total"), "intervals.1"),
+    (lambda r: r["errors"][0].update(first_s="soon"), "errors.0"),
+    (lambda r: r["latency"]["phases"].update(mail=5), "latency.phases.mail"),
+    (lambda r: r["thresholds"][0].pop("observed"), "thresholds"),
+    (lambda r: r["health"].update(reasons="oops"), "health.reasons"),
+    (lambda r: r.update(run_id="../../elsewhere"), "run_id"),
+])
+def test_a_result_with_bad_values_is_one_line_and_exit_2(failing, tmp_path, capsys, edit, named):
+    """Values of the wrong type deep inside (a string in a time series, a histogram cut down) crashed a
+    report with ValueError/KeyError; a run id holding a path sent the default report out of reports/."""
+    broken = json.loads(json.dumps(failing))
+    edit(broken)
+    bad = write_result(tmp_path / "bad", broken)
+    assert main(["report", str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not a complete smtpbench result" in err and named in err, err
