@@ -215,7 +215,11 @@ SUSTAINABLE_KEYS = ("index", "value", "offered_rate", "achieved_rate")
 
 def _malformed(data: dict) -> list[str]:
     """Keys of a sweep.json edited by hand that a report would trip over (a traceback, not one line)."""
+    from .results import RUN_ID
+
     bad = [k for k in ("name", "parameter") if not isinstance(data.get(k), str)]
+    if "sweep_id" in data and not (isinstance(data["sweep_id"], str) and RUN_ID.fullmatch(data["sweep_id"])):
+        bad.append("sweep_id")  # it names the default report folder: no paths
     steps = data.get("steps")
     if not isinstance(steps, list) or not all(isinstance(r, dict) and all(k in r for k in STEP_KEYS) for r in steps):
         bad.append("steps")

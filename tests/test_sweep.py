@@ -404,7 +404,8 @@ def test_report_command_takes_sweeps_and_runs_together(tmp_path):
 
 @pytest.mark.parametrize("edit, named", [(lambda s: s.pop("steps"), "steps"),
                                          (lambda s: s["steps"][0].pop("offered_rate"), "steps"),
-                                         (lambda s: s.update(sustainable={"index": 1}), "sustainable")])
+                                         (lambda s: s.update(sustainable={"index": 1}), "sustainable"),
+                                         (lambda s: s.update(sweep_id="../../x"), "sweep_id")])
 def test_a_hand_edited_sweep_is_one_line_and_exit_2(tmp_path, capsys, edit, named):
     """A sweep.json without its steps, or a sustainable entry cut down, gave a KeyError traceback (exit 1)."""
     from smtpbench.cli import main
