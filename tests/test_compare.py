@@ -143,7 +143,7 @@ def test_unfair_comparisons_are_flagged(pair):
     other["health"]["reasons"] = ["generator process 0 used 99% of a CPU core"]
     warnings = "\n".join(cmp.fairness_warnings(base, other, "contender"))
     assert "messages differ" in warnings and "message.size 1024 → 204800" in warnings
-    assert "offered load differs: load.sessions 10 → 20" in warnings
+    assert "load settings differ: load.sessions 10 → 20" in warnings
     assert "load models differ" in warnings
     assert "environment differs: cpu_count 2 → 64; loop 'uvloop' → 'asyncio'" in warnings.replace(
         f"cpu_count {base['environment']['cpu_count']!r}", "cpu_count 2")
@@ -250,3 +250,13 @@ def test_compare_on_a_sweep_folder_points_at_its_steps(pair, tmp_path, capsys):
     assert main(["compare", str(tmp_path / "sweep"), str(good), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "a sweep folder, not a run" in err and "step01" in err
+
+
+def test_load_warnings_name_settings_and_skip_keys_the_model_leaves_unused():
+    """'offered load differs: load.warmup 0.0 → 1.5' named a warm-up an offered load; two open loops
+    were told their (unused) sessions differ."""
+    a = synthetic_result([100] * 3, 1.0, open_rate=100, run_id="a")
+    b = synthetic_result([100] * 3, 1.0, open_rate=100, run_id="b", warmup=1, load__sessions=40)
+    warnings = "\n".join(cmp.fairness_warnings(a, b, "contender"))
+    assert "load settings differ: load.warmup 0.0 → 1.0" in warnings
+    assert "offered load" not in warnings and "sessions" not in warnings

@@ -168,11 +168,19 @@ def _flatten(value, prefix: str = "") -> dict:
     return {prefix[:-1]: value}
 
 
+#: Scenario keys a load model leaves unused (README: one file can serve both models).
+UNUSED_BY = {"open": ("load.sessions", "load.think_time", "load.pipeline_messages"),
+             "closed": ("load.rate", "load.arrival", "load.stages", "load.max_connections")}
+
+
 def scenario_differences(a: dict, b: dict) -> dict[str, tuple]:
-    """``{dotted key: (baseline value, contender value)}`` for scenario keys that change the measurement."""
+    """``{dotted key: (baseline value, contender value)}`` for scenario keys that change the measurement
+    (a key both runs' load model leaves unused changes nothing: two open loops' ``sessions``)."""
     fa, fb = _flatten(a.get("scenario", {})), _flatten(b.get("scenario", {}))
+    model = a["load"].get("model")
+    unused = UNUSED_BY.get(model, ()) if model == b["load"].get("model") else ()
     return {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb))
-            if fa.get(k) != fb.get(k) and not k.startswith(IGNORED_KEYS)}
+            if fa.get(k) != fb.get(k) and not k.startswith(IGNORED_KEYS) and not k.startswith(unused)}
 
 
 def _changes(diffs: dict[str, tuple]) -> str:
@@ -184,7 +192,7 @@ def fairness_warnings(baseline: dict, contender: dict, label: str) -> list[str]:
     out = []
     diffs = scenario_differences(baseline, contender)
     groups = {"message": "messages differ (msgs/s and per-message latency are not like for like; see MB/s)",
-              "load": "offered load differs", "sink": "sink settings differ"}
+              "load": "load settings differ", "sink": "sink settings differ"}
     for prefix, what in groups.items():
         part = {k: v for k, v in diffs.items() if k.startswith(prefix + ".")}
         if part:
