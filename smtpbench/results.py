@@ -362,6 +362,10 @@ def _malformed(data: dict) -> list[str]:
         summary = data["latency"][name]
         if summary.get("count") and not all(isinstance(summary.get(p), _NUM) for p in ("p50", "p99", "p99.9", "max")):
             bad.append(f"latency.{name}")
+    stages = data["load"].get("stages") or []
+    if not isinstance(stages, list) or not all(isinstance(st, dict) and isinstance(st.get("rate"), _NUM)
+                                               and isinstance(st.get("duration"), _NUM) for st in stages):
+        bad.append("load.stages")
     bad += [f"latency.phases.{k}" for k, v in data["latency"]["phases"].items() if not isinstance(v, dict)]
     hists = data["histograms"]
     named = {k: v for k, v in hists.items() if k not in ("layout", "phases")}

@@ -279,6 +279,7 @@ def test_arrivals_released_are_over_the_schedule_not_up_to_the_last_arrival():
     (lambda r: r["thresholds"][0].pop("observed"), "thresholds"),
     (lambda r: r["health"].update(reasons="oops"), "health.reasons"),
     (lambda r: r.update(run_id="../../elsewhere"), "run_id"),
+    (lambda r: r["load"].update(stages=[{"rate": 100}]), "load.stages"),
 ])
 def test_a_result_with_bad_values_is_one_line_and_exit_2(failing, tmp_path, capsys, edit, named):
     """Values of the wrong type deep inside (a string in a time series, a histogram cut down) crashed a
