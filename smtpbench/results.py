@@ -45,6 +45,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import re
 import socket
 import sys
 from statistics import median
@@ -60,6 +61,28 @@ SCHEMA = "smtpbench.result/1"
 #: The keys every report reads, and their JSON types (:func:`load_result` checks them).
 REQUIRED = {"run_id": str, "load": dict, "totals": dict, "latency": dict, "histograms": dict,
             "timeseries": dict, "health": dict, "verdict": str}
+
+_NUM = (int, float)
+_OPT_NUM = (int, float, type(None))
+#: Inside those, what reports index directly (:func:`load_report_result` checks these too): a result edited by
+#: hand, or cut down, fails with one line naming the key instead of a traceback half-way through a report.
+NESTED = {
+    "load": {"model": str, "warmup_s": _OPT_NUM, "duration_s": _OPT_NUM, "processes": int},
+    "totals": {"ok": int, "failed": int, "msgs_per_s": _NUM, "mb_per_s": _NUM, "error_rate": _NUM,
+               "measured_seconds": _NUM},
+    "latency": {"response": dict, "service": dict, "phases": dict},
+    "histograms": {"phases": dict},
+    "timeseries": {"t": list, "offered": list, "sent": list, "ok": list, "failed": list, "errors_4xx": list,
+                   "errors_5xx": list, "errors_other": list, "in_flight": list, "connections": list, "cpu": list,
+                   "loop_lag_us": list, "response": dict, "service": dict},
+    "health": {"valid": bool, "reasons": list},
+}
+#: A run id as smtpbench makes them (the scenario's name, a time stamp, a suffix): it names the default
+#: report folder, so one edited to hold a path ("../../x") would send the report out of reports/.
+RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: Keys of each entry of these lists.
+ENTRIES = {"errors": ("phase", "code", "kind", "count", "first_s", "last_s"),
+           "thresholds": ("metric", "limit", "observed", "passed"), "intervals": ("t", "response", "service")}
 
 #: Generator health limits: beyond these the generator, not the server, limited the run.
 CPU_SATURATED = 0.95        # share of one core, median over measured intervals
@@ -309,3 +332,60 @@ def load_result(path: str) -> dict:
     if missing:
         raise ValueError(f"{path}: not a complete smtpbench result: missing or malformed {', '.join(missing)}")
     return data
+
+
+def load_report_result(path: str) -> dict:
+    """:func:`load_result`, and check what a report reads inside the tables too (:data:`NESTED`)."""
+    data = load_result(path)
+    missing = _malformed(data)
+    if missing:
+        if os.path.isdir(path):
+            path = os.path.join(path, "result.json")
+        raise ValueError(f"{path}: not a complete smtpbench result: missing or malformed {', '.join(missing)}")
+    return data
+
+
+def _malformed(data: dict) -> list[str]:
+    """Dotted names of the :data:`NESTED` and :data:`ENTRIES` keys that are missing or of the wrong type,
+    and of time series not as long as ``timeseries.t``."""
+    bad = [] if RUN_ID.fullmatch(data["run_id"]) else ["run_id"]
+    bad += [f"{top}.{key}" for top, keys in NESTED.items() for key, kind in keys.items()
+            if not isinstance(data[top].get(key), kind)]
+    for top, keys in ENTRIES.items():
+        entries = data.get(top, [])
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and all(k in e for k in keys) for e in entries):
+            bad.append(top)
+    if bad:
+        return bad
+    ts = data["timeseries"]
+    n = len(ts["t"])
+    series = {k: v for k, v in ts.items() if isinstance(v, list)}
+    series |= {f"{name}.{p}": v for name in ("response", "service") for p, v in ts[name].items()}
+    bad = [f"timeseries.{k}" for k, v in series.items()
+           if len(v) != n or not all(x is None or isinstance(x, _NUM) for x in v)]
+    for name in ("response", "service"):
+        summary = data["latency"][name]
+        if summary.get("count") and not all(isinstance(summary.get(p), _NUM) for p in ("p50", "p99", "p99.9", "max")):
+            bad.append(f"latency.{name}")
+    stages = data["load"].get("stages") or []
+    if not isinstance(stages, list) or not all(isinstance(st, dict) and isinstance(st.get("rate"), _NUM)
+                                               and isinstance(st.get("duration"), _NUM) for st in stages):
+        bad.append("load.stages")
+    bad += [f"latency.phases.{k}" for k, v in data["latency"]["phases"].items() if not isinstance(v, dict)]
+    hists = data["histograms"]
+    named = {k: v for k, v in hists.items() if k not in ("layout", "phases")}
+    named |= {f"phases.{k}": v for k, v in hists["phases"].items()}
+    bad += [f"histograms.{k}" for k, v in named.items() if not _histogram_ok(v)]
+    bad += [f"intervals.{i}" for i, iv in enumerate(data.get("intervals", []))
+            if not (_histogram_ok(iv["response"]) and _histogram_ok(iv["service"]))]
+    bad += [f"errors.{i}" for i, e in enumerate(data.get("errors", []))
+            if not all(isinstance(e[k], _NUM) for k in ("count", "first_s", "last_s"))]
+    return bad
+
+
+def _histogram_ok(h) -> bool:
+    """A histogram as :meth:`Histogram.to_dict` writes it: integer tallies, ``[bucket, count]`` pairs."""
+    return (isinstance(h, dict) and all(isinstance(h.get(k), int) for k in ("total", "sum", "min", "max"))
+            and isinstance(h.get("buckets"), list)
+            and all(isinstance(b, list) and len(b) == 2 and isinstance(b[0], int) and isinstance(b[1], int)
+                    and 0 <= b[0] < NBUCKETS for b in h["buckets"]))

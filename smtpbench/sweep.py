@@ -201,8 +201,32 @@ def load_sweep(path: str) -> tuple[dict, str]:
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise ValueError(f"{file}: not a smtpbench sweep (schema {data.get('schema') if isinstance(data, dict) else None!r}, "
                          f"expected {SCHEMA!r})")
+    missing = _malformed(data)
+    if missing:
+        raise ValueError(f"{file}: not a complete smtpbench sweep: missing or malformed {', '.join(missing)}")
     data.setdefault("sweep_id", os.path.basename(os.path.abspath(folder)))
     return data, folder
+
+
+#: What a sweep report indexes directly in each step row and in ``sustainable``.
+STEP_KEYS = ("index", "value", "result", "verdict", "offered_rate", "achieved_rate", "keeps_up")
+SUSTAINABLE_KEYS = ("index", "value", "offered_rate", "achieved_rate")
+
+
+def _malformed(data: dict) -> list[str]:
+    """Keys of a sweep.json edited by hand that a report would trip over (a traceback, not one line)."""
+    from .results import RUN_ID
+
+    bad = [k for k in ("name", "parameter") if not isinstance(data.get(k), str)]
+    if "sweep_id" in data and not (isinstance(data["sweep_id"], str) and RUN_ID.fullmatch(data["sweep_id"])):
+        bad.append("sweep_id")  # it names the default report folder: no paths
+    steps = data.get("steps")
+    if not isinstance(steps, list) or not all(isinstance(r, dict) and all(k in r for k in STEP_KEYS) for r in steps):
+        bad.append("steps")
+    best = data.get("sustainable")
+    if best is not None and not (isinstance(best, dict) and all(k in best for k in SUSTAINABLE_KEYS)):
+        bad.append("sustainable")
+    return bad
 
 
 def step_path(folder: str, row: dict) -> str:

@@ -143,7 +143,7 @@ def test_unfair_comparisons_are_flagged(pair):
     other["health"]["reasons"] = ["generator process 0 used 99% of a CPU core"]
     warnings = "\n".join(cmp.fairness_warnings(base, other, "contender"))
     assert "messages differ" in warnings and "message.size 1024 → 204800" in warnings
-    assert "offered load differs: load.sessions 10 → 20" in warnings
+    assert "load settings differ: load.sessions 10 → 20" in warnings
     assert "load models differ" in warnings
     assert "environment differs: cpu_count 2 → 64; loop 'uvloop' → 'asyncio'" in warnings.replace(
         f"cpu_count {base['environment']['cpu_count']!r}", "cpu_count 2")
@@ -198,3 +198,65 @@ def test_compare_cli(pair, tmp_path, capsys):
     assert "contender vs baseline" in out and "slower" in out and (tmp_path / "out" / "index.html").is_file()
     assert main(["compare", str(a), str(tmp_path / "missing")]) == 2
     assert "no such result file or run folder" in capsys.readouterr().err
+
+
+def test_a_run_that_accepted_nothing_has_no_latency_and_is_flagged():
+    """Every message refused: its latency is unknown, not 0 ms at a 0.000× ratio, and a warning says so."""
+    good = synthetic_result([100] * 4, 1.0, run_id="good")
+    dead = synthetic_result([0] * 4, 1.0, run_id="dead", failures={k: [("connect", 0, "refused")] * 5 for k in range(4)})
+    comparison = cmp.compare(good, [dead])
+    for row in comparison.rows:
+        if row.metric.unit == "ms":
+            assert row.cells[0].value is None and row.cells[0].ratio is None, row.metric.key
+            assert row.cells[0].verdict == "not enough data"
+    text = cmp.summary_text([good, dead], comparison)
+    assert not [line for line in text.splitlines() if "(ms)" in line and ("0.000" in line or "0.000×" in line)]
+    assert any("contender accepted no message (20 failed)" in w for w in comparison.warnings)
+    reverse = cmp.compare(dead, [good])
+    assert reverse.rows[1].baseline is None and reverse.rows[1].cells[0].ratio is None
+    assert any("baseline accepted no message" in w for w in reverse.warnings)
+
+
+def test_a_difference_from_a_zero_baseline_names_its_unit():
+    """From a 0 % error rate the difference is in percentage points; '+40.95' alone read as a 41 % change."""
+    clean = synthetic_result([200] * 5, 1.0, run_id="clean")
+    failing = synthetic_result([200] * 5, 1.0, failures={k: [("rcpt", 451, "reply")] * 50 for k in range(5)},
+                               run_id="failing")
+    row = cmp.compare(clean, [failing]).rows[-1]
+    assert row.metric.key == "error_rate" and row.cells[0].change() is None
+    assert cmp.fmt_ci(row.cells[0], row.metric.abs_unit).endswith("] pp")
+    assert "] pp" in cmp.summary_text([clean, failing], cmp.compare(clean, [failing]))
+
+
+def test_overlaid_time_series_mark_the_warm_up():
+    """The comparison's time series showed a run's warm-up seconds unmarked."""
+    from smtpbench.report import figures
+
+    a = synthetic_result([100] * 4, 1.0, run_id="a")
+    b = synthetic_result([100] * 4, 1.0, run_id="b", warmup=1.5)
+    figs = figures.comparison_figures([a, b], ["baseline", "contender"])
+    for name in ("throughput", "latency_p99"):
+        assert figs[name].shade == (0.0, 1.5)
+        assert figs[name].shade_label == "warm-up:\nbaseline 0 s\ncontender 1.5 s"
+    assert figures.comparison_figures([a, a], ["baseline", "contender"])["throughput"].shade is None
+
+
+def test_compare_on_a_sweep_folder_points_at_its_steps(pair, tmp_path, capsys):
+    """'no such result file or run folder' for a folder that is there (a sweep's) puzzled."""
+    base, _ = pair
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "sweep.json").write_text("{}")
+    good = write_result(tmp_path / "run", base)
+    assert main(["compare", str(tmp_path / "sweep"), str(good), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "a sweep folder, not a run" in err and "step01" in err
+
+
+def test_load_warnings_name_settings_and_skip_keys_the_model_leaves_unused():
+    """'offered load differs: load.warmup 0.0 → 1.5' named a warm-up an offered load; two open loops
+    were told their (unused) sessions differ."""
+    a = synthetic_result([100] * 3, 1.0, open_rate=100, run_id="a")
+    b = synthetic_result([100] * 3, 1.0, open_rate=100, run_id="b", warmup=1, load__sessions=40)
+    warnings = "\n".join(cmp.fairness_warnings(a, b, "contender"))
+    assert "load settings differ: load.warmup 0.0 → 1.0" in warnings
+    assert "offered load" not in warnings and "sessions" not in warnings

@@ -139,3 +139,154 @@ def test_cli_rejects_what_is_not_a_result(tmp_path, capsys):
     (tmp_path / "bad.json").write_text('{"schema": "other"}')
     assert main(["report", str(tmp_path / "bad.json")]) == 2
     assert "not a smtpbench result" in capsys.readouterr().err
+
+
+def test_a_run_with_no_accepted_message_shows_no_latency():
+    """Empty histograms summarise as zeros: the tables must show a dash, not a made-up 0.000 ms."""
+    dead = synthetic_result([0] * 3, 1.0, failures={k: [("connect", 0, "refused")] * 4 for k in range(3)})
+    rows = tables.latency(dead).rows
+    assert all(cell == tables.DASH for row in rows[:-1] for cell in row[1:]), rows
+    assert rows[-1][1:] == ["0"] * (len(rows[-1]) - 1)  # the count is a real 0
+    dead["latency"]["phases"]["mail"] = Histogram().summary()
+    phase = tables.phases(dead).rows[-1]
+    assert phase[:2] == ["mail", "0"] and set(phase[2:]) == {tables.DASH}
+
+
+@pytest.mark.parametrize("edit, named", [
+    (lambda r: r["timeseries"].pop("ok"), "timeseries.ok"),
+    (lambda r: r["totals"].pop("msgs_per_s"), "totals.msgs_per_s"),
+    (lambda r: r["load"].update(model=None), "load.model"),
+    (lambda r: r.update(errors=None), "errors"),
+    (lambda r: r["errors"][0].pop("count"), "errors"),
+    (lambda r: r["timeseries"]["failed"].pop(), "timeseries.failed"),
+    (lambda r: r["timeseries"]["response"]["p99"].pop(), "timeseries.response.p99"),
+    (lambda r: r["latency"]["response"].pop("p99"), "latency.response"),
+])
+@pytest.mark.parametrize("command", ["report", "compare"])
+def test_a_hand_edited_result_is_one_line_and_exit_2(failing, tmp_path, capsys, edit, named, command):
+    """A result cut down inside a table gave a KeyError/TypeError traceback (exit 1) half-way through a report."""
+    good = write_result(tmp_path / "good", failing)
+    broken = json.loads(json.dumps(failing))
+    edit(broken)
+    bad = write_result(tmp_path / "bad", broken)
+    args = ["report", str(bad), "--out", str(tmp_path / "out")] if command == "report" else \
+        ["compare", str(good), str(bad), "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not a complete smtpbench result" in err and named in err, err
+
+
+def test_an_empty_folder_says_it_holds_no_result(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no result.json in this folder" in capsys.readouterr().err
+
+
+def test_an_open_loop_keeps_its_last_interval():
+    """An open loop's load ends at its last arrival (2.9967 s at 300/s over 3 s): taken as the end, the
+    last interval, full of arrivals, was left out (2 of 3 measured; a staged run lost its last stage, so
+    'sent' read above 'offered'). A run stopped long before its schedule's end still loses the cut one."""
+    result = synthetic_result([300, 300, 200], 1.0, open_rate=300)
+    result["totals"]["load_end_us"] = 3_000_000 - 1_000_000 // 300
+    assert data.measured(result).tolist() == [t >= 0 for t in result["timeseries"]["t"]]
+    assert data.measured_rate(result, "ok") == pytest.approx(800 / 3)
+    result["totals"]["load_end_us"] = 2_500_000  # stopped half-way through its last second
+    assert data.measured(result).sum() == 2
+    closed = synthetic_result([300, 300, 300], 1.0)
+    closed["totals"]["load_end_us"] = 2_996_667  # a closed loop's end is its own
+    assert data.measured(closed).sum() == 2
+
+
+def test_axis_labels_stay_inside_the_image():
+    """Five-digit rates (a closed loop past 10,000 msgs/s) pushed the y-axis label off the left edge."""
+    from smtpbench.report import plots
+
+    fast = figures.Figure("throughput", "Throughput over time", figures.TIME, "messages/s",
+                          {"ok": figures.Series([0.5, 1.5, 2.5], [17857, 18213, 15447])})
+    fig = plots.render(fast)
+    ax = fig.axes[0]
+    fig.canvas.draw()  # as savefig does: labels take their places
+    renderer = fig.canvas.get_renderer()
+    assert ax.yaxis.label.get_window_extent(renderer).x0 >= 0
+    assert ax.get_tightbbox(renderer).x0 >= 0
+
+
+def test_the_spectrum_ends_at_the_maximum():
+    """The p = 1 row was dropped for want of a finite x, and with it the slowest messages: a run with
+    a 295 ms maximum drew its spectrum up to 192 ms."""
+    result = synthetic_result([300, 300], 1.0)
+    h = data.histogram(result, "response")
+    series = figures.spectrum_series(result, "response")
+    assert series.x[-1] == h.total and series.y[-1] == h.max / 1000
+    assert series.y == sorted(series.y) and all(a < b for a, b in zip(series.x, series.x[1:]))
+    exact = synthetic_result([512, 512], 1.0)  # 1024 messages: a level lands on x = 1024
+    series = figures.spectrum_series(exact, "response")
+    assert series.x[-1] == 1024 and all(a < b for a, b in zip(series.x, series.x[1:]))
+    assert series.y[-1] == data.histogram(exact, "response").max / 1000
+
+
+def test_errors_counted_with_the_warm_up_say_so():
+    """result.json's errors cover the whole run; the headline 'failed' leaves the warm-up out."""
+    result = synthetic_result([100, 100, 100], 1.0, warmup=1, failures={0: [("rcpt", 451, "reply")] * 3,
+                                                                        2: [("rcpt", 451, "reply")]})
+    t = result["totals"]
+    assert (t["warmup_failed"], t["failed"]) == (3, 1) and sum(e["count"] for e in result["errors"]) == 4
+    note = tables.errors(result).note
+    assert f"{t['warmup_failed']:,} of the {t['failed'] + t['warmup_failed']:,} failures came in the warm-up" in note
+
+
+def test_cpu_of_several_processes_is_named_as_the_busiest():
+    """Processes' CPU gauges merge as their maximum: with two, the plot is one process's share, not the total."""
+    result = synthetic_result([100, 100], 1.0)
+    assert "generator CPU (% of a core)" in figures.health(result).series
+    result["load"]["processes"] = 2
+    assert list(figures.health(result).series)[0] == "CPU of the busiest of 2 processes (% of a core)"
+
+
+def test_a_load_shorter_than_an_interval_is_named_in_the_throughput_plot():
+    """500 messages in 0.07 s drew one point at '500 messages/s' beside a table saying 8,171 msgs/s."""
+    result = synthetic_result([500], 1.0)
+    result["totals"]["load_end_us"] = 70_472
+    note = figures.throughput(result).note
+    assert "the load ended 0.070 s into the interval from 0 s" in note and "read low" in note
+    result["totals"]["load_end_us"] = 1_000_000
+    assert figures.throughput(result).note == ""
+
+
+def test_the_headline_rate_is_named_accepted_not_completed(failing):
+    """msgs_per_s leaves failed messages out: labelled 'completed', a 40 % error run read as unfinished."""
+    rows = {r[0]: r[1] for r in tables.throughput(failing).rows}
+    assert "completed" not in rows
+    assert rows["accepted (OK)"].startswith(tables.rate(failing["totals"]["msgs_per_s"]))
+
+
+def test_arrivals_released_are_over_the_schedule_not_up_to_the_last_arrival():
+    """1,300 arrivals over a 4 s schedule are 325/s; over 3.997 s (to the last one) 325.25, above offered."""
+    result = synthetic_result([200, 300, 500, 300], 1.0, open_rate=325)
+    result["totals"].update(issued=1300, load_end_us=3_996_940)
+    result["health"]["achieved_rate"] = round(1300 / 3.99694, 2)
+    rows = {r[0]: r[1] for r in tables.throughput(result).rows}
+    assert rows["arrivals released"] == "325.0 msgs/s"
+
+
+@pytest.mark.parametrize("edit, named", [
+    (lambda r: r["timeseries"]["ok"].__setitem__(1, "x"), "timeseries.ok"),
+    (lambda r: r["histograms"]["response"].pop("total"), "histograms.response"),
+    (lambda r: r["histograms"]["response"].update(buckets="zz"), "histograms.response"),
+    (lambda r: r["intervals"][1]["response"].pop("total"), "intervals.1"),
+    (lambda r: r["errors"][0].update(first_s="soon"), "errors.0"),
+    (lambda r: r["latency"]["phases"].update(mail=5), "latency.phases.mail"),
+    (lambda r: r["thresholds"][0].pop("observed"), "thresholds"),
+    (lambda r: r["health"].update(reasons="oops"), "health.reasons"),
+    (lambda r: r.update(run_id="../../elsewhere"), "run_id"),
+    (lambda r: r["load"].update(stages=[{"rate": 100}]), "load.stages"),
+])
+def test_a_result_with_bad_values_is_one_line_and_exit_2(failing, tmp_path, capsys, edit, named):
+    """Values of the wrong type deep inside (a string in a time series, a histogram cut down) crashed a
+    report with ValueError/KeyError; a run id holding a path sent the default report out of reports/."""
+    broken = json.loads(json.dumps(failing))
+    edit(broken)
+    bad = write_result(tmp_path / "bad", broken)
+    assert main(["report", str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not a complete smtpbench result" in err and named in err, err

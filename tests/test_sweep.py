@@ -400,3 +400,23 @@ def test_report_command_takes_sweeps_and_runs_together(tmp_path):
     assert (tmp_path / "out" / "one-sweep" / "step01" / "index.html").is_file()
     proc = smtpbench("report", str(tmp_path / "nothing-here"), cwd=tmp_path)
     assert proc.returncode == 2 and "no such result file or run folder" in proc.stderr
+
+
+@pytest.mark.parametrize("edit, named", [(lambda s: s.pop("steps"), "steps"),
+                                         (lambda s: s["steps"][0].pop("offered_rate"), "steps"),
+                                         (lambda s: s.update(sustainable={"index": 1}), "sustainable"),
+                                         (lambda s: s.update(sweep_id="../../x"), "sweep_id")])
+def test_a_hand_edited_sweep_is_one_line_and_exit_2(tmp_path, capsys, edit, named):
+    """A sweep.json without its steps, or a sustainable entry cut down, gave a KeyError traceback (exit 1)."""
+    from smtpbench.cli import main
+
+    row = {"index": 1, "value": 100, "result": "step01/result.json", "verdict": "ok", "offered_rate": 100.0,
+           "achieved_rate": 100.0, "keeps_up": True, "p50": 1000, "p99": 2000, "p99.9": 3000, "error_rate": 0.0}
+    summary = {"schema": sweep.SCHEMA, "name": "s", "parameter": "load.rate", "values": [100], "model": "open",
+               "steps": [row], "sustainable": dict(row)}
+    edit(summary)
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "sweep.json").write_text(json.dumps(summary))
+    assert main(["report", str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "not a complete smtpbench sweep" in err and named in err, err

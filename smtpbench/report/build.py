@@ -16,14 +16,19 @@ REPORTS_DIR = "reports"
 
 def read_runs(paths: list[str]) -> list[dict]:
     """Load result files or run folders; ValueError naming the path when one is missing, unreadable or
-    not a result (:func:`load_result`'s own errors name it already)."""
-    from ..results import load_result
+    not a result (:func:`~smtpbench.results.load_report_result`'s own errors name it already)."""
+    from ..results import load_report_result
 
     out = []
     for path in paths:
         try:
-            out.append(load_result(path))
+            out.append(load_report_result(path))
         except FileNotFoundError:
+            if os.path.isfile(os.path.join(path, "sweep.json")):
+                raise ValueError(f"{path}: a sweep folder, not a run: give its steps' folders "
+                                 f"({os.path.join(path, 'step01')}, …)") from None
+            if os.path.isdir(path):
+                raise ValueError(f"{path}: no result.json in this folder (not a run folder)") from None
             raise ValueError(f"{path}: no such result file or run folder") from None
         except OSError as e:
             raise ValueError(f"{path}: cannot read a result: {e.strerror or e}") from None

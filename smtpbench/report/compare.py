@@ -57,16 +57,29 @@ class Metric:
         """From result units (msgs/s, fraction, µs) to display units (msgs/s, %, ms)."""
         return {"%": 100.0, "ms": 0.001}.get(self.unit, 1.0)
 
-    def overall(self, result: dict) -> float:
-        """The whole-run value (warm-up excluded) in display units."""
-        if self.key in ("msgs_per_s", "error_rate"):
-            return result["totals"][self.key] * self.scale
+    def overall(self, result: dict) -> float | None:
+        """The whole-run value (warm-up excluded) in display units; None when the run has none.
+
+        A latency of a run that accepted no message (its histogram empty, its summary all zeros) and
+        the error rate of a run that finished no message are unknown, not 0.
+        """
+        totals = result["totals"]
+        if self.key == "msgs_per_s":
+            return totals[self.key] * self.scale
+        if self.key == "error_rate":
+            return totals[self.key] * self.scale if totals.get("ok", 0) + totals.get("failed", 0) else None
         name, pct = self.key.split(".", 1)
-        return result["latency"][name][pct] * self.scale
+        summary = result["latency"][name]
+        return summary[pct] * self.scale if summary.get("count") else None
 
     def samples(self, result: dict):
         """Per-interval values in display units."""
         return data.interval_values(result, self.key) * self.scale
+
+    @property
+    def abs_unit(self) -> str:
+        """The unit of a difference: ``pp`` (percentage points) for a rate in %."""
+        return "pp" if self.unit == "%" else self.unit
 
     def fmt(self, value: float | None) -> str:
         if value is None:
@@ -88,7 +101,7 @@ METRICS = (
 class Cell:
     """One contender's figures for one metric; ``log``: ``diff`` is of log values (a ratio)."""
 
-    value: float
+    value: float | None
     ratio: float | None
     diff: Difference | None
     verdict: str
@@ -107,7 +120,7 @@ class Cell:
 class Row:
     """One headline metric: the baseline's whole-run value and a cell per contender."""
     metric: Metric
-    baseline: float
+    baseline: float | None
     cells: list[Cell]
 
 
@@ -141,7 +154,7 @@ def judge(metric: Metric, baseline: dict, contender: dict) -> Cell:
     log = metric.log and a.size > 0 and b.size > 0 and bool((a > 0).all() and (b > 0).all())
     diff = welch(np.log(a), np.log(b), CONFIDENCE) if log else welch(a, b, CONFIDENCE)
     base, value = metric.overall(baseline), metric.overall(contender)
-    cell = Cell(value, value / base if base else None, diff, "", log)
+    cell = Cell(value, value / base if base and value is not None else None, diff, "", log)
     cell.verdict = decide(metric, cell)
     return cell
 
@@ -155,11 +168,19 @@ def _flatten(value, prefix: str = "") -> dict:
     return {prefix[:-1]: value}
 
 
+#: Scenario keys a load model leaves unused (README: one file can serve both models).
+UNUSED_BY = {"open": ("load.sessions", "load.think_time", "load.pipeline_messages"),
+             "closed": ("load.rate", "load.arrival", "load.stages", "load.max_connections")}
+
+
 def scenario_differences(a: dict, b: dict) -> dict[str, tuple]:
-    """``{dotted key: (baseline value, contender value)}`` for scenario keys that change the measurement."""
+    """``{dotted key: (baseline value, contender value)}`` for scenario keys that change the measurement
+    (a key both runs' load model leaves unused changes nothing: two open loops' ``sessions``)."""
     fa, fb = _flatten(a.get("scenario", {})), _flatten(b.get("scenario", {}))
+    model = a["load"].get("model")
+    unused = UNUSED_BY.get(model, ()) if model == b["load"].get("model") else ()
     return {k: (fa.get(k), fb.get(k)) for k in sorted(set(fa) | set(fb))
-            if fa.get(k) != fb.get(k) and not k.startswith(IGNORED_KEYS)}
+            if fa.get(k) != fb.get(k) and not k.startswith(IGNORED_KEYS) and not k.startswith(unused)}
 
 
 def _changes(diffs: dict[str, tuple]) -> str:
@@ -171,7 +192,7 @@ def fairness_warnings(baseline: dict, contender: dict, label: str) -> list[str]:
     out = []
     diffs = scenario_differences(baseline, contender)
     groups = {"message": "messages differ (msgs/s and per-message latency are not like for like; see MB/s)",
-              "load": "offered load differs", "sink": "sink settings differ"}
+              "load": "load settings differ", "sink": "sink settings differ"}
     for prefix, what in groups.items():
         part = {k: v for k, v in diffs.items() if k.startswith(prefix + ".")}
         if part:
@@ -192,6 +213,10 @@ def fairness_warnings(baseline: dict, contender: dict, label: str) -> list[str]:
     for who, r in (("baseline", baseline), (label, contender)):
         if r.get("verdict") == "invalid":
             out.append(f"{who} is an INVALID run: " + "; ".join(r["health"].get("reasons", [])))
+        if not r["totals"].get("ok"):
+            failed = r["totals"].get("failed", 0)
+            out.append(f"{who} accepted no message ({failed:,} failed): it has no latency to compare, and its "
+                       "throughput of 0 measures failures, not the server's speed")
     return out
 
 
@@ -219,14 +244,15 @@ def fmt_ratio(ratio: float | None) -> str:
     return "–" if ratio is None else f"{ratio:.3f}×"
 
 
-def fmt_ci(cell: Cell) -> str:
-    """``-12.3% [-15.0%, -9.6%]``: the change and its interval (absolute units when the baseline is 0)."""
+def fmt_ci(cell: Cell, unit: str = "") -> str:
+    """``-12.3% [-15.0%, -9.6%]``: the change and its interval; when the baseline is 0, the difference
+    itself in ``unit`` (``+40.95 [+26.59, +55.32] pp``: percentage points, not a 40.95 % change)."""
     diff = cell.diff
     if diff is None:
         return "–"
     change = cell.change()
     if change is None:
-        return f"{diff.diff:+.4g} [{diff.low:+.4g}, {diff.high:+.4g}]"
+        return f"{diff.diff:+.4g} [{diff.low:+.4g}, {diff.high:+.4g}]" + (f" {unit}" if unit else "")
     return f"{change[0]:+.1%} [{change[1]:+.1%}, {change[2]:+.1%}]"
 
 
@@ -247,7 +273,7 @@ def comparison_tables(results: list[dict], comparison: Comparison) -> dict[str, 
             p = "–" if d is None else ("< 0.001" if d.p < 0.001 else f"{d.p:.3f}")
             n = "–" if d is None else f"{d.n_a} / {d.n_b}"
             rows.append([f"{row.metric.label} ({row.metric.unit})", row.metric.fmt(row.baseline),
-                         row.metric.fmt(cell.value), fmt_ratio(cell.ratio), fmt_ci(cell), p, n, cell.verdict])
+                         row.metric.fmt(cell.value), fmt_ratio(cell.ratio), fmt_ci(cell, row.metric.abs_unit), p, n, cell.verdict])
             classes.append({"faster": "pass", "better": "pass", "slower": "fail", "worse": "fail"}.get(cell.verdict, ""))
         key = "comparison" if len(comparison.labels) == 2 else f"comparison-{i + 1}"
         out[key] = Table(f"{label.capitalize()} vs baseline", ["metric", "baseline", label, "ratio",
@@ -273,7 +299,7 @@ def summary_text(results: list[dict], comparison: Comparison, path: str | None =
             cell = row.cells[i]
             name = f"{row.metric.label} ({row.metric.unit})"
             lines.append(f"  {name:<24} {row.metric.fmt(row.baseline):>11} {row.metric.fmt(cell.value):>12} "
-                         f"{fmt_ratio(cell.ratio):>8}   {fmt_ci(cell):<32} {cell.verdict}")
+                         f"{fmt_ratio(cell.ratio):>8}   {fmt_ci(cell, row.metric.abs_unit):<32} {cell.verdict}")
     if comparison.warnings:
         lines.append("")
         lines += [f"  WARNING: {w}" for w in comparison.warnings]

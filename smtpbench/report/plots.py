@@ -121,7 +121,20 @@ def render(fig_data: Figure):
     if handles:  # outside the axes: it never hides data
         ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.1 if ax2 else 1.01, 1.0),
                   borderaxespad=0.0)
+    _fit_left(fig, ax)
     return fig
+
+
+def _fit_left(fig, ax, pad_px: float = 4.0) -> None:
+    """Widen the left margin until the y-axis label and tick labels are inside the image.
+
+    The fixed margin holds four-digit ticks; "17500" (any run past 10,000 msgs/s) pushed the axis
+    label "messages/s" off the image's left edge.
+    """
+    left = ax.get_tightbbox(fig.canvas.get_renderer()).x0
+    if left < pad_px:
+        params = fig.subplotpars
+        fig.subplots_adjust(left=params.left + (pad_px - left) / (fig.get_figwidth() * fig.dpi))
 
 
 def to_bytes(fig, fmt: str, salt: str = "") -> bytes:

@@ -25,11 +25,11 @@ def sweep_report_dir(summary: dict, base: str = REPORTS_DIR) -> str:
 
 def _step_report(job: tuple[str, str]) -> bool:
     """Build one step's report (in a worker process); False when its result cannot be read."""
-    from ..results import load_result
+    from ..results import load_report_result
 
     path, out = job
     try:
-        result = load_result(path)
+        result = load_report_result(path)
     except (OSError, ValueError):
         return False
     build_report(result, out)
