@@ -98,6 +98,10 @@ def test_open_loop_offers_rate_times_duration(start_sink, tmp_path):
     assert totals["failed"] == 0
     assert totals["ok"] == totals["issued"] == final["messages"]
     assert sum(result["timeseries"]["offered"]) == totals["issued"]
+    # The load's window is the schedule's, not up to its last arrival (at 2.997 s: the last whole
+    # interval was left out of every rate, and 900 arrivals over 2.997 s read 300.3/s released).
+    assert totals["load_end_us"] == duration * 1_000_000
+    assert result["health"]["achieved_rate"] == pytest.approx(totals["issued"] / duration)
     # Messages begun per second over the run's whole seconds (not diluted by the drain's).
     assert result["health"]["send_rate"] == pytest.approx(rate, rel=0.05)
     # Achieved throughput over the measured span, with room for a noisy machine.

@@ -532,7 +532,12 @@ class Runner:
                                                 or self._pending()):
                 await asyncio.sleep(0.01)
         self.stopping = True
-        self.recorder.totals["load_end_us"] = self.now()  # no new message from here on: the drain
+        # No new message from here on: the drain. An open loop that ran its schedule out (not its
+        # message count) stopped at its last arrival, one gap before the schedule's end: the
+        # load's window is the schedule's (a 3 s run at 300/s ended at 2.997 s and lost its
+        # last whole interval from every rate; interrupted, end_us is when).
+        ran_out = self.open_loop and self.issued < self.limit
+        self.recorder.totals["load_end_us"] = self.end_us if ran_out else min(self.end_us, max(self.now(), 0))
         for conn in list(self.idle):
             conn.quit()
         self.idle.clear()

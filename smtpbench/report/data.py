@@ -13,8 +13,6 @@ import numpy as np
 from ..metrics import Histogram, bucket_bounds
 from ..results import load_window
 
-#: An open loop that stopped this many arrivals (at its final rate) before its schedule's end ran it out.
-END_GAPS = 10
 #: HdrHistogram's default reporting resolution: five percentile levels per halving of 1 - p.
 TICKS_PER_HALF = 5
 
@@ -31,47 +29,19 @@ def interval_histograms(result: dict, name: str) -> list[tuple[int, Histogram]]:
     return [(iv["t"], Histogram.from_dict(iv[name])) for iv in result.get("intervals", [])]
 
 
-def load_end(result: dict) -> float | None:
-    """Seconds from t0 to the end of the load, as :func:`~smtpbench.results.load_window`, but for an
-    open loop that ran its schedule out: the schedule's end (``duration``, or the stages' length).
-
-    An open loop's load stops at its last arrival, one inter-arrival gap before the schedule's end
-    (2.9967 s in a 3 s run at 300/s): taken as the end, it cut the last interval, full of arrivals,
-    out of every statistic (a 3 s run measured 2 intervals, a staged run lost its last stage).
-    The schedule's end is taken only when the load stopped within :data:`END_GAPS` arrivals (at the
-    final rate, at most one interval) of it and not on the message count.
-    """
-    _, end = load_window(result)
-    load = result["load"]
-    if load["model"] != "open" or not end:
-        return end
-    stages = load.get("stages") or []
-    planned = load.get("duration_s") or None
-    if stages:
-        length = sum(s["duration"] for s in stages)
-        planned = min(planned, length) if planned else length
-    final = stages[-1]["rate"] if stages else load.get("rate")
-    limit = load.get("messages")
-    if not planned or not final or (limit and result["totals"].get("issued", 0) >= limit):
-        return end
-    step = result["timeseries"].get("interval_s", 1)
-    return planned if 0 < planned - end <= min(step, END_GAPS / final) else end
-
-
 def measured(result: dict) -> np.ndarray:
     """Mask over ``timeseries.t``: complete intervals after the warm-up (what statistics use).
 
     Left out: intervals before the start (t < 0), inside the warm-up, and those not wholly inside
-    the load (see :func:`load_end`): the one its end cuts short, and the drain's (their rates would
-    read low).
+    the load (see :func:`~smtpbench.results.load_window`): the one its end cuts short, and the
+    drain's (their rates would read low).
     """
     ts = result["timeseries"]
     t = np.asarray(ts["t"], dtype=float)
     if t.size == 0:
         return np.zeros(0, dtype=bool)
     step = ts.get("interval_s", 1)
-    warm, _ = load_window(result)
-    end = load_end(result)
+    warm, end = load_window(result)
     mask = (t >= 0) & (t >= warm)
     if end:
         mask &= t + step <= end + 1e-9

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..results import load_window
 from . import data
 
 LATENCY_PCTS = ("p50", "p90", "p99", "p99.9", "max")
@@ -131,7 +132,7 @@ def _partial_note(result: dict) -> str:
 
     A run of 500 messages that took 0.07 s drew one point at 500 msgs/s while the table said 8,171.
     """
-    end = data.load_end(result)
+    _, end = load_window(result)
     step = result["timeseries"].get("interval_s", 1)
     if not end:
         return ""

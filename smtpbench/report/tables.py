@@ -113,11 +113,6 @@ def throughput(result: dict) -> Table:
     model = result["load"]["model"]
     offered = rate(h.get("offered_rate")) if model == "open" else f"{DASH} (closed loop: {result['load']['sessions']} sessions)"
     achieved = h.get("achieved_rate")
-    end = data.load_end(result)
-    if achieved is not None and end and t.get("issued"):
-        # health.achieved_rate divides by the last arrival's time, not the schedule's end: 325.25 released
-        # of 325 offered, a generator that seemed to run ahead of its schedule.
-        achieved = t["issued"] / end
     rows = [["offered rate", offered]]
     if achieved is not None:
         rows.append(["arrivals released", rate(achieved)])
