@@ -75,6 +75,9 @@ def test_ctrl_c_stops_the_load_and_keeps_the_result(sink, tmp_path):
     assert sink.stop()["messages"] == t["ok"]
     assert "interrupted: SIGINT stopped the load" in proc.stdout
     assert left == []
+    from smtpbench.report import tables  # the report says so too, beside the verdict
+
+    assert any(line.startswith("interrupted: SIGINT stopped the load at") for line in tables.verdict_lines(result))
 
 
 def test_ctrl_c_reaches_the_workers_through_their_parent(sink, tmp_path):

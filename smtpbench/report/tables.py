@@ -95,7 +95,8 @@ def overview(result: dict) -> list[tuple[str, str]]:
 
 
 def verdict_lines(result: dict) -> list[str]:
-    """Why the verdict is what it is: invalidity reasons and failed thresholds (empty when ok)."""
+    """Why the verdict is what it is: invalidity reasons and failed thresholds, and whether a signal
+    stopped the run early (empty when ok and not stopped)."""
     lines = list(result["health"].get("reasons", []))
     for th in result.get("thresholds", []):
         if not th["passed"]:
@@ -104,6 +105,11 @@ def verdict_lines(result: dict) -> list[str]:
     if isinstance(relay, dict) and relay.get("passed") is False:
         lines.append(f"delivery check failed: {relay.get('lost', '?')} lost, {relay.get('duplicates', '?')} duplicated "
                      f"of {relay.get('accepted', '?')} accepted")
+    stopped = result.get("interrupted")
+    if isinstance(stopped, dict):  # (see load.stopping)
+        planned = result["load"].get("duration_s")
+        lines.append(f"interrupted: {stopped.get('signal', 'a signal')} stopped the load at {stopped.get('at_s', 0):.1f} s"
+                     f"{f' of {planned:g} s' if planned else ''}; the figures cover what ran")
     return lines  # a failed sink cross-check is among the health reasons already
 
 
