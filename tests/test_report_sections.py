@@ -57,6 +57,9 @@ def test_thresholds_verdict_sink_and_crosscheck(failing):
     all_tables = tables.tables(failing)
     assert list(all_tables)[-2:] == ["sink", "crosscheck"]
     assert ["messages", "899"] in all_tables["sink"].rows
+    failing["sink"].update(time=1795926934.405, elapsed=2.538)   # shown as a time and in seconds
+    sink_rows = dict(tables.tables(failing)["sink"].rows)
+    assert (sink_rows["time"], sink_rows["elapsed"]) == ("2026-11-29 04:35:34 UTC", "2.538 s")
     assert ["passed", "False"] in all_tables["crosscheck"].rows and "fail" in all_tables["crosscheck"].classes
 
 

@@ -219,12 +219,26 @@ def _counters(title: str, values: dict, note: str = "") -> Table:
     return Table(title, ["counter", "value"], rows, note=note, align="lr")
 
 
+def _sink_shown(sink: dict) -> dict:
+    """The sink's final counters as shown: its clock as a UTC time, its elapsed time in seconds
+    (as raw numbers they read 1,795,926,934.405 and 2.538)."""
+    import datetime
+
+    shown = dict(sink)
+    if isinstance(shown.get("time"), (int, float)):
+        shown["time"] = datetime.datetime.fromtimestamp(shown["time"], datetime.timezone.utc).strftime(
+            "%Y-%m-%d %H:%M:%S UTC")
+    if isinstance(shown.get("elapsed"), (int, float)):
+        shown["elapsed"] = f"{shown['elapsed']:,.3f} s"
+    return shown
+
+
 def tables(result: dict) -> dict[str, Table]:
     """Every table of a run report by name, in page order; ``sink``, ``crosscheck``, ``relay`` when the result has them."""
     out = {"throughput": throughput(result), "latency": latency(result), "phases": phases(result),
            "errors": errors(result), "thresholds": thresholds(result), "health": health(result)}
     if isinstance(result.get("sink"), dict):
-        out["sink"] = _counters("Sink counters", result["sink"])
+        out["sink"] = _counters("Sink counters", _sink_shown(result["sink"]))
     if isinstance(result.get("crosscheck"), dict):
         cross = result["crosscheck"]
         out["crosscheck"] = _counters("Cross-check: client vs sink", cross,
