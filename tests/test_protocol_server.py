@@ -341,6 +341,16 @@ def test_auth_failures_leave_session_usable(dialog, script, code):
     assert d.codes(b"NOOP\r\nMAIL FROM:<a@example.org>\r\n") == [250, 250]
 
 
+@pytest.mark.parametrize("mech", [b"PLAIN", b"LOGIN"])
+def test_overlong_auth_response_ends_the_exchange(dialog, mech):
+    # RFC 4954 §4: the server's 500 to a response line over the limit is a final reply that
+    # ends the AUTH exchange; the next line is a command again, not a SASL response
+    # (it was answered 501 "Cannot decode response", the client's command lost).
+    d = dialog(**AUTH)
+    assert d.codes(b"EHLO c\r\nAUTH " + mech + b"\r\n" + b"A" * 2000 + b"\r\nNOOP\r\n") == [250, 334, 500, 250]
+    assert d.codes(b"MAIL FROM:<a@example.org>\r\n") == [250]
+
+
 def test_auth_not_offered_or_in_transaction(dialog):
     assert dialog().codes(b"EHLO c\r\nAUTH PLAIN " + b64("\0u\0p") + b"\r\n") == [250, 502]
     d = dialog(**AUTH)

@@ -203,6 +203,11 @@ class ServerSession(AuthMixin, ChunkingMixin):
             start, pos = pos, nl + 1
             if self._overlong or end - start + 2 > MAX_COMMAND_LINE:
                 self._overlong = False
+                if state == AUTH_WAIT:
+                    # RFC 4954 §4: a 5xx reply ends the exchange for the client, so it ends here
+                    # too; otherwise its next command would be taken for a SASL response.
+                    self._auth = None
+                    self.state = READY
                 self._error(500, "5.5.2", "Line too long (RFC 5321 4.5.3.1.4: 512 octets)")
                 continue
             if state == AUTH_WAIT:
