@@ -267,6 +267,20 @@ def test_bdat_zero_last_and_data_after_bdat(dialog):
     assert d.bodies == [b"abc"]
 
 
+def test_data_after_empty_bdat_is_503(dialog):
+    # RFC 3030 §2: "If a DATA statement is issued after a BDAT for the current transaction,
+    # a 503 'Bad sequence of commands' MUST be issued" -- a BDAT 0 is a BDAT too.
+    d = dialog(keep_body=True)
+    d.begin()
+    assert d.codes(b"BDAT 0\r\nDATA\r\nBDAT 2 LAST\r\nhi") == [250, 503, 250]
+    assert d.bodies == [b"hi"]
+    # The next transaction (after the message, or after RSET) may use DATA again.
+    assert d.codes(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nBDAT 0\r\nRSET\r\n"
+                   b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\nx\r\n.\r\n") == [250] * 6 + [354, 250]
+    # A BDAT refused before any RCPT does not belong to a transaction: DATA is still allowed.
+    assert d.codes(b"MAIL FROM:<a@example.org>\r\nBDAT 1\r\nxRCPT TO:<b@example.net>\r\nDATA\r\n") == [250, 503, 250, 354]
+
+
 def test_bdat_out_of_sequence_chunk_is_read_and_refused(dialog):
     d = dialog(keep_body=True)
     assert d.codes(b"EHLO c\r\nBDAT 6 LAST\r\nNOOP\r\nNOOP\r\n") == [250, 503, 250]

@@ -332,7 +332,9 @@ class ServerSession(AuthMixin, ChunkingMixin):
         self._data = None
         if self._bdat_parts:
             self._bdat_parts = []
-        self._bdat_size = 0
+        if self._bdat_prev:  # a BDAT was seen since the last reset (a DATA-only session skips this)
+            self._bdat_size = 0
+            self._bdat_prev = INIT
 
     def _greet(self, arg: bytes, ehlo: bool) -> None:
         if not arg:
@@ -439,7 +441,9 @@ class ServerSession(AuthMixin, ChunkingMixin):
             if self.state == MAIL:
                 raise ProtocolError(503 if not self.envelope.rcpt_to else 554, "5.5.1", "Need RCPT command")
             raise ProtocolError(503, "5.5.1", "Need MAIL command")
-        if self._bdat_size:
+        if self._bdat_prev == RCPT:
+            # RFC 3030 §2: DATA after a BDAT of this transaction gets 503, a BDAT 0 too
+            # (the octet count alone missed it).
             raise ProtocolError(503, "5.5.1", "DATA after BDAT (RFC 3030 4.2)")
         self.state = DATA  # the body's first read makes the receiver, if it needs one (_body)
         self._out.append(self._c.start_data)
