@@ -244,7 +244,8 @@ class SinkServer:
                     continue
                 conn.idle += step
                 if conn.idle >= timeout and not conn.closed:
-                    self.stats.timeouts += 1
+                    if not conn.shut:  # counted once; a second pass aborts one that did not close
+                        self.stats.timeouts += 1
                     conn.shutdown("Idle timeout, closing connection")
 
     async def drain(self, grace: float) -> None:
