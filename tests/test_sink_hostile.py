@@ -1,9 +1,11 @@
 """The sink against hostile clients, over real loopback sockets: clients that never read
-their replies, pipelining floods. What each must get: a proper reply or a clean close,
+their replies, STARTTLS handshakes that never come. What each must get: a proper reply or a clean close,
 never a connection held for ever, never counters that drift."""
 
 import socket
 import time
+
+import pytest
 
 from smtp_helpers import Wire, wait_for
 from test_sink_behaviour import blast, send_messages
@@ -55,3 +57,23 @@ def test_shutdown_does_not_wait_the_grace_for_a_client_that_never_reads(start_si
     assert sink.proc.returncode == 0
     assert took < 10, f"shutdown took {took:.1f} s"
     assert final["replies"].get("421") == 2  # one each, not one per drain pass
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_idle_timeout_during_a_stalled_starttls_handshake(start_sink, loop):
+    # RFC 3207 §4: after "220 Ready to start TLS" the next octets are the TLS handshake. A
+    # client that never starts it used to get a plaintext 421 in the middle of it, and the
+    # connection was never forgotten (the socket belonged to the TLS protocol, which did not
+    # tell ours): connections_current stayed up for good, a handshake was counted, and on
+    # asyncio the sweeper counted another timeout twice a second.
+    sink = start_sink("--idle-timeout", "1s", "--advertise", "PIPELINING,STARTTLS", "--loop", loop)
+    with Wire((sink.host, sink.port)) as w:
+        assert w.code() == 220
+        assert w.command(b"EHLO c.example") == 250
+        assert w.command(b"STARTTLS") == 220
+        w.expect_close()  # dropped, no plaintext reply
+    assert wait_for(lambda: sink.stats().get("connections_current") == 0, timeout=8)
+    send_messages(sink.host, sink.port, 1)
+    final = sink.stop()
+    assert (final["timeouts"], final["tls_failures"], final["tls_handshakes"]) == (1, 1, 0)
+    assert final["messages"] == 1 and "421" not in final["replies"]

@@ -221,7 +221,11 @@ class SinkConnection(asyncio.Protocol):
         """
         if self.closed or self.transport is None:
             return
-        if self.shut:
+        if self.shut or self.session.starttls:
+            # RFC 3207 §4: after our 220 to STARTTLS the next octets are TLS; a plaintext
+            # 421 would be garbage to the handshake. Drop the connection (the TLS upgrade
+            # then accounts for it, server._upgrade).
+            self.shut = True
             self.transport.abort()
             return
         self.shut = True
