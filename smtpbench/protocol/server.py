@@ -25,6 +25,7 @@ from .server_types import (  # noqa: F401  (re-exported: the core's public types
     AUTH_WAIT, BDAT, CLOSED, DATA, DEFAULT_EXTENSIONS, EXTENSIONS, INIT, MAIL, RCPT, READY, Action, Envelope,
     ServerConfig, ServerCounters, ServerHooks, new_envelope,
 )
+from .server_types import EVERY_STAGE as _EVERY, NO_STAGE as _NONE
 
 _DEFAULT_HOOKS = ServerHooks()
 #: The envelope before HELO/EHLO, empty, shared by every session: nothing changes the
@@ -41,19 +42,6 @@ _REPLY_CACHE: dict[tuple[int, str, str], bytes] = {}
 #: that sends ever new lines only makes it start over.
 _LINES: dict[bytes, tuple] = {}
 _LINES_MAX = 1024
-
-
-class _Every:
-    """The stages of a command hook that asked for all of them (``command_stages = None``)."""
-
-    __slots__ = ()
-
-    def __contains__(self, stage: object) -> bool:
-        return True
-
-
-_EVERY = _Every()
-_NONE: frozenset = frozenset()  # the stages hooked when no command hook is overridden
 
 
 class ServerSession(AuthMixin, ChunkingMixin):
