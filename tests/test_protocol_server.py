@@ -131,6 +131,17 @@ def test_452_at_max_recipients(dialog):
     assert len(d.hooks.messages[0][0].rcpt_to) == 100
 
 
+def test_recipients_over_the_limit_do_not_end_the_session(dialog):
+    # RFC 5321 §4.5.3.1.10: beyond its limit the server answers 452 and the client sends the
+    # rest in a later transaction. Pipelined, 30 over the limit cost the accepted 100 their
+    # message: after 20 errors the session closed with 421 (max_errors).
+    d = dialog(max_recipients=100)
+    d.begin()
+    script = b"".join(b"RCPT TO:<x%d@example.net>\r\n" % i for i in range(129)) + b"DATA\r\nhi\r\n.\r\n"
+    assert d.codes(script) == [250] * 99 + [452] * 30 + [354, 250]
+    assert len(d.hooks.messages[0][0].rcpt_to) == 100 and not d.session.closing
+
+
 def test_552_is_sent_after_the_terminator_and_session_goes_on(dialog):
     d = dialog(max_message_size=100, keep_body=True)
     d.begin()

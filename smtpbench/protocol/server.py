@@ -415,8 +415,11 @@ class ServerSession(AuthMixin, ChunkingMixin):
             raise ProtocolError(553, "5.6.7", "Non-ASCII address needs SMTPUTF8 (RFC 6531 3.5)")
         rcpts = env.rcpt_to
         if len(rcpts) >= c.max_recipients:
-            # RFC 5321 §4.5.3.1.10: 452 lets the client send the rest later.
-            raise ProtocolError(452, "4.5.3", "Too many recipients")
+            # RFC 5321 §4.5.3.1.10: 452 lets the client send the rest later; not toward max_errors
+            # (a pipelining client lost the accepted ones' message to 421 after 20 more).
+            self.counters.protocol_errors += 1
+            self.reply(452, "4.5.3", "Too many recipients")
+            return
         rcpts.append(path)
         self.state = RCPT
         self._out.append(c.recipient_ok)
