@@ -131,6 +131,17 @@ def test_452_at_max_recipients(dialog):
     assert len(d.hooks.messages[0][0].rcpt_to) == 100
 
 
+def test_recipients_over_the_limit_do_not_end_the_session(dialog):
+    # RFC 5321 §4.5.3.1.10: beyond its limit the server answers 452 and the client sends the
+    # rest in a later transaction. Pipelined, 30 over the limit cost the accepted 100 their
+    # message: after 20 errors the session closed with 421 (max_errors).
+    d = dialog(max_recipients=100)
+    d.begin()
+    script = b"".join(b"RCPT TO:<x%d@example.net>\r\n" % i for i in range(129)) + b"DATA\r\nhi\r\n.\r\n"
+    assert d.codes(script) == [250] * 99 + [452] * 30 + [354, 250]
+    assert len(d.hooks.messages[0][0].rcpt_to) == 100 and not d.session.closing
+
+
 def test_552_is_sent_after_the_terminator_and_session_goes_on(dialog):
     d = dialog(max_message_size=100, keep_body=True)
     d.begin()
@@ -267,6 +278,20 @@ def test_bdat_zero_last_and_data_after_bdat(dialog):
     assert d.bodies == [b"abc"]
 
 
+def test_data_after_empty_bdat_is_503(dialog):
+    # RFC 3030 §2: "If a DATA statement is issued after a BDAT for the current transaction,
+    # a 503 'Bad sequence of commands' MUST be issued" -- a BDAT 0 is a BDAT too.
+    d = dialog(keep_body=True)
+    d.begin()
+    assert d.codes(b"BDAT 0\r\nDATA\r\nBDAT 2 LAST\r\nhi") == [250, 503, 250]
+    assert d.bodies == [b"hi"]
+    # The next transaction (after the message, or after RSET) may use DATA again.
+    assert d.codes(b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nBDAT 0\r\nRSET\r\n"
+                   b"MAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.net>\r\nDATA\r\nx\r\n.\r\n") == [250] * 6 + [354, 250]
+    # A BDAT refused before any RCPT does not belong to a transaction: DATA is still allowed.
+    assert d.codes(b"MAIL FROM:<a@example.org>\r\nBDAT 1\r\nxRCPT TO:<b@example.net>\r\nDATA\r\n") == [250, 503, 250, 354]
+
+
 def test_bdat_out_of_sequence_chunk_is_read_and_refused(dialog):
     d = dialog(keep_body=True)
     assert d.codes(b"EHLO c\r\nBDAT 6 LAST\r\nNOOP\r\nNOOP\r\n") == [250, 503, 250]
@@ -339,6 +364,16 @@ def test_auth_failures_leave_session_usable(dialog, script, code):
     assert d.codes(b"EHLO c\r\n" + script)[-1] == code
     assert not d.session.authenticated
     assert d.codes(b"NOOP\r\nMAIL FROM:<a@example.org>\r\n") == [250, 250]
+
+
+@pytest.mark.parametrize("mech", [b"PLAIN", b"LOGIN"])
+def test_overlong_auth_response_ends_the_exchange(dialog, mech):
+    # RFC 4954 §4: the server's 500 to a response line over the limit is a final reply that
+    # ends the AUTH exchange; the next line is a command again, not a SASL response
+    # (it was answered 501 "Cannot decode response", the client's command lost).
+    d = dialog(**AUTH)
+    assert d.codes(b"EHLO c\r\nAUTH " + mech + b"\r\n" + b"A" * 2000 + b"\r\nNOOP\r\n") == [250, 334, 500, 250]
+    assert d.codes(b"MAIL FROM:<a@example.org>\r\n") == [250]
 
 
 def test_auth_not_offered_or_in_transaction(dialog):

@@ -25,6 +25,7 @@ from .server_types import (  # noqa: F401  (re-exported: the core's public types
     AUTH_WAIT, BDAT, CLOSED, DATA, DEFAULT_EXTENSIONS, EXTENSIONS, INIT, MAIL, RCPT, READY, Action, Envelope,
     ServerConfig, ServerCounters, ServerHooks, new_envelope,
 )
+from .server_types import EVERY_STAGE as _EVERY, NO_STAGE as _NONE
 
 _DEFAULT_HOOKS = ServerHooks()
 #: The envelope before HELO/EHLO, empty, shared by every session: nothing changes the
@@ -41,19 +42,6 @@ _REPLY_CACHE: dict[tuple[int, str, str], bytes] = {}
 #: that sends ever new lines only makes it start over.
 _LINES: dict[bytes, tuple] = {}
 _LINES_MAX = 1024
-
-
-class _Every:
-    """The stages of a command hook that asked for all of them (``command_stages = None``)."""
-
-    __slots__ = ()
-
-    def __contains__(self, stage: object) -> bool:
-        return True
-
-
-_EVERY = _Every()
-_NONE: frozenset = frozenset()  # the stages hooked when no command hook is overridden
 
 
 class ServerSession(AuthMixin, ChunkingMixin):
@@ -203,6 +191,11 @@ class ServerSession(AuthMixin, ChunkingMixin):
             start, pos = pos, nl + 1
             if self._overlong or end - start + 2 > MAX_COMMAND_LINE:
                 self._overlong = False
+                if state == AUTH_WAIT:
+                    # RFC 4954 §4: a 5xx reply ends the exchange for the client, so it ends here
+                    # too; otherwise its next command would be taken for a SASL response.
+                    self._auth = None
+                    self.state = READY
                 self._error(500, "5.5.2", "Line too long (RFC 5321 4.5.3.1.4: 512 octets)")
                 continue
             if state == AUTH_WAIT:
@@ -327,7 +320,9 @@ class ServerSession(AuthMixin, ChunkingMixin):
         self._data = None
         if self._bdat_parts:
             self._bdat_parts = []
-        self._bdat_size = 0
+        if self._bdat_prev:  # a BDAT was seen since the last reset (a DATA-only session skips this)
+            self._bdat_size = 0
+            self._bdat_prev = INIT
 
     def _greet(self, arg: bytes, ehlo: bool) -> None:
         if not arg:
@@ -420,8 +415,11 @@ class ServerSession(AuthMixin, ChunkingMixin):
             raise ProtocolError(553, "5.6.7", "Non-ASCII address needs SMTPUTF8 (RFC 6531 3.5)")
         rcpts = env.rcpt_to
         if len(rcpts) >= c.max_recipients:
-            # RFC 5321 §4.5.3.1.10: 452 lets the client send the rest later.
-            raise ProtocolError(452, "4.5.3", "Too many recipients")
+            # RFC 5321 §4.5.3.1.10: 452 lets the client send the rest later; not toward max_errors
+            # (a pipelining client lost the accepted ones' message to 421 after 20 more).
+            self.counters.protocol_errors += 1
+            self.reply(452, "4.5.3", "Too many recipients")
+            return
         rcpts.append(path)
         self.state = RCPT
         self._out.append(c.recipient_ok)
@@ -434,7 +432,9 @@ class ServerSession(AuthMixin, ChunkingMixin):
             if self.state == MAIL:
                 raise ProtocolError(503 if not self.envelope.rcpt_to else 554, "5.5.1", "Need RCPT command")
             raise ProtocolError(503, "5.5.1", "Need MAIL command")
-        if self._bdat_size:
+        if self._bdat_prev == RCPT:
+            # RFC 3030 §2: DATA after a BDAT of this transaction gets 503, a BDAT 0 too
+            # (the octet count alone missed it).
             raise ProtocolError(503, "5.5.1", "DATA after BDAT (RFC 3030 4.2)")
         self.state = DATA  # the body's first read makes the receiver, if it needs one (_body)
         self._out.append(self._c.start_data)

@@ -28,6 +28,19 @@ DEFAULT_EXTENSIONS = ("PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8", "ENHANCEDSTA
 INIT, READY, MAIL, RCPT, DATA, BDAT, AUTH_WAIT, CLOSED = range(8)
 
 
+class _Every:
+    """The stages of a command hook that asked for all of them (``command_stages = None``)."""
+
+    __slots__ = ()
+
+    def __contains__(self, stage: object) -> bool:
+        return True
+
+
+EVERY_STAGE = _Every()
+NO_STAGE: frozenset = frozenset()  # the stages hooked when no command hook is overridden
+
+
 @dataclass
 class ServerConfig:
     """What a server session advertises and enforces."""

@@ -21,7 +21,7 @@ TARPIT_TICK = 0.05  # s between the pieces of a tarpitted reply
 
 
 class SinkConnection(asyncio.Protocol):
-    __slots__ = ("server", "session", "transport", "active", "idle", "closed", "client", "_holds", "_rate")
+    __slots__ = ("server", "session", "transport", "active", "idle", "closed", "shut", "client", "_holds", "_rate")
 
     def __init__(self, server):
         self.server = server
@@ -30,6 +30,7 @@ class SinkConnection(asyncio.Protocol):
         self.active = True   # set on every read; the idle sweeper clears it
         self.idle = 0.0      # seconds without input, counted by the sweeper
         self.closed = False
+        self.shut = False    # shutdown() sent its 421 and asked the transport to close
         self.client = ""
         self._holds: set[str] = set()  # why reading is paused: flow, fault, tarpit, bandwidth
         self._rate = 0.0               # bandwidth cap in octets/s (a connect fault)
@@ -210,8 +211,23 @@ class SinkConnection(asyncio.Protocol):
         return self.session is not None and (self.session.state not in (READY, INIT, CLOSED) or bool(self.session.paused))
 
     def shutdown(self, text: str) -> None:
-        """Close with 421 (RFC 5321 §3.8: the server is shutting down)."""
+        """Close with 421 (RFC 5321 §3.8: the server is shutting down).
+
+        A transport closes only once its write buffer is flushed; a peer that
+        does not read (a pipelining flood that never takes its replies) keeps
+        it open for ever. So a second call, once the first has had its chance
+        (the next idle sweep, the next drain pass), aborts the connection: the
+        421 went out once, and the connection's slot and buffers are freed.
+        """
         if self.closed or self.transport is None:
             return
+        if self.shut or self.session.starttls:
+            # RFC 3207 §4: after our 220 to STARTTLS the next octets are TLS; a plaintext
+            # 421 would be garbage to the handshake. Drop the connection (the TLS upgrade
+            # then accounts for it, server._upgrade).
+            self.shut = True
+            self.transport.abort()
+            return
+        self.shut = True
         self.transport.writelines(self.session.refuse(421, "4.3.2", text))
         self.transport.close()

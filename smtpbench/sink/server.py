@@ -212,6 +212,11 @@ class SinkServer:
         asyncio.ensure_future(self._upgrade(conn))
 
     async def _upgrade(self, conn: SinkConnection) -> None:
+        """The TLS handshake. Until it ends the socket belongs to the TLS protocol: the
+        connection is not told when it closes, so a failed or interrupted handshake is
+        accounted here (connection_lost), or the connection stayed counted for ever."""
+        if conn.closed:
+            return
         loop = asyncio.get_running_loop()
         old = conn.transport
         old.pause_reading()
@@ -220,6 +225,15 @@ class SinkServer:
         except (OSError, ConnectionError, asyncio.TimeoutError, ssl.SSLError):
             self.stats.tls_failures += 1
             old.close()
+            conn.connection_lost(None)
+            return
+        if new is None or conn.shut or conn.closed:
+            # Shut down (idle timeout, drain) while the handshake was in flight: start_tls
+            # hands back None (asyncio) or a transport (uvloop); the connection is over.
+            self.stats.tls_failures += 1
+            if new is not None:
+                new.abort()
+            conn.connection_lost(None)
             return
         self.stats.tls_handshakes += 1
         conn.transport = new
@@ -244,7 +258,8 @@ class SinkServer:
                     continue
                 conn.idle += step
                 if conn.idle >= timeout and not conn.closed:
-                    self.stats.timeouts += 1
+                    if not conn.shut:  # counted once; a second pass aborts one that did not close
+                        self.stats.timeouts += 1
                     conn.shutdown("Idle timeout, closing connection")
 
     async def drain(self, grace: float) -> None:

@@ -1,0 +1,79 @@
+"""The sink against hostile clients, over real loopback sockets: clients that never read
+their replies, STARTTLS handshakes that never come. What each must get: a proper reply or a clean close,
+never a connection held for ever, never counters that drift."""
+
+import socket
+import time
+
+import pytest
+
+from smtp_helpers import Wire, wait_for
+from test_sink_behaviour import blast, send_messages
+
+
+def _non_reader(host: str, port: int) -> socket.socket:
+    """A client with a tiny receive buffer that floods EHLO and never reads a reply."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, port))
+    sent = blast(sock, b"EHLO flood.example\r\n" * 5000, total=64 * 2**20, stall=1.0, seconds=10)
+    assert sent > 2**20  # it stopped because the sink stopped reading (flow control)
+    return sock
+
+
+def test_idle_timeout_closes_a_client_that_never_reads(start_sink):
+    # RFC 5321 §4.5.3.2.7: the server may close a connection idle past its timeout. A client
+    # that stopped reading our replies cannot take the 421 either, and the transport only
+    # closes once its buffer is flushed: the connection was held for ever, another 421 was
+    # queued and counted as a timeout on every sweep (twice a second).
+    sink = start_sink("--idle-timeout", "1s")
+    sock = _non_reader(sink.host, sink.port)
+    try:
+        assert wait_for(lambda: sink.stats().get("connections_current") == 0, timeout=8)
+        send_messages(sink.host, sink.port, 1)  # still serving
+        time.sleep(1.5)  # a few more sweeps: nothing more is counted for it
+    finally:
+        sock.close()
+    final = sink.stop()
+    assert final["timeouts"] == 1
+    assert final["replies"].get("421") == 1
+    assert final["messages"] == 1
+
+
+def test_shutdown_does_not_wait_the_grace_for_a_client_that_never_reads(start_sink):
+    # RFC 5321 §3.8: on shutdown, 421 and close. A connection outside a transaction is not
+    # waited for; one whose peer does not read was (the whole grace), its 421 queued anew
+    # every 20 ms.
+    sink = start_sink("--grace", "20s")
+    sock = _non_reader(sink.host, sink.port)
+    try:
+        with Wire((sink.host, sink.port)) as idle:
+            assert idle.code() == 220
+            start = time.monotonic()
+            final = sink.stop()
+            took = time.monotonic() - start
+    finally:
+        sock.close()
+    assert sink.proc.returncode == 0
+    assert took < 10, f"shutdown took {took:.1f} s"
+    assert final["replies"].get("421") == 2  # one each, not one per drain pass
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_idle_timeout_during_a_stalled_starttls_handshake(start_sink, loop):
+    # RFC 3207 §4: after "220 Ready to start TLS" the next octets are the TLS handshake. A
+    # client that never starts it used to get a plaintext 421 in the middle of it, and the
+    # connection was never forgotten (the socket belonged to the TLS protocol, which did not
+    # tell ours): connections_current stayed up for good, a handshake was counted, and on
+    # asyncio the sweeper counted another timeout twice a second.
+    sink = start_sink("--idle-timeout", "1s", "--advertise", "PIPELINING,STARTTLS", "--loop", loop)
+    with Wire((sink.host, sink.port)) as w:
+        assert w.code() == 220
+        assert w.command(b"EHLO c.example") == 250
+        assert w.command(b"STARTTLS") == 220
+        w.expect_close()  # dropped, no plaintext reply
+    assert wait_for(lambda: sink.stats().get("connections_current") == 0, timeout=8)
+    send_messages(sink.host, sink.port, 1)
+    final = sink.stop()
+    assert (final["timeouts"], final["tls_failures"], final["tls_handshakes"]) == (1, 1, 0)
+    assert final["messages"] == 1 and "421" not in final["replies"]
