@@ -2,6 +2,7 @@
 their replies, STARTTLS handshakes that never come. What each must get: a proper reply or a clean close,
 never a connection held for ever, never counters that drift."""
 
+import select
 import socket
 import time
 
@@ -77,3 +78,61 @@ def test_idle_timeout_during_a_stalled_starttls_handshake(start_sink, loop):
     final = sink.stop()
     assert (final["timeouts"], final["tls_failures"], final["tls_handshakes"]) == (1, 1, 0)
     assert final["messages"] == 1 and "421" not in final["replies"]
+
+
+def test_a_command_sent_an_octet_at_a_time_does_not_hold_the_connection(start_sink):
+    # RFC 5321 §4.5.3.2.7 times the wait for the next command. Every read used to reset the idle
+    # timer, so a client trickling one octet every 0.2 s (slowloris) held its connection for as
+    # long as it liked: a few hundred such clients fill max_connections.
+    sink = start_sink("--idle-timeout", "1s")
+    with Wire((sink.host, sink.port)) as w:
+        assert w.code() == 220
+        start = time.monotonic()
+        closed = False
+        for octet in b"EHLO " + b"x" * 100:
+            try:
+                w.sock.sendall(bytes([octet]))
+                if select.select([w.sock], [], [], 0.2)[0]:  # the sink said something: its 421, or EOF
+                    closed = w.sock.recv(4096)[:3] in (b"421", b"")
+                    break
+            except OSError:
+                closed = True
+                break
+        took = time.monotonic() - start
+    assert closed and took < 6, f"still open after {took:.1f} s"
+    send_messages(sink.host, sink.port, 1)
+    final = sink.stop()
+    assert final["timeouts"] == 1 and final["messages"] == 1
+
+
+def test_a_message_sent_slowly_is_not_cut_by_the_idle_timeout(start_sink):
+    """Message data is progress (RFC 5321 §4.5.3.2.6 times a DATA block per send): a body
+    trickling in over 2.5 s, three idle timeouts, is accepted."""
+    sink = start_sink("--idle-timeout", "1s")
+    with Wire((sink.host, sink.port)) as w:
+        assert w.code() == 220
+        assert w.command(b"EHLO c.example") == 250
+        assert w.command(b"MAIL FROM:<a@example.com>") == 250
+        assert w.command(b"RCPT TO:<b@example.com>") == 250
+        assert w.command(b"DATA") == 354
+        for _ in range(10):
+            w.sock.sendall(b"Subject: slow\r\n")
+            time.sleep(0.25)
+        assert w.command(b"\r\nbody\r\n.") == 250
+    assert sink.stop()["messages"] == 1
+
+
+def test_a_stalled_implicit_tls_handshake_ends_with_the_idle_timeout(start_sink):
+    # RFC 8314 implicit TLS: the handshake comes first, before our protocol sees the connection,
+    # so the idle sweep cannot. It was held for asyncio's default 60 s whatever --idle-timeout said.
+    sink = start_sink("--idle-timeout", "1s", "--implicit-tls")
+    with socket.create_connection((sink.host, sink.port)) as sock:
+        sock.settimeout(10)
+        start = time.monotonic()
+        try:
+            assert sock.recv(1) == b""  # closed by the sink, no handshake ever sent
+        except ConnectionResetError:
+            pass
+        took = time.monotonic() - start
+    assert took < 5, f"held for {took:.1f} s"
+    sink.stop()

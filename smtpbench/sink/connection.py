@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import asyncio
 
-from ..protocol.server import CLOSED, INIT, READY, ServerSession
+from ..protocol.server import BDAT, CLOSED, DATA, INIT, READY, ServerSession
 
 TARPIT_TICK = 0.05  # s between the pieces of a tarpitted reply
+_BODY = (DATA, BDAT)  # session states in which octets are message data
 
 
 class SinkConnection(asyncio.Protocol):
@@ -27,7 +28,7 @@ class SinkConnection(asyncio.Protocol):
         self.server = server
         self.session: ServerSession | None = None
         self.transport: asyncio.Transport | None = None
-        self.active = True   # set on every read; the idle sweeper clears it
+        self.active = True   # set by a read that made progress (see data_received); the sweeper clears it
         self.idle = 0.0      # seconds without input, counted by the sweeper
         self.closed = False
         self.shut = False    # shutdown() sent its 421 and asked the transport to close
@@ -103,9 +104,14 @@ class SinkConnection(asyncio.Protocol):
         self._release("fault")
 
     def data_received(self, data: bytes) -> None:
-        self.active = True
         session = self.session
         out = session.feed(data)
+        if out or session.state in _BODY:
+            # Progress resets the idle timer: a command answered, or message data (RFC 5321
+            # §4.5.3.2.6 times a DATA block per send). A command line arriving an octet at a time
+            # does not: it would hold the connection open for ever (RFC 5321 §4.5.3.2.7 times the
+            # wait for the next command, not for its next octet).
+            self.active = True
         if session.attention or self._rate:
             self._carry_out(out, len(data))  # close, abort, pause, tarpit, STARTTLS, bandwidth
             return

@@ -153,18 +153,22 @@ class SinkServer:
         else:
             self.policy.set_rules(rules)
 
-    def _implicit(self):
-        return self.ssl if self.settings.implicit_tls else None
+    def _implicit(self) -> dict:
+        """create_server's TLS arguments: none, or implicit TLS (RFC 8314) whose handshake is
+        bounded by the idle timeout (asyncio's default, 60 s, held a stalled one past it)."""
+        if not self.settings.implicit_tls:
+            return {}
+        return {"ssl": self.ssl, "ssl_handshake_timeout": self.settings.idle_timeout}
 
     async def listen(self, address: Address, reuse_port: bool = False, sock: socket.socket | None = None) -> list[tuple]:
         """Start accepting; return the bound socket names (port 0 picks a free port)."""
         loop = asyncio.get_running_loop()
         factory = lambda: SinkConnection(self)  # noqa: E731
         if sock is not None:
-            server = await loop.create_server(factory, sock=sock, backlog=4096, ssl=self._implicit())
+            server = await loop.create_server(factory, sock=sock, backlog=4096, **self._implicit())
         elif address.path:
             _clear_stale_socket(address.path)
-            server = await loop.create_unix_server(factory, address.path, backlog=4096, ssl=self._implicit())
+            server = await loop.create_unix_server(factory, address.path, backlog=4096, **self._implicit())
             try:
                 made = os.lstat(address.path)
                 self._socket_files.append((address.path, made.st_dev, made.st_ino))
@@ -172,7 +176,7 @@ class SinkServer:
                 pass
         else:
             server = await loop.create_server(factory, address.host, address.port, backlog=4096,
-                                              reuse_port=reuse_port or None, ssl=self._implicit())
+                                              reuse_port=reuse_port or None, **self._implicit())
         self._servers.append(server)
         self._sweeper = self._sweeper or asyncio.ensure_future(self._sweep())
         return [s.getsockname() for s in server.sockets]
