@@ -94,14 +94,14 @@ class EmbeddedSink:
         """Stop gracefully (SIGTERM) and return the sink's final counters."""
         if self.proc is None:
             return {}
-        atexit.unregister(self._kill)
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
             rest, _ = self.proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
+            self._kill()
             rest, _ = self.proc.communicate()
+        atexit.unregister(self._kill)  # (only now: leaving at once meanwhile must not leave it running)
         self._log.write(rest or "")
         self._log.close()
         self.proc = None

@@ -125,11 +125,25 @@ def cmd_sink(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def install_stop():
-    """From here on, SIGINT and SIGTERM stop the load and keep its result (see load.stopping)."""
+def install_stop() -> None:
+    """From here on, SIGINT, SIGTERM and SIGHUP stop the load and keep its result (see
+    load.stopping), until :func:`release_stop`."""
     from .load.stopping import install
 
-    return install()
+    install()
+
+
+def release_stop() -> None:
+    """The result is saved: a signal now leaves at once (a report being drawn, say)."""
+    from .load.stopping import release
+
+    release()
+
+
+def _stopped_code(result: dict, code: int) -> int:
+    from .load.stopping import exit_code
+
+    return exit_code(result, code)
 
 
 def output_folder(given: str | None, default: str) -> str:
@@ -220,7 +234,8 @@ def _one_run(scenario, args, kind: str, folder: str, run_id: str, target=None) -
     if final is not None:
         crosscheck(result, final)
     path = save(result, folder)
-    if not getattr(args, "no_report", False):
+    if not getattr(args, "no_report", False):  # (a sweep's steps have none: its report comes after them all)
+        release_stop()
         report = _write_report(path, os.path.join("reports", run_id))
         if report:
             result["report"] = report
@@ -251,11 +266,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _sweep(scenario, args, "run", target)
     run_id = _new_run_id(scenario.name)
     folder = output_folder(args.out, f"results/{run_id}")
-    stop = install_stop()
+    install_stop()
     result = execute_load(scenario, target, "run", run_id)
     path = save(result, folder)
+    release_stop()
     print(summary_text(result, path))
-    return stop.exit_code(_exit_code(result))
+    return _stopped_code(result, _exit_code(result))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -280,8 +296,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _sweep(scenario, args, "bench", target)
     run_id = _new_run_id(scenario.name)
     folder = output_folder(args.out, f"results/{run_id}")
-    stop = install_stop()
+    install_stop()
     result, path = _one_run(scenario, args, "bench", folder, run_id, target)
+    release_stop()
     print(summary_text(result, path))
     if result.get("crosscheck"):
         c = result["crosscheck"]
@@ -291,7 +308,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(relay_text(result["relay"]))
     if result.get("report"):
         print(f"  report: {result['report']}")
-    return stop.exit_code(_exit_code(result))
+    return _stopped_code(result, _exit_code(result))
 
 
 def _check_bench_sink(args: argparse.Namespace) -> None:
@@ -319,9 +336,11 @@ def _sweep(scenario, args, kind: str, target) -> int:
     no_report = getattr(args, "no_report", False)
     args = argparse.Namespace(**{**vars(args), "no_report": True})  # step reports: built with the sweep's
     steps = []
-    stop = install_stop()
+    from .load.stopping import STOP
+
+    install_stop()
     for i, value in enumerate(scenario.sweep.values):
-        if stop.signum:  # stopped during the step before: the steps run so far make the sweep
+        if STOP.signum:  # stopped during the step before: the steps run so far make the sweep
             break
         sc = step(scenario, value)
         run_id = f"{sweep_id}-step{i + 1:02d}"
@@ -337,9 +356,11 @@ def _sweep(scenario, args, kind: str, target) -> int:
         steps.append((value, path, result))
     summary = summarise(scenario, steps, root, sweep_id)
     save_sweep(summary, root)
+    release_stop()
     print(f"sweep: {len(steps)} steps in {root}/sweep.json")
-    if stop.signum:
-        print(f"  {stop.name} stopped it after step {len(steps)} of {len(scenario.sweep.values)}")
+    cut = len(steps) < len(scenario.sweep.values) or "interrupted" in steps[-1][2]
+    if cut:
+        print(f"  {STOP.name} stopped it in step {len(steps)} of {len(scenario.sweep.values)}")
     best = summary["sustainable"]
     if best is None:
         print("  no step met the thresholds")
@@ -357,7 +378,8 @@ def _sweep(scenario, args, kind: str, target) -> int:
 
             print(f"  no report: {folder_error(os.path.join('reports', sweep_id), e)}", file=sys.stderr)
     # A sweep is meant to cross the knee: it succeeds when it found a sustainable point.
-    return stop.exit_code(EXIT_OK if best is not None else max(_exit_code(r) for _, _, r in steps))
+    code = EXIT_OK if best is not None else max(_exit_code(r) for _, _, r in steps)
+    return 128 + STOP.signum if cut else code
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -37,7 +37,9 @@ def summary_text(result: dict, path: str | None = None) -> str:
     for reason in result["health"]["reasons"]:
         lines.append(f"  INVALID: {reason}")
     if result.get("interrupted"):
-        i, planned = result["interrupted"], result["load"]["duration_s"]
+        from .results import planned_s
+
+        i, planned = result["interrupted"], planned_s(result)
         of = f" of {planned:g} s" if planned else ""
         lines.append(f"  interrupted: {i['signal']} stopped the load at {i['at_s']:.1f} s{of}; the figures "
                      f"cover what ran (messages in flight were drained)")

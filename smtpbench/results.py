@@ -69,17 +69,16 @@ _OPT_NUM = (int, float, type(None))
 NESTED = {
     "load": {"model": str, "warmup_s": _OPT_NUM, "duration_s": _OPT_NUM, "processes": int},
     "totals": {"ok": int, "failed": int, "msgs_per_s": _NUM, "mb_per_s": _NUM, "error_rate": _NUM,
-               "measured_seconds": _NUM},
+               "measured_seconds": _NUM, "load_end_us": _OPT_NUM, "warmup_failed": (int, type(None))},
     "latency": {"response": dict, "service": dict, "phases": dict},
     "histograms": {"phases": dict},
-    "timeseries": {"t": list, "offered": list, "sent": list, "ok": list, "failed": list, "errors_4xx": list,
+    "timeseries": {"interval_s": _OPT_NUM, "t": list, "offered": list, "sent": list, "ok": list, "failed": list, "errors_4xx": list,
                    "errors_5xx": list, "errors_other": list, "in_flight": list, "connections": list, "cpu": list,
                    "loop_lag_us": list, "response": dict, "service": dict},
     "health": {"valid": bool, "reasons": list},
 }
-#: A run id as smtpbench makes them (the scenario's name, a time stamp, a suffix): it names the default
-#: report folder, so one edited to hold a path ("../../x") would send the report out of reports/.
-RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: What a run id may keep in the name of its default report folder (see :func:`folder_name`).
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 #: Keys of each entry of these lists.
 ENTRIES = {"errors": ("phase", "code", "kind", "count", "first_s", "last_s"),
            "thresholds": ("metric", "limit", "observed", "passed"), "intervals": ("t", "response", "service")}
@@ -209,12 +208,24 @@ def _timeseries(intervals: dict) -> dict:
     return ts
 
 
+def planned_s(result: dict) -> float | None:
+    """Seconds the load was meant to last: its duration, or its stages' length when shorter
+    (None: bounded by a message count only)."""
+    load = result["load"]
+    planned = load.get("duration_s") or None
+    stages = load.get("stages") or []
+    if stages:
+        length = sum(st["duration"] for st in stages)
+        planned = min(planned, length) if planned else length
+    return planned
+
+
 def load_window(result: dict) -> tuple[float, float | None]:
     """Seconds from t0: the warm-up's end, and the end of the load (no new message after it;
     the drain follows). The load ends before ``duration`` when the message count or the stages
     run out; results written before ``totals.load_end_us`` existed fall back to ``duration``."""
-    end_us = result["totals"].get("load_end_us")
-    return result["load"]["warmup_s"] or 0, end_us / 1e6 if end_us else result["load"]["duration_s"]
+    end_us = result["totals"].get("load_end_us")  # (0: stopped by a signal before the start)
+    return result["load"]["warmup_s"] or 0, end_us / 1e6 if end_us is not None else result["load"]["duration_s"]
 
 
 def _cpu_share(proc: dict, start: float, end: float | None) -> float:
@@ -334,6 +345,13 @@ def load_result(path: str) -> dict:
     return data
 
 
+def folder_name(run_id: str) -> str:
+    """``run_id`` as the name of a folder under ``reports/``: ids smtpbench makes (the scenario's
+    name, a time stamp, a suffix) unchanged; any other text (Locust's ``--smtp-run-id``, an edited
+    file) with every run of other characters a "-", so a path ("../../x") stays a name."""
+    return _UNSAFE.sub("-", run_id).strip(".-") or "run"
+
+
 def load_report_result(path: str) -> dict:
     """:func:`load_result`, and check what a report reads inside the tables too (:data:`NESTED`)."""
     data = load_result(path)
@@ -348,9 +366,12 @@ def load_report_result(path: str) -> dict:
 def _malformed(data: dict) -> list[str]:
     """Dotted names of the :data:`NESTED` and :data:`ENTRIES` keys that are missing or of the wrong type,
     and of time series not as long as ``timeseries.t``."""
-    bad = [] if RUN_ID.fullmatch(data["run_id"]) else ["run_id"]
-    bad += [f"{top}.{key}" for top, keys in NESTED.items() for key, kind in keys.items()
+    bad = [f"{top}.{key}" for top, keys in NESTED.items() for key, kind in keys.items()
             if not isinstance(data[top].get(key), kind)]
+    stopped = data.get("interrupted")  # (see load.stopping)
+    if stopped is not None and not (isinstance(stopped, dict) and isinstance(stopped.get("at_s"), _NUM)
+                                    and isinstance(stopped.get("signal"), str)):
+        bad.append("interrupted")
     for top, keys in ENTRIES.items():
         entries = data.get(top, [])
         if not isinstance(entries, list) or not all(isinstance(e, dict) and all(k in e for k in keys) for e in entries):

@@ -50,18 +50,23 @@ RULE = ("sustainable = the passing step with the highest offered rate (open loop
         f"loop, completes within {ACHIEVED_TOLERANCE:.0%} of what was offered while the schedule ran")
 
 
-def load_window(result: dict) -> tuple[int, int]:
+def whole_intervals(result: dict) -> tuple[int, int]:
     """Whole 1 s intervals ``[first, end)`` in which the schedule ran after the warm-up (open loop).
 
-    The end is the run's duration, or (a run bounded by a message count) the last interval that
-    received arrivals, left out because it may be partial.
+    The end is where the load ended (:func:`smtpbench.results.load_window`: the schedule's end, the
+    last arrival of a run bounded by a message count, or when a signal stopped it; an interval it
+    cuts is left out, being partial); for results without that, the duration, or the last interval
+    that received arrivals.
     """
+    from .results import load_window
+
     ts, load = result["timeseries"], result["load"]
     step = ts.get("interval_s", 1)
     first = math.ceil((load.get("warmup_s") or 0) / step - 1e-9)
     offered = [t for t, n in zip(ts["t"], ts.get("offered", [])) if n]
     last = max(offered) if offered else 0
-    end = math.floor(load["duration_s"] / step + 1e-9) if load.get("duration_s") else last
+    _, ended = load_window(result)
+    end = math.floor(ended / step + 1e-9) if ended is not None else last
     if load.get("stages"):  # a staged schedule may end before the duration
         end = min(end, last + 1)
     return first, end
@@ -79,7 +84,7 @@ def _slope(points: list[tuple[float, float]]) -> float:
 def achieved(result: dict) -> dict:
     """How much of the offered load a run completed, per second (see the module docstring).
 
-    Open loop, over the whole intervals of :func:`load_window`: ``arrived_rate`` (arrivals/s, the
+    Open loop, over the whole intervals of :func:`whole_intervals`: ``arrived_rate`` (arrivals/s, the
     realised schedule), ``completed_rate`` (OK replies/s counted by the interval they ended in),
     ``latency_growth`` (slope of the per-interval median response time, s per s) and
     ``achieved_rate`` = arrivals/s x OK share x (1 - growth). A server completing C msgs/s while
@@ -99,7 +104,7 @@ def achieved(result: dict) -> dict:
         return out
     ts = result["timeseries"]
     step = ts.get("interval_s", 1)
-    first, end = load_window(result)
+    first, end = whole_intervals(result)
     if end <= first:
         return out
     window = range(first, end)
@@ -142,7 +147,9 @@ def step_summary(value, path: str, result: dict, index: int = 0) -> dict:
         "p50": lat["p50"], "p99": lat["p99"], "p99.9": lat["p99.9"],
         "service_p99": result["latency"]["service"]["p99"], "thresholds": ths,
         "reasons": list(result.get("health", {}).get("reasons", [])),
-        "keeps_up": keeps_up, "passed": result["verdict"] == "ok" and keeps_up,
+        "keeps_up": keeps_up, "interrupted": result.get("interrupted"),
+        # A step a signal cut short (load.stopping) measured a fragment of its load: it cannot pass.
+        "passed": result["verdict"] == "ok" and keeps_up and not result.get("interrupted"),
     }
 
 
@@ -215,11 +222,9 @@ SUSTAINABLE_KEYS = ("index", "value", "offered_rate", "achieved_rate")
 
 def _malformed(data: dict) -> list[str]:
     """Keys of a sweep.json edited by hand that a report would trip over (a traceback, not one line)."""
-    from .results import RUN_ID
-
     bad = [k for k in ("name", "parameter") if not isinstance(data.get(k), str)]
-    if "sweep_id" in data and not (isinstance(data["sweep_id"], str) and RUN_ID.fullmatch(data["sweep_id"])):
-        bad.append("sweep_id")  # it names the default report folder: no paths
+    if "sweep_id" in data and not isinstance(data["sweep_id"], str):
+        bad.append("sweep_id")
     steps = data.get("steps")
     if not isinstance(steps, list) or not all(isinstance(r, dict) and all(k in r for k in STEP_KEYS) for r in steps):
         bad.append("steps")

@@ -127,14 +127,18 @@ def test_bench_keeps_its_sink_through_ctrl_c(tmp_path):
 
 
 def test_a_second_ctrl_c_leaves_at_once_and_leaves_nothing_running(tmp_path):
+    """The sink holds every message 5 s before its 250, so the first Ctrl-C's drain has them in flight;
+    the second one, during it, leaves at once."""
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, "-m", "smtpbench", "bench", "--sessions", "4", "--duration", LONG,
-                             "--processes", "2", "--out", str(out), "--no-report"], stdout=subprocess.PIPE,
+    scenario = write_scenario(tmp_path, '[load]\ndrain = "20s"\n'
+                                        '[[sink.faults]]\non = "end-of-data"\naction = "delay"\ndelay = "5s"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "smtpbench", "bench", scenario, "--sessions", "4", "--duration",
+                             LONG, "--processes", "2", "--out", str(out), "--no-report"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True)
     try:
         time.sleep(5.0)
         os.killpg(proc.pid, signal.SIGINT)
-        time.sleep(0.05)
+        time.sleep(0.5)  # (the same signal within load.stopping.SAME_STOP would be the same stop)
         os.killpg(proc.pid, signal.SIGINT)
         sent = time.monotonic()
         _, err = proc.communicate(timeout=30)
@@ -154,7 +158,37 @@ def test_ctrl_c_while_workers_start(sink, tmp_path):
     args = ["run", "--target", sink.address, "--sessions", "4", "--duration", LONG, "--processes", "2"]
     proc, took, left = _interrupted([*args, "--out", str(tmp_path / "once")], tmp_path, [1.0])
     assert proc.returncode == 130 and took < 20, proc.stderr
-    assert "interrupted" in _result(tmp_path / "once") and left == []
-    proc, took, left = _interrupted([*args, "--out", str(tmp_path / "twice")], tmp_path, [1.0, 0.2])
+    result = _result(tmp_path / "once")
+    assert "interrupted" in result and left == []
+    if result["totals"]["issued"] == 0:  # stopped before its start: it measured nothing, and is no success
+        assert result["verdict"] == "thresholds_failed" and result["load"]["offered_rate"] is None
+    proc, took, left = _interrupted([*args, "--out", str(tmp_path / "twice")], tmp_path, [1.0, 0.5])
     assert proc.returncode == 130 and took < 10, proc.stderr
+    assert left == []
+
+
+def test_timeout_keeps_the_result_of_a_multi_process_run(sink, tmp_path):
+    """`timeout` signals the command and then its whole process group, back to back: the workers
+    leave SIGTERM to their parent too, and the parent takes the two as one stop (the second read as
+    "again", and the result was lost; a worker that took it died with its measurements)."""
+    out = tmp_path / "out"
+    proc = subprocess.run(["timeout", "--preserve-status", "4", sys.executable, "-m", "smtpbench", "run", "--target",
+                           sink.address, "--sessions", "4", "--duration", LONG, "--processes", "2", "--out", str(out)],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 143, proc.stderr
+    assert "Traceback" not in proc.stderr and "interrupted again" not in proc.stderr, proc.stderr
+    result = _result(out)
+    assert result["interrupted"]["signal"] == "SIGTERM" and result["totals"]["ok"] > 0
+    assert len(result["health"]["cpu_by_process"]) == 2
+
+
+def test_a_hang_up_stops_the_load_and_keeps_the_result(tmp_path):
+    """The terminal closing (SIGHUP to its foreground group): as Ctrl-C; the embedded sink (its own
+    group) was left running when bench died of it."""
+    out = tmp_path / "out"
+    proc, _, left = _interrupted(["bench", "--sessions", "2", "--duration", LONG, "--processes", "2", "--out",
+                                  str(out), "--no-report"], tmp_path, [5.0], sig=signal.SIGHUP)
+    assert proc.returncode == 129, proc.stderr
+    result = _result(out)
+    assert result["interrupted"]["signal"] == "SIGHUP" and result["crosscheck"]["passed"]
     assert left == []

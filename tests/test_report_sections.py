@@ -8,6 +8,7 @@ result by the real ``build_result`` (see report_helpers.synthetic_result).
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -268,15 +269,28 @@ def test_the_headline_rate_is_named_accepted_not_completed(failing):
     (lambda r: r["latency"]["phases"].update(mail=5), "latency.phases.mail"),
     (lambda r: r["thresholds"][0].pop("observed"), "thresholds"),
     (lambda r: r["health"].update(reasons="oops"), "health.reasons"),
-    (lambda r: r.update(run_id="../../elsewhere"), "run_id"),
+    (lambda r: r["totals"].update(load_end_us="later"), "totals.load_end_us"),
+    (lambda r: r["totals"].update(warmup_failed="some"), "totals.warmup_failed"),
+    (lambda r: r["timeseries"].update(interval_s="1s"), "timeseries.interval_s"),
+    (lambda r: r.update(interrupted={"signal": "SIGINT", "at_s": "soon"}), "interrupted"),
     (lambda r: r["load"].update(stages=[{"rate": 100}]), "load.stages"),
 ])
 def test_a_result_with_bad_values_is_one_line_and_exit_2(failing, tmp_path, capsys, edit, named):
     """Values of the wrong type deep inside (a string in a time series, a histogram cut down) crashed a
-    report with ValueError/KeyError; a run id holding a path sent the default report out of reports/."""
+    report with ValueError/KeyError/TypeError."""
     broken = json.loads(json.dumps(failing))
     edit(broken)
     bad = write_result(tmp_path / "bad", broken)
     assert main(["report", str(bad), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "not a complete smtpbench result" in err and named in err, err
+
+
+@pytest.mark.parametrize("run_id, folder", [("nightly run 42", "nightly-run-42"), ("../../elsewhere", "elsewhere"),
+                                            ("default-20261129-043530-b210", "default-20261129-043530-b210")])
+def test_a_run_id_names_its_report_folder_safely(run_id, folder):
+    """Any run id gets a report (Locust's --smtp-run-id is free text); one holding a path stays a name
+    under reports/ rather than sending the report elsewhere (or being refused)."""
+    from smtpbench.report.build import report_dir
+
+    assert report_dir({"run_id": run_id}, "reports") == os.path.join("reports", folder)

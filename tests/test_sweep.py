@@ -207,7 +207,7 @@ def test_sweep_json(knee):
     assert summary["sweep_id"].startswith("knee-sweep-") and summary["rule"] == sweep.RULE
     keys = {"index", "value", "run_id", "result", "verdict", "offered_rate", "arrived_rate", "completed_rate",
             "latency_growth", "achieved_rate", "window_s", "msgs_per_s", "ok", "failed", "error_rate", "p50",
-            "p99", "p99.9", "service_p99", "thresholds", "reasons", "keeps_up", "passed"}
+            "p99", "p99.9", "service_p99", "thresholds", "reasons", "keeps_up", "interrupted", "passed"}
     ok = 0
     for i, row in enumerate(summary["steps"], 1):
         assert set(row) == keys
@@ -405,7 +405,7 @@ def test_report_command_takes_sweeps_and_runs_together(tmp_path):
 @pytest.mark.parametrize("edit, named", [(lambda s: s.pop("steps"), "steps"),
                                          (lambda s: s["steps"][0].pop("offered_rate"), "steps"),
                                          (lambda s: s.update(sustainable={"index": 1}), "sustainable"),
-                                         (lambda s: s.update(sweep_id="../../x"), "sweep_id")])
+                                         (lambda s: s.update(sweep_id=["x"]), "sweep_id")])
 def test_a_hand_edited_sweep_is_one_line_and_exit_2(tmp_path, capsys, edit, named):
     """A sweep.json without its steps, or a sustainable entry cut down, gave a KeyError traceback (exit 1)."""
     from smtpbench.cli import main
@@ -420,3 +420,20 @@ def test_a_hand_edited_sweep_is_one_line_and_exit_2(tmp_path, capsys, edit, name
     assert main(["report", str(tmp_path / "sweep"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "not a complete smtpbench sweep" in err and named in err, err
+
+
+def test_a_step_a_signal_cut_short_does_not_pass():
+    """A step stopped by Ctrl-C measured a fragment of its load: it was chosen as the sustainable point
+    (its 0.6 s "kept up" with itself). Its rates are taken up to where it stopped."""
+    from report_helpers import synthetic_result
+
+    whole = synthetic_result([100, 100, 100, 100], 1.0, open_rate=100)
+    whole["totals"]["load_end_us"] = 4_000_000
+    assert sweep.step_summary(100, "step01/result.json", whole, 1)["passed"]
+    cut = json.loads(json.dumps(whole))
+    cut["totals"].update(load_end_us=2_500_000, interrupted_us=2_500_000)
+    cut["interrupted"] = {"signal": "SIGINT", "at_s": 2.5}
+    row = sweep.step_summary(100, "step01/result.json", cut, 1)
+    assert not row["passed"] and row["interrupted"]["signal"] == "SIGINT"
+    assert row["window_s"] == 2  # the whole intervals before it stopped, not the planned four
+    assert sweep.sustainable([row]) is None

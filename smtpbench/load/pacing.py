@@ -66,8 +66,9 @@ class Profile:
         return self._cum[-1]
 
     def mean_rate(self, duration: float | None) -> float:
-        """Arrivals per second the profile offers on average over its length (cut at ``duration``)."""
-        end = min(self.length, duration or math.inf)
+        """Arrivals per second the profile offers on average over its length (cut at ``duration``,
+        None for no cut; 0, a run stopped before it began, offers the starting rate)."""
+        end = min(self.length, math.inf if duration is None else duration)
         if not math.isfinite(end) or end <= 0:
             return self.rate_at(0.0)
         total = 0.0

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import signal
 import time
+from multiprocessing import resource_tracker
 import traceback
 from typing import Callable
 
@@ -23,7 +23,7 @@ from ..quickexit import exit_now
 from ..scenario import Scenario
 from .recorder import cpu_series, merge_exports
 from .runner import Runner
-from .stopping import STOP
+from .stopping import STOP, ignore_here, ignored_in_children
 
 # s: from "all processes ready" to the common t0. A worker, its message factory built before it
 # says ready, reaches its loop 5-14 ms after the start message (measured, 2 cores, 2 workers);
@@ -60,6 +60,7 @@ async def _run_one(scenario: Scenario, target: Address, factory: MessageFactory,
 
 
 def _worker(scenario_json: str, target: Address, run_id: str, index: int, count: int, conn) -> None:
+    ignore_here()  # born with the stop signals blocked: the parent takes them (see load.stopping)
     scenario = Scenario.model_validate_json(scenario_json)
     factory = MessageFactory(scenario.message, scenario.seed, run_id, index, count)  # ~10 ms: before t0 is set
     # Start together: say we are ready (imports done), then wait for the common t0.
@@ -89,11 +90,13 @@ def run_load(scenario: Scenario, target: Address, run_id: str, processes: int,
         return merged
     ctx = multiprocessing.get_context("spawn")
     conns, procs = [], []
-    # Ctrl-C reaches the terminal's whole foreground process group. A worker leaves it to this
-    # process, which tells it to stop over its pipe (see load.stopping), so what it measured is
-    # kept: it is born with SIGINT ignored (kept across exec, and by Python), imports included.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
+    # Ctrl-C reaches the terminal's whole foreground process group (so do a hang-up and `timeout`'s
+    # SIGTERM). A worker leaves them to this process, which tells it to stop over its pipe (see
+    # load.stopping), so what it measured is kept. The resource tracker first: the first spawn
+    # starts it, and starting it unblocks SIGINT and SIGTERM here (CPython 3.11 resource_tracker),
+    # which let the workers be born without the block (checked in /proc/PID/status: SigBlk).
+    resource_tracker.ensure_running()
+    with ignored_in_children():
         for i in range(processes):
             parent_end, child_end = ctx.Pipe(duplex=True)
             p = ctx.Process(target=_worker, args=(scenario.model_dump_json(), target, run_id, i, processes,
@@ -102,8 +105,6 @@ def run_load(scenario: Scenario, target: Address, run_id: str, processes: int,
             child_end.close()
             conns.append(parent_end)
             procs.append(p)
-    finally:
-        signal.signal(signal.SIGINT, previous)
     started: list[bool] = []  # (a worker waiting for its start must not be told to stop instead)
     forget = STOP.listen(lambda: started and _tell(conns, ("stop", 0, None)), lambda: [p.kill() for p in procs])
     try:

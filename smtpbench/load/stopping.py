@@ -1,28 +1,45 @@
 """Stopping a run early, as users of a benchmark expect (wrk, k6, vegeta, Locust all do).
 
-The first SIGINT (Ctrl-C) or SIGTERM ends the load where it is: no new message
-is begun, those in flight get the scenario's drain, and the result of what ran
-is written and summarised (the command then exits 128 + the signal's number:
-130 or 143). A second one leaves at once, without a result.
+The first SIGINT (Ctrl-C), SIGTERM or SIGHUP ends the load where it is: no new
+message is begun, those in flight get the scenario's drain, and the result of
+what ran is written and summarised (the command then exits 128 + the signal's
+number: 130, 143 or 129). A second one leaves at once, without a result. The
+same signal again within :data:`SAME_STOP` seconds is the same stop: ``timeout``
+and systemd signal the command and then its whole process group, back to back.
 
 Signals are the process's, so this is one object per process (:data:`STOP`):
-the command installs it (:func:`install`) before its load, and whatever runs
-the load listens to it (:meth:`Stop.listen`). Worker processes leave SIGINT to
+the command installs it (:func:`install`) before its load and lets it go
+(:func:`release`) once the load's result is saved; whatever runs the load
+listens to it (:meth:`Stop.listen`). Worker processes leave these signals to
 their parent, which tells them to stop over their pipe (see
-:mod:`~smtpbench.load.procs`): Ctrl-C reaches every process of the terminal's
-foreground group, and a worker that took it as its own second signal would be
-lost with its measurements.
+:mod:`~smtpbench.load.procs`): a terminal's Ctrl-C, its hang-up and ``kill
+-TERM -PGID`` reach every process of the group, and a worker that took one as
+its own would be lost with its measurements.
 """
 
 from __future__ import annotations
 
+import os
 import signal
-import sys
-from typing import Callable
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from ..quickexit import exit_now
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: s: the same signal again within this is the first one delivered twice (see the module docstring);
+#: a person pressing Ctrl-C twice takes longer.
+SAME_STOP = 0.2
+
+
+def _say(text: str) -> None:
+    # os.write, not print: a signal handler runs between two bytecodes of whatever the main thread
+    # was doing, maybe a write to stderr (the progress bar's), and a buffered stream is not reentrant.
+    try:
+        os.write(2, text.encode())
+    except OSError:
+        pass
 
 
 class Stop:
@@ -30,6 +47,7 @@ class Stop:
 
     def __init__(self) -> None:
         self.signum = 0
+        self._at = 0.0
         self._stops: list[Callable[[], None]] = []
         self._aborts: list[Callable[[], None]] = []
 
@@ -56,19 +74,17 @@ class Stop:
     def request(self, signum: int, _frame=None) -> None:
         """The signal handler: the first call stops the load, the second leaves the process."""
         if self.signum:
-            print("smtpbench: interrupted again: leaving without a result", file=sys.stderr)
+            if signum == self.signum and time.monotonic() - self._at < SAME_STOP:
+                return
+            _say("smtpbench: interrupted again: leaving without a result\n")
             for abort in list(self._aborts):
                 abort()
             exit_now(128 + signum)
-        self.signum = signum
-        print(f"\nsmtpbench: {self.name}: stopping the load, draining what is in flight "
-              f"(again to leave at once, without a result)", file=sys.stderr, flush=True)
+        self.signum, self._at = signum, time.monotonic()
+        _say(f"\nsmtpbench: {self.name}: stopping the load, draining what is in flight "
+             f"(again to leave at once, without a result)\n")
         for stop in list(self._stops):
             stop()
-
-    def exit_code(self, code: int) -> int:
-        """``code``, or 128 + the signal's number when the run was stopped by one."""
-        return 128 + self.signum if self.signum else code
 
 
 #: This process's (signals are per process).
@@ -76,7 +92,43 @@ STOP = Stop()
 
 
 def install() -> Stop:
-    """Take SIGINT and SIGTERM for :data:`STOP` (from the main thread); returns it."""
+    """Take :data:`SIGNALS` for :data:`STOP` (from the main thread); returns it."""
     for sig in SIGNALS:
         signal.signal(sig, STOP.request)
     return STOP
+
+
+def release() -> None:
+    """The load's result is saved: the signals are the process's own again (Ctrl-C leaves, say
+    while a report is drawn; nothing is stopped or kept by then)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in SIGNALS[1:]:
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def exit_code(result: dict, code: int) -> int:
+    """``code``, or 128 + the signal's number when one stopped this result's load."""
+    stopped = result.get("interrupted")
+    if stopped and stopped.get("signal") in signal.Signals.__members__:
+        return 128 + signal.Signals[stopped["signal"]]
+    return code
+
+
+@contextmanager
+def ignored_in_children() -> Iterator[None]:
+    """Around spawning worker processes: they are born ignoring :data:`SIGNALS` (their parent tells
+    them to stop). The signals are blocked meanwhile, so one that comes is not lost: it reaches this
+    process's handler when the block ends; a child ignores them first, then unblocks (ignore_here)."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def ignore_here() -> None:
+    """In a worker, first thing: ignore :data:`SIGNALS`, then take the block its parent spawned
+    it under away (a pending one is discarded, being ignored)."""
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 
+from ..results import folder_name
 from . import compare as cmp
 from . import exports, figures, html, plots, tables
 
@@ -37,7 +38,7 @@ def read_runs(paths: list[str]) -> list[dict]:
 
 def report_dir(result: dict, base: str = REPORTS_DIR) -> str:
     """Where a run's report goes by default: ``reports/<run_id>``."""
-    return os.path.join(base, result["run_id"])
+    return os.path.join(base, folder_name(result["run_id"]))
 
 
 def _write(folder: str, name: str, text: str) -> str:

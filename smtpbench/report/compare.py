@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..results import planned_s
 from . import data
 from .stats import Difference, welch
 from .tables import Table, describe_load, describe_message
@@ -217,6 +218,11 @@ def fairness_warnings(baseline: dict, contender: dict, label: str) -> list[str]:
             failed = r["totals"].get("failed", 0)
             out.append(f"{who} accepted no message ({failed:,} failed): it has no latency to compare, and its "
                        "throughput of 0 measures failures, not the server's speed")
+        stopped = r.get("interrupted")
+        if isinstance(stopped, dict):
+            planned = planned_s(r)
+            out.append(f"{who} was stopped by {stopped.get('signal', 'a signal')} at {stopped.get('at_s', 0):.1f} s"
+                       f"{f' of {planned:g} s' if planned else ''}: its figures cover that part of its load only")
     return out
 
 

@@ -43,7 +43,7 @@ def measured(result: dict) -> np.ndarray:
     step = ts.get("interval_s", 1)
     warm, end = load_window(result)
     mask = (t >= 0) & (t >= warm)
-    if end:
+    if end is not None:
         mask &= t + step <= end + 1e-9
     else:
         mask &= t < t.max()

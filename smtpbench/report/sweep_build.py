@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 
+from ..results import folder_name
 from . import exports, plots
 from . import sweep as data
 from .build import REPORTS_DIR, _write, build_report
@@ -20,7 +21,7 @@ from .sweep_html import sweep_page
 
 def sweep_report_dir(summary: dict, base: str = REPORTS_DIR) -> str:
     """Where a sweep's report goes by default: ``reports/<sweep-id>``."""
-    return os.path.join(base, summary.get("sweep_id") or "sweep")
+    return os.path.join(base, folder_name(summary.get("sweep_id") or "sweep"))
 
 
 def _step_report(job: tuple[str, str]) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..results import planned_s
 from ..units import format_size
 from . import data
 
@@ -107,7 +108,7 @@ def verdict_lines(result: dict) -> list[str]:
                      f"of {relay.get('accepted', '?')} accepted")
     stopped = result.get("interrupted")
     if isinstance(stopped, dict):  # (see load.stopping)
-        planned = result["load"].get("duration_s")
+        planned = planned_s(result)
         lines.append(f"interrupted: {stopped.get('signal', 'a signal')} stopped the load at {stopped.get('at_s', 0):.1f} s"
                      f"{f' of {planned:g} s' if planned else ''}; the figures cover what ran")
     return lines  # a failed sink cross-check is among the health reasons already
@@ -173,6 +174,14 @@ def errors(result: dict) -> Table:
         note = (f"counted over the whole run, warm-up included: {t['warmup_failed']:,} of the "
                 f"{t['warmup_failed'] + t['failed']:,} failures came in the warm-up (the Throughput table's "
                 f"failed, {t['failed']:,}, leaves them out)")
+    events = sum(e["count"] for e in result.get("errors", [])) - t["failed"] - (t.get("warmup_failed") or 0)
+    if rows and events > 0:
+        # Entries that are no message's failure: a recipient refused while the message went to the
+        # others, a connect refused while no message waited for it, a 421 or garbage in answer to
+        # the RSET after a failed message (see load.plan.failed_at).
+        note += (("; " if note else "") + f"{events:,} of the counts are events that failed no message (a "
+                 "recipient refused while the message went on, a refused reconnect, a reply to the RSET after "
+                 "a failed message), so the counts add up to more than the failures")
     return Table("Errors by phase and reply code", ["phase", "code", "kind", "count", "first seen (s)",
                                                     "last seen (s)", "example"], rows, note=note, align="lllrrrl")
 

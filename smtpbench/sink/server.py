@@ -158,7 +158,8 @@ class SinkServer:
         bounded by the idle timeout (asyncio's default, 60 s, held a stalled one past it)."""
         if not self.settings.implicit_tls:
             return {}
-        return {"ssl": self.ssl, "ssl_handshake_timeout": self.settings.idle_timeout}
+        timeout = self.settings.idle_timeout
+        return {"ssl": self.ssl, **({"ssl_handshake_timeout": timeout} if timeout > 0 else {})}  # (it must be > 0)
 
     async def listen(self, address: Address, reuse_port: bool = False, sock: socket.socket | None = None) -> list[tuple]:
         """Start accepting; return the bound socket names (port 0 picks a free port)."""
