@@ -215,6 +215,8 @@ class Runner:
 
     def conn_ready(self, conn: ClientConnection, now: int) -> None:
         self.greeting.discard(conn)
+        if conn.session.state != S_READY:
+            return  # a later reply of the same read ended the session: its FAILED event follows
         if self.open_loop:
             self._make_idle(conn)
             self._dispatch()

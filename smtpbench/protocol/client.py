@@ -221,6 +221,16 @@ class ClientSession:
             return events
         expect = self.awaiting
         pending = self._pending
+        excess = None
+        if len(replies) > len(expect) and not self.lmtp:
+            # Every command awaited now was written before this read; the ones queued while it is
+            # parsed (EHLO after the banner, a held-back command) go out after it. So a read with
+            # more replies than that answers commands not yet sent: the rest are unsolicited
+            # (RFC 5321 §4.2: a reply answers a command; RFC 2920 §3.1: in command order), such as
+            # a 250 sent with the banner, which would be taken for EHLO's. (Not under LMTP: with
+            # BDAT its per-recipient replies are added to the awaited ones as they come.)
+            excess = replies[len(expect)]
+            replies = replies[:len(expect)]
         for reply in replies:
             if not expect:
                 # RFC 5321 §4.2: replies arrive only for commands; anything else is a
@@ -246,6 +256,9 @@ class ClientSession:
                     break
             if pending and not expect:
                 self._send(*pending.popleft())
+        if excess is not None and self.state != S_CLOSED:
+            events.append((FAILED, QUIT if excess.code == 421 else "unsolicited", excess))
+            self.state = S_CLOSED
         return events
 
     # One handler per phase (dispatched by _ON_REPLY below): called with the reply to that phase.
