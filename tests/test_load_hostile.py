@@ -13,6 +13,8 @@ import asyncio
 import socket
 import threading
 
+import pytest
+
 from conftest import free_port
 from load_helpers import HOST, assert_accounted, errors_by, run_load, write_scenario
 from smtpbench.protocol.client import DONE, FAILED, READY, S_CLOSED, ClientSession, Transaction
@@ -183,3 +185,55 @@ def test_250_with_the_banner(tmp_path):
     errors = errors_by(run.result)
     assert set(errors) == {("unsolicited", 250, "reply")}, errors
     assert run.result["totals"]["failed"] >= 10
+
+
+# -- 2xx codes other than 250 ---------------------------------------------------------------------
+
+
+def session(pipelining: bool = True) -> ClientSession:
+    client = ClientSession(pipelining=pipelining)
+    client.receive(b"220 hi\r\n")
+    client.receive(EHLO)
+    client.outbox.clear()
+    return client
+
+
+def deliver(client: ClientSession, mail: bytes, rcpt: bytes, dot: bytes) -> list:
+    client.start_transaction(txn())
+    if client.pipelining:
+        events = client.receive(mail + rcpt + b"354 go\r\n")
+    else:
+        events = client.receive(mail) + client.receive(rcpt) + client.receive(b"354 go\r\n")
+    return events + client.receive(dot)
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
+@pytest.mark.parametrize("mail, rcpt, dot", [
+    (b"251 ok\r\n", b"250 ok\r\n", b"250 ok\r\n"),
+    (b"252 ok\r\n", b"250 ok\r\n", b"250 ok\r\n"),
+    (b"250 ok\r\n", b"252 cannot verify, will accept\r\n", b"250 ok\r\n"),
+    (b"250 ok\r\n", b"251 will forward\r\n", b"251 ok\r\n"),
+    (b"250 ok\r\n", b"250 ok\r\n", b"252 queued\r\n"),
+], ids=["mail-251", "mail-252", "rcpt-252", "rcpt-251+dot-251", "dot-252"])
+def test_any_2yz_is_success(mail, rcpt, dot, pipelining):
+    """RFC 5321 §4.2.1: the first digit says how it went, 2 = done ("an unsophisticated SMTP
+    client, or one that receives an unexpected code, will be able to determine its next action
+    ... by examining this first digit"). A 251 to MAIL or 252 at the dot failed the message."""
+    client = session(pipelining)
+    events = deliver(client, mail, rcpt, dot)
+    assert [(k, ok) for k, ok, _ in events if k == DONE] == [(DONE, True)], events
+
+
+def test_a_251_to_ehlo_is_a_greeting():
+    client = ClientSession()
+    client.receive(b"220 hi\r\n")
+    events = client.receive(b"251-hostile.test\r\n251 PIPELINING\r\n")
+    assert [k for k, _, _ in events][-1] == READY and client.pipelining
+
+
+def test_a_2yz_to_data_is_still_a_failure():
+    """DATA needs its 354 (RFC 5321 §4.1.1.4): a 250 there sends no message."""
+    client = session()
+    client.start_transaction(txn())
+    events = client.receive(b"250 ok\r\n250 ok\r\n250 ok\r\n")
+    assert [(k, ok, f and (f[0], f[1].code)) for k, ok, f in events if k == DONE] == [(DONE, False, ("data", 250))]

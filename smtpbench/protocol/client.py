@@ -272,9 +272,13 @@ class ClientSession:
             events.append((FAILED, phase, reply))
             self.state = S_CLOSED
 
+    # Success is any 2yz, not 250 alone (RFC 5321 §4.2.1: a client that receives an unexpected code
+    # determines its next action by the first digit): a 251 or 252 to EHLO, MAIL, RCPT or the dot is
+    # taken as done. Only these handlers see it; 250 itself keeps receive()'s fast path.
+
     def _on_hello(self, phase: str, reply: Reply, events: list) -> None:
         code = reply.code
-        if code == 250:
+        if 200 <= code < 300:
             if phase == EHLO:
                 self.capabilities = Capabilities.parse(reply.lines)
             self._pipelining = self.use_pipelining and self.capabilities.has("PIPELINING")
@@ -288,7 +292,7 @@ class ClientSession:
             self.state = S_CLOSED
 
     def _on_mail(self, phase: str, reply: Reply, events: list) -> None:
-        if reply.code != 250:
+        if not 200 <= reply.code < 300:
             self._fail_txn(phase, reply, None)
             if not self._pipelining:
                 self._pending.clear()
@@ -296,7 +300,7 @@ class ClientSession:
 
     def _on_rcpt(self, phase: str, reply: Reply, events: list) -> None:
         txn = self.txn
-        if reply.code in (250, 251):
+        if 200 <= reply.code < 300:  # 251 "will forward" (RFC 5321 §3.4), and any other 2yz
             txn.accepted += 1
         else:
             txn.rcpt_failures.append(reply)
@@ -336,7 +340,7 @@ class ClientSession:
 
     def _on_end_of_data(self, phase: str, reply: Reply, events: list) -> None:
         txn = self.txn
-        if reply.code != 250 and txn.failure is None:
+        if not 200 <= reply.code < 300 and txn.failure is None:
             self._fail_txn(phase, reply, None)
         if self.lmtp and txn.lmtp_left > 0:
             txn.lmtp_left -= 1
@@ -367,7 +371,7 @@ class ClientSession:
                 txn.lmtp_left -= 1
         # No recipient accepted: the message went nowhere, whatever a (broken) server answers to
         # BDAT LAST (RFC 3030 §2 wants 554 there; DATA's path checks the same).
-        if txn.failure is None and (reply.code != 250 or txn.accepted == 0):
+        if txn.failure is None and (not 200 <= reply.code < 300 or txn.accepted == 0):
             if txn.accepted == 0 and txn.rcpt_failures:
                 self._fail_txn(RCPT, txn.rcpt_failures[-1], None)
             else:
