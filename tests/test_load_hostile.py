@@ -237,3 +237,38 @@ def test_a_2yz_to_data_is_still_a_failure():
     client.start_transaction(txn())
     events = client.receive(b"250 ok\r\n250 ok\r\n250 ok\r\n")
     assert [(k, ok, f and (f[0], f[1].code)) for k, ok, f in events if k == DONE] == [(DONE, False, ("data", 250))]
+
+
+# -- servers that close ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("after_banner", ["halfclose", "close"])
+def test_open_loop_connection_lost_before_ready_fails_an_arrival(tmp_path, after_banner):
+    """A server that ends every session after its banner (a FIN, RFC 5321 §3.8 without the 421):
+    each connection lost before it was ready fails the oldest waiting arrival, at ehlo, as a
+    connection that failed then does. It was silent: each waiting arrival opened another at once
+    (1,600 connections in 2 s at 50/s) and every one ended as queue/not_sent."""
+    if after_banner == "close":
+        server = RawServer(lambda verb: CLOSE)
+    else:
+        server = RawServer(after_banner="halfclose")
+    with server:
+        run = run_hostile(tmp_path, server, "--rate", "50")
+    errors = errors_by(run.result)
+    assert errors.get(("ehlo", 0, "closed"), 0) >= 80, errors
+    assert set(errors) <= {("ehlo", 0, "closed"), ("ehlo", 0, "reset"), ("queue", 0, "not_sent")}, errors
+    assert server.connections <= 150, server.connections   # about one per arrival, not a loop
+
+
+def test_closing_at_each_354_with_chained_messages_is_no_reconnect_loop(tmp_path):
+    """--pipeline-messages chains the next message at the 354 (RFC 2920 §3.1). A server that closes
+    then lost both; the slot reconnected at once, as after a connection that had carried a
+    message, and never paused (600 connections in 2 s for 2 sessions, not ~80)."""
+    answer = lambda verb: CLOSE if verb == b"." else normal(verb)  # noqa: E731
+    with RawServer(answer) as server:
+        run = run_hostile(tmp_path, server, "--sessions", "2", "--pipeline-messages")
+    errors = errors_by(run.result)
+    assert run.result["totals"]["ok"] == 0
+    assert {phase for phase, _, _ in errors} <= {"end_of_data", "mail"}, errors
+    # 50 ms back-off per failed connection, 2 sessions, 2 s: about 80 (as without chaining).
+    assert 10 <= server.connections <= 2 * DURATION / 0.05 + 10, server.connections
