@@ -272,3 +272,26 @@ def test_closing_at_each_354_with_chained_messages_is_no_reconnect_loop(tmp_path
     assert {phase for phase, _, _ in errors} <= {"end_of_data", "mail"}, errors
     # 50 ms back-off per failed connection, 2 sessions, 2 s: about 80 (as without chaining).
     assert 10 <= server.connections <= 2 * DURATION / 0.05 + 10, server.connections
+
+
+# -- STARTTLS refused -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("refusal", [b"454 4.7.0 TLS not available due to temporary reason\r\n",
+                                     b"502 5.5.1 not here\r\n"])
+@pytest.mark.parametrize("tls, outcome", [("opportunistic", READY), ("starttls", FAILED)])
+def test_starttls_refused(tls, outcome, refusal):
+    """RFC 3207 §4: after a 454 to STARTTLS "the client must decide whether or not to continue".
+    Opportunistic TLS goes on in the clear (RFC 7435 §1.2) with what the EHLO offered; it failed
+    the session. With tls = "starttls" TLS is required: the session fails at starttls."""
+    client = ClientSession(tls=tls)
+    client.receive(b"220 hi\r\n")
+    client.receive(b"250-hostile.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n")
+    assert client.outbox[-1] == b"STARTTLS\r\n"
+    client.outbox.clear()
+    events = client.receive(refusal)
+    assert [(k, p) for k, p, _ in events if k != "reply"] == [(outcome, "starttls" if outcome == FAILED else None)]
+    if outcome == READY:
+        assert client.outbox == [] and client.pipelining and not client.tls_active
+        events = deliver(client, b"250 ok\r\n", b"250 ok\r\n", b"250 ok\r\n")
+        assert [(k, ok) for k, ok, _ in events if k == DONE] == [(DONE, True)]

@@ -354,6 +354,13 @@ class ClientSession:
     def _on_starttls(self, phase: str, reply: Reply, events: list) -> None:
         if reply.code == 220:
             events.append((TLS_START, None, None))
+        elif self.tls == "opportunistic":  # (a 421 ended the session before this)
+            # Opportunistic: TLS when it can be had, else the session goes on in the clear (RFC 7435
+            # §1.2; RFC 3207 §4: after a 454 "the client must decide whether or not to continue",
+            # and a 5xx refusal is no different). The state is as before STARTTLS: no new EHLO. The
+            # reply stays in the starttls phase's figures; tls = "starttls" insists and fails.
+            self.tls = "none"
+            self._after_greeting(events)
         else:
             events.append((FAILED, phase, reply))
             self.state = S_CLOSED
