@@ -295,3 +295,28 @@ def test_starttls_refused(tls, outcome, refusal):
         assert client.outbox == [] and client.pipelining and not client.tls_active
         events = deliver(client, b"250 ok\r\n", b"250 ok\r\n", b"250 ok\r\n")
         assert [(k, ok) for k, ok, _ in events if k == DONE] == [(DONE, True)]
+
+
+# -- garbage after a good reply -----------------------------------------------------------------------
+
+
+def test_a_250_at_the_dot_then_garbage_in_the_same_read_delivers_the_message():
+    """The server accepted the message (RFC 5321 §4.1.1.4: the 250 at the dot), then sent a line
+    that is no reply. The message is OK and the garbage ends the session; the whole read was
+    dropped and the message counted failed (end_of_data, protocol), as it was not when TCP
+    delivered the garbage in a read of its own."""
+    client = session()
+    events = deliver(client, b"250 ok\r\n", b"250 ok\r\n", b"250 ok\r\nthis is not smtp\r\n")
+    assert [(k, p if k == FAILED else None) for k, p, _ in events if k in (DONE, FAILED)] == [
+        (DONE, None), (FAILED, "quit")]
+    assert [ok for k, ok, _ in events if k == DONE] == [True]
+    assert client.state == S_CLOSED
+
+
+def test_250_at_the_dot_then_garbage_end_to_end(tmp_path):
+    answer = lambda verb: b"250 ok\r\nthis is not smtp\r\n" if verb == b"." else normal(verb)  # noqa: E731
+    with RawServer(answer) as server:
+        run = run_hostile(tmp_path, server, "--sessions", "2")
+    totals = run.result["totals"]
+    assert totals["ok"] >= 10 and totals["failed"] == 0, totals
+    assert set(errors_by(run.result)) == {("quit", 0, "protocol")}

@@ -214,11 +214,11 @@ class ClientSession:
         events: list[tuple] = []
         try:
             replies = self._reader.feed(data)
+            bad = None
         except ProtocolError as e:
-            phase = self.expecting or QUIT
-            events.append((FAILED, phase, Reply(0, (e.text,))))
-            self.state = S_CLOSED
-            return events
+            # What came before the bad line is taken first: it does not depend on where TCP cut the
+            # stream whether a message the server accepted (a 250 at the dot, then garbage) counts.
+            replies, bad = e.replies, Reply(0, (e.text,))
         expect = self.awaiting
         pending = self._pending
         excess = None
@@ -258,6 +258,9 @@ class ClientSession:
                 self._send(*pending.popleft())
         if excess is not None and self.state != S_CLOSED:
             events.append((FAILED, QUIT if excess.code == 421 else "unsolicited", excess))
+            self.state = S_CLOSED
+        if bad is not None and self.state != S_CLOSED:
+            events.append((FAILED, self.expecting or QUIT, bad))
             self.state = S_CLOSED
         return events
 
