@@ -124,3 +124,14 @@ def test_reader_parses_or_raises_protocol_error(parts, chunk):
         return
     for reply in replies:
         assert 200 <= reply.code <= 599 and reply.lines
+
+
+@pytest.mark.parametrize("bad", [b"this is not smtp\r\n", b"x" * 600], ids=["garbage", "long"])
+def test_reader_error_keeps_the_replies_before_the_bad_line(bad):
+    """RFC 5321 §4.2: each reply stands on its own. The replies completed before a malformed line
+    (or one over 512 octets, §4.5.3.1.5) in the same read come with the error, so what they said
+    does not depend on where TCP cut the stream."""
+    reader = ReplyReader()
+    with pytest.raises(ProtocolError) as err:
+        reader.feed(b"250 ok\r\n250-a\r\n250 b\r\n" + bad)
+    assert [(r.code, r.lines) for r in err.value.replies] == [(250, ("ok",)), (250, ("a", "b"))]

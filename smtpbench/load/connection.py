@@ -19,7 +19,7 @@ class ClientConnection(asyncio.Protocol):
     __slots__ = ("runner", "session", "transport", "mark", "deadline", "txn_intended", "txn_start",
                  "txn_size", "txn", "out", "attempt", "retry", "pending", "opener", "sent", "closed",
                  "opened_at", "t0", "rec", "_paused", "idle",
-                 "upgrading", "chained", "chaining")
+                 "upgrading", "chained", "chaining", "cut")
 
     def __init__(self, runner, session: ClientSession, opened_at: int, opener: object = None,
                  retry: tuple | None = None):
@@ -47,6 +47,7 @@ class ClientConnection(asyncio.Protocol):
         self.upgrading = False         # implicit TLS handshake in progress: hold writes (see flush)
         self.chained: tuple | None = None  # the next message, begun behind this one's data (see chain)
         self.chaining = runner.chaining    # pipeline_messages: begin the next message at 354
+        self.cut = False                   # closed by this side (abort): its end was accounted for
 
     def now(self) -> int:
         return (monotonic_ns() - self.t0) // 1000
@@ -151,6 +152,7 @@ class ClientConnection(asyncio.Protocol):
             self.deadline = now + self.runner.timeout_us["quit"]
 
     def abort(self) -> None:
+        self.cut = True
         if self.transport is not None and not self.closed:
             self.transport.close()
 

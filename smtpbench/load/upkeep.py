@@ -7,6 +7,7 @@ import asyncio
 from time import monotonic_ns
 from typing import Callable
 
+from ..protocol.client import BANNER
 from .recorder import INTERVAL_US, Recorder
 
 FLUSH_EVERY = 0.1  # s
@@ -48,3 +49,19 @@ async def watch_loop(rec: Recorder, now: Callable[[], int]) -> None:
         before = monotonic_ns()
         await asyncio.sleep(LAG_SAMPLE)
         rec.probe_lag(now(), (monotonic_ns() - before) // 1000 - period_us)
+
+
+SWEEP = 0.05  # s: how often the per-phase timeouts are checked
+
+
+async def sweep(runner) -> None:
+    """Per-phase timeouts (RFC 5321 §4.5.3.2) for all the runner's connections, one timer."""
+    while True:
+        await asyncio.sleep(SWEEP)
+        now = runner.now()
+        for conn in list(runner.connections):
+            if conn.deadline and now > conn.deadline and not conn.closed:
+                phase = conn.session.expecting or BANNER
+                runner.conn_failed(conn, phase, 0, "timeout", f"no reply to {phase} in time", now)
+                conn.deadline = 0
+                conn.abort()

@@ -214,13 +214,23 @@ class ClientSession:
         events: list[tuple] = []
         try:
             replies = self._reader.feed(data)
+            bad = None
         except ProtocolError as e:
-            phase = self.expecting or QUIT
-            events.append((FAILED, phase, Reply(0, (e.text,))))
-            self.state = S_CLOSED
-            return events
+            # What came before the bad line is taken first: it does not depend on where TCP cut the
+            # stream whether a message the server accepted (a 250 at the dot, then garbage) counts.
+            replies, bad = e.replies, Reply(0, (e.text,))
         expect = self.awaiting
         pending = self._pending
+        excess = None
+        if len(replies) > len(expect) and not self.lmtp:
+            # Every command awaited now was written before this read; the ones queued while it is
+            # parsed (EHLO after the banner, a held-back command) go out after it. So a read with
+            # more replies than that answers commands not yet sent: the rest are unsolicited
+            # (RFC 5321 §4.2: a reply answers a command; RFC 2920 §3.1: in command order), such as
+            # a 250 sent with the banner, which would be taken for EHLO's. (Not under LMTP: with
+            # BDAT its per-recipient replies are added to the awaited ones as they come.)
+            excess = replies[len(expect)]
+            replies = replies[:len(expect)]
         for reply in replies:
             if not expect:
                 # RFC 5321 §4.2: replies arrive only for commands; anything else is a
@@ -246,6 +256,12 @@ class ClientSession:
                     break
             if pending and not expect:
                 self._send(*pending.popleft())
+        if excess is not None and self.state != S_CLOSED:
+            events.append((FAILED, QUIT if excess.code == 421 else "unsolicited", excess))
+            self.state = S_CLOSED
+        if bad is not None and self.state != S_CLOSED:
+            events.append((FAILED, self.expecting or QUIT, bad))
+            self.state = S_CLOSED
         return events
 
     # One handler per phase (dispatched by _ON_REPLY below): called with the reply to that phase.
@@ -259,9 +275,13 @@ class ClientSession:
             events.append((FAILED, phase, reply))
             self.state = S_CLOSED
 
+    # Success is any 2yz, not 250 alone (RFC 5321 §4.2.1: a client that receives an unexpected code
+    # determines its next action by the first digit): a 251 or 252 to EHLO, MAIL, RCPT or the dot is
+    # taken as done. Only these handlers see it; 250 itself keeps receive()'s fast path.
+
     def _on_hello(self, phase: str, reply: Reply, events: list) -> None:
         code = reply.code
-        if code == 250:
+        if 200 <= code < 300:
             if phase == EHLO:
                 self.capabilities = Capabilities.parse(reply.lines)
             self._pipelining = self.use_pipelining and self.capabilities.has("PIPELINING")
@@ -275,7 +295,7 @@ class ClientSession:
             self.state = S_CLOSED
 
     def _on_mail(self, phase: str, reply: Reply, events: list) -> None:
-        if reply.code != 250:
+        if not 200 <= reply.code < 300:
             self._fail_txn(phase, reply, None)
             if not self._pipelining:
                 self._pending.clear()
@@ -283,7 +303,7 @@ class ClientSession:
 
     def _on_rcpt(self, phase: str, reply: Reply, events: list) -> None:
         txn = self.txn
-        if reply.code in (250, 251):
+        if 200 <= reply.code < 300:  # 251 "will forward" (RFC 5321 §3.4), and any other 2yz
             txn.accepted += 1
         else:
             txn.rcpt_failures.append(reply)
@@ -323,7 +343,7 @@ class ClientSession:
 
     def _on_end_of_data(self, phase: str, reply: Reply, events: list) -> None:
         txn = self.txn
-        if reply.code != 250 and txn.failure is None:
+        if not 200 <= reply.code < 300 and txn.failure is None:
             self._fail_txn(phase, reply, None)
         if self.lmtp and txn.lmtp_left > 0:
             txn.lmtp_left -= 1
@@ -337,6 +357,13 @@ class ClientSession:
     def _on_starttls(self, phase: str, reply: Reply, events: list) -> None:
         if reply.code == 220:
             events.append((TLS_START, None, None))
+        elif self.tls == "opportunistic":  # (a 421 ended the session before this)
+            # Opportunistic: TLS when it can be had, else the session goes on in the clear (RFC 7435
+            # §1.2; RFC 3207 §4: after a 454 "the client must decide whether or not to continue",
+            # and a 5xx refusal is no different). The state is as before STARTTLS: no new EHLO. The
+            # reply stays in the starttls phase's figures; tls = "starttls" insists and fails.
+            self.tls = "none"
+            self._after_greeting(events)
         else:
             events.append((FAILED, phase, reply))
             self.state = S_CLOSED
@@ -354,7 +381,7 @@ class ClientSession:
                 txn.lmtp_left -= 1
         # No recipient accepted: the message went nowhere, whatever a (broken) server answers to
         # BDAT LAST (RFC 3030 §2 wants 554 there; DATA's path checks the same).
-        if txn.failure is None and (reply.code != 250 or txn.accepted == 0):
+        if txn.failure is None and (not 200 <= reply.code < 300 or txn.accepted == 0):
             if txn.accepted == 0 and txn.rcpt_failures:
                 self._fail_txn(RCPT, txn.rcpt_failures[-1], None)
             else:

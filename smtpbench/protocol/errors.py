@@ -18,3 +18,4 @@ class ProtocolError(Exception):
         self.code = code
         self.status = status
         self.text = text
+        self.replies: list = []  # a client's reader: the replies completed before the bad line

@@ -119,29 +119,37 @@ class ReplyReader:
         buf += data
         out: list[Reply] = []
         pos = self._pos
-        while True:
-            nl = buf.find(b"\n", pos)
-            if nl < 0:
-                break
-            end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
-            if end - pos > MAX_REPLY_LINE:
-                raise ProtocolError(0, "", "reply line too long")
-            code, last, text = parse_reply_line(bytes(buf[pos:end]))
-            pos = nl + 1
-            if self._lines and code != self._code:
-                raise ProtocolError(0, "", f"reply code changed mid-reply: {self._code} then {code}")
-            self._code = code
-            self._lines.append(text)
-            if len(self._lines) > MAX_REPLY_LINES:
-                raise ProtocolError(0, "", "too many reply lines")
-            if last:
-                out.append(Reply(code, tuple(self._lines)))
-                self._lines = []
+        try:  # (free in CPython 3.11 until something raises)
+            while True:
+                nl = buf.find(b"\n", pos)
+                if nl < 0:
+                    break
+                end = nl - 1 if nl > pos and buf[nl - 1] == 13 else nl
+                if end - pos > MAX_REPLY_LINE:
+                    raise ProtocolError(0, "", "reply line too long")
+                code, last, text = parse_reply_line(bytes(buf[pos:end]))
+                pos = nl + 1
+                if self._lines and code != self._code:
+                    raise ProtocolError(0, "", f"reply code changed mid-reply: {self._code} then {code}")
+                self._code = code
+                self._lines.append(text)
+                if len(self._lines) > MAX_REPLY_LINES:
+                    raise ProtocolError(0, "", "too many reply lines")
+                if last:
+                    out.append(Reply(code, tuple(self._lines)))
+                    self._lines = []
+        except ProtocolError as e:
+            # The replies completed before the bad line go with the error (e.replies): a 250 to the
+            # end of data followed by garbage in the same read accepted the message all the same.
+            e.replies = out
+            raise
         if pos:
             del buf[:pos]
         self._pos = 0
         if len(buf) > MAX_REPLY_LINE:
-            raise ProtocolError(0, "", "reply line too long")
+            e = ProtocolError(0, "", "reply line too long")
+            e.replies = out
+            raise e
         return out
 
     @property
