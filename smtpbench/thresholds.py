@@ -87,11 +87,12 @@ def evaluate(thresholds: dict, result: dict) -> list[dict]:
         out.append({"metric": key, "op": op, "limit": limit, "observed": observed, "shown": shown,
                     "passed": bool(passed)})
     accepted = totals["ok"] + totals.get("warmup_ok", 0)
-    if accepted == 0:
+    tried = totals["failed"] + totals.get("warmup_failed", 0) > 0
+    if accepted == 0 and (tried or totals.get("issued", 1) == 0):
         # Implicit: a run in which nothing got through is not a success, thresholds or not
         # (warm-up included: a warm-up as long as the run must not hide it); nor is one that sent
-        # nothing at all (stopped by a signal before its start).
-        tried = totals["failed"] + totals.get("warmup_failed", 0) > 0
+        # nothing at all (stopped by a signal before its start). (With recording off, a benchmark's
+        # switch, nothing is counted but what was issued.)
         out.append({"metric": "messages_ok", "op": ">=", "limit": 1, "observed": 0,
                     "shown": "no message was accepted" if tried else "no message was sent", "passed": False,
                     "implicit": True})
