@@ -167,8 +167,8 @@ def build_result(scenario: Scenario, merged: dict, *, run_id: str, kind: str, co
              for (p, c, k), (n, first, last, text) in merged["errors"].items()),
             key=lambda e: -e["count"]),
     }
-    if scenario.relay.enabled:
-        result["_relay_accepted"] = merged.get("relay_accepted", [])  # bench --relay joins and removes it
+    if scenario.relay.enabled and kind == "bench":
+        result["_relay_accepted"] = merged["relay_accepted"]  # an array: bench --relay joins and removes it
     result["health"] = _health(result, merged, series)
     result["thresholds"] = evaluate(scenario.thresholds, result)
     result["verdict"] = verdict(result)

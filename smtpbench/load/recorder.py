@@ -301,7 +301,9 @@ def merge_exports(exports: list[dict]) -> dict:
                 e[0] += count
                 e[1] = min(e[1], first)
                 e[2] = max(e[2], last)
-    out["relay_accepted"] = [row for ex in exports for row in ex.get("relay_accepted", ())]
+    # (seq, sent, accepted) rows of every process (flat int64 arrays, see Runner.relay_log).
+    out["relay_accepted"] = np.concatenate([np.frombuffer(ex.get("relay_accepted", b""), dtype=np.int64)
+                                            for ex in exports] or [np.zeros(0, np.int64)]).reshape(-1, 3)
     out["hist"] = hists
     out["phase_hist"] = phases
     out["interval_data"] = intervals

@@ -18,6 +18,7 @@ import asyncio
 import math
 import ssl
 import time
+from array import array
 from collections import deque
 from time import monotonic_ns
 
@@ -38,11 +39,9 @@ BACKOFF_US = int(RECONNECT_BACKOFF * 1e6)
 # cut (within what is left of the drain): a polite end, and QUIT's own latency measured.
 QUIT_WAIT = 1.0
 # s: open loop, connections opened before t0, as many as this much of the starting rate's arrivals
-# would take. A connection is ready 1-3 ms after it opens (connect, banner, EHLO; more while the
-# code is cold), and an arrival that finds none ready opens its own: without warm ones every arrival
-# of those first ms did. Measured against smtp-sink at 5,000/s: 37-75 connections opened at the
-# start and a first-second response p99 of 3.6-12.5 ms; with ten opened before t0, 13-19 and
-# 0.7-1.6 ms (three runs each). Later ones still open on demand, up to max_connections.
+# would take. A connection is ready 1-3 ms after it opens, and an arrival that finds none ready opens
+# its own. Measured against smtp-sink at 5,000/s: 37-75 connections opened at the start and a first-
+# second response p99 of 3.6-12.5 ms; with ten opened before t0, 13-19 and 0.7-1.6 ms (three runs each).
 PREOPEN = 0.002
 
 
@@ -75,7 +74,7 @@ class Runner:
         self.auth = (load.auth.mechanism, load.auth.username, load.auth.password) if load.auth else None
         self.bdat = load.bdat == "when-offered"
         self.chaining = load.pipeline_messages and not self.open_loop
-        self.relay_log: list[tuple[int, int, int]] | None = [] if scenario.relay.enabled else None
+        self.relay_log = array("q") if scenario.relay.enabled else None  # (seq, sent, accepted) flat: 24 octets each
         self.connections: set[ClientConnection] = set()
         self.idle: deque[ClientConnection] = deque()
         self.waiting: deque[int] = deque()   # open loop: intended times of arrivals without a connection
@@ -340,7 +339,7 @@ class Runner:
             self.ok += 1
             if self.relay_log is not None:
                 # What the server under test accepted, when (wall clock): joined with the sink's arrivals.
-                self.relay_log.append((conn.out.seq, conn.out.sent, time.time_ns() // 1000))
+                self.relay_log.extend((conn.out.seq, conn.out.sent, time.time_ns() // 1000))
         elif 400 <= failure[1].code < 500 and conn.attempt < self.load.retries and failure[1].code != 421:
             # Deferred (RFC 5321 §4.2.5: 4xx means try again later) and the scenario asks to:
             # the same message goes again after the schedule's wait; its intended start stays,
@@ -595,5 +594,5 @@ class Runner:
         self.recorder.totals["issued"] = self.issued
         self.recorder.totals["t0_wall_us"] = time.time_ns() // 1000 - self.now()
         export = self.recorder.export()
-        export["relay_accepted"] = self.relay_log or []
+        export["relay_accepted"] = self.relay_log if self.relay_log is not None else array("q")
         return export
