@@ -109,6 +109,21 @@ def run_with_sink(start_sink, folder: Path, scenario: str, *flags: str,
     return run.result, final
 
 
+def failing_scenario(name: str, drain: float) -> str:
+    """A scenario's text for runs against misbehaving servers: a short drain, short per-phase timeouts."""
+    return f"""
+name = "{name}"
+[load]
+drain = "{drain:g}s"
+[load.timeouts]
+connect = "1s"
+banner = "0.5s"
+command = "0.5s"
+data_init = "0.5s"
+data_end = "0.5s"
+"""
+
+
 def errors_by(result: dict) -> dict[tuple[str, int, str], int]:
     """``{(phase, code, kind): count}`` of a result's error list."""
     return {(e["phase"], e["code"], e["kind"]): e["count"] for e in result["errors"]}
@@ -261,7 +276,49 @@ class _Conn(asyncio.Protocol):
             self.transport.writelines(held)
 
 
-class ScriptedServer:
+class ThreadedServer:
+    """A loopback server on an asyncio loop of its own, in a thread; a context manager that starts
+    it and, on exit, closes it, aborts its connections and stops the thread. A subclass gives
+    :meth:`_make` (the coroutine that makes the server) and :meth:`_transports` (the open ones)."""
+
+    def __init__(self, port: int, name: str):
+        self.port = port
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=name, daemon=True)
+        self._server = None
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def _make(self):
+        raise NotImplementedError
+
+    def _transports(self) -> list:
+        return []
+
+    def __enter__(self):
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(self._make(), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        async def close():
+            self._server.close()
+            for transport in self._transports():
+                transport.abort()
+            await self._server.wait_closed()
+
+        try:
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        except Exception:
+            pass
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+
+class ScriptedServer(ThreadedServer):
     """An SMTP server in a thread: ``mode`` is normal, stall, reset, garbage, silent, hang
     (answers until the 354, then never again) or dribble (from MAIL on, a multi-line reply
     that never ends, an octet every 0.1 s).
@@ -273,7 +330,7 @@ class ScriptedServer:
 
     def __init__(self, port: int, mode: str = "normal", stall_after: float = 1.5, stall_for: float = 1.0,
                  greet_after: float = 0.0):
-        self.port = port
+        super().__init__(port, "scripted-smtp")
         self.mode = mode
         self.greet_after = greet_after   # seconds before the 220 banner (a slow, tarpitting server)
         self.stall_after = stall_after
@@ -281,13 +338,6 @@ class ScriptedServer:
         self.connections = 0
         self.live: set[_Conn] = set()
         self.stall_start: float | None = None   # monotonic seconds
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="scripted-smtp", daemon=True)
-        self._server = None
-
-    @property
-    def address(self) -> str:
-        return f"{HOST}:{self.port}"
 
     def stall_left(self) -> float:
         if self.mode != "stall":
@@ -297,23 +347,8 @@ class ScriptedServer:
             self.stall_start = now + self.stall_after
         return self.stall_start + self.stall_for - now if now >= self.stall_start else 0.0
 
-    def __enter__(self) -> "ScriptedServer":
-        self._thread.start()
-        make = self._loop.create_server(lambda: _Conn(self), HOST, self.port, reuse_address=True)
-        self._server = asyncio.run_coroutine_threadsafe(make, self._loop).result(10)
-        return self
+    def _make(self):
+        return self._loop.create_server(lambda: _Conn(self), HOST, self.port, reuse_address=True)
 
-    def __exit__(self, *exc) -> None:
-        async def close():
-            self._server.close()
-            for conn in list(self.live):
-                conn.transport.abort()
-            await self._server.wait_closed()
-
-        try:
-            asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
-        except Exception:
-            pass
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+    def _transports(self) -> list:
+        return [conn.transport for conn in self.live]

@@ -10,8 +10,8 @@ import socket
 import pytest
 
 from conftest import free_port, require_command
-from load_helpers import (PostfixSink, ScriptedServer, assert_accounted, assert_exit, count_at_least, run_with_sink,
-                          errors_by, run_load, write_scenario)
+from load_helpers import (PostfixSink, ScriptedServer, assert_accounted, assert_exit, count_at_least, errors_by,
+                          failing_scenario, run_load, run_with_sink, write_scenario)
 
 DURATION = 2.0
 DRAIN = 1.0
@@ -21,19 +21,7 @@ SLACK = 6.0
 #: being opened or greeted (labelled with the reply it awaited).
 NOT_SENT = {(phase, 0, "not_sent") for phase in ("queue", "connect", "banner", "ehlo")}
 
-FAILING = f"""
-name = "failing-peer"
-[load]
-drain = "{DRAIN:g}s"
-[load.timeouts]
-connect = "1s"
-banner = "0.5s"
-command = "0.5s"
-data_init = "0.5s"
-data_end = "0.5s"
-[thresholds]
-error_rate = 0.01
-"""
+FAILING = failing_scenario("failing-peer", DRAIN) + "[thresholds]\nerror_rate = 0.01\n"
 
 
 def run_failing(tmp_path, target: str, *extra: str):

@@ -11,29 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 
 import pytest
 
 from conftest import free_port
-from load_helpers import HOST, assert_accounted, errors_by, run_load, write_scenario
+from load_helpers import HOST, ThreadedServer, assert_accounted, errors_by, failing_scenario, run_load, write_scenario
 from smtpbench.protocol.client import DONE, FAILED, READY, S_CLOSED, ClientSession, Transaction
 
 DURATION = 2.0
 DRAIN = 1.0
 SLACK = 6.0   # interpreter start-up and the result file, on a noisy 2-core box
 
-SCENARIO = f"""
-name = "hostile-peer"
-[load]
-drain = "{DRAIN:g}s"
-[load.timeouts]
-connect = "1s"
-banner = "0.5s"
-command = "0.5s"
-data_init = "0.5s"
-data_end = "0.5s"
-"""
+SCENARIO = failing_scenario("hostile-peer", DRAIN)
 
 EHLO = b"250-hostile.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n"
 CLOSE = object()   # an answer that closes the connection (after what was sent before it)
@@ -50,7 +39,7 @@ def normal(verb: bytes) -> bytes:
     return b"250 ok\r\n"
 
 
-class RawServer:
+class RawServer(ThreadedServer):
     """A loopback server in a thread: sends ``banner``, then answers each command line with
     ``answer(verb)`` (bytes, or :data:`CLOSE`); the message data after a 354 is read up to its
     dot, which is answered as the verb ``"."``. ``after_banner="halfclose"`` shuts its side
@@ -60,16 +49,9 @@ class RawServer:
         self.answer = answer
         self.banner = banner
         self.after_banner = after_banner
-        self.port = free_port()
+        super().__init__(free_port(), "raw-smtp")
         self.connections = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="raw-smtp", daemon=True)
-        self._server = None
         self._writers: set[asyncio.StreamWriter] = set()
-
-    @property
-    def address(self) -> str:
-        return f"{HOST}:{self.port}"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -90,7 +72,7 @@ class RawServer:
                 writer.write(out)
                 await writer.drain()
                 if verb == b"DATA" and out.startswith(b"354"):
-                    while (data := await reader.readline()) not in (b".\r\n", b""):
+                    while await reader.readline() not in (b".\r\n", b""):
                         pass
                     out = self.answer(b".")
                     if out is CLOSE:
@@ -103,25 +85,11 @@ class RawServer:
             self._writers.discard(writer)
             writer.close()
 
-    def __enter__(self) -> "RawServer":
-        self._thread.start()
-        make = asyncio.start_server(self._handle, HOST, self.port, reuse_address=True)
-        self._server = asyncio.run_coroutine_threadsafe(make, self._loop).result(10)
-        return self
+    def _make(self):
+        return asyncio.start_server(self._handle, HOST, self.port, reuse_address=True)
 
-    def __exit__(self, *exc) -> None:
-        async def close():
-            self._server.close()
-            for w in list(self._writers):
-                w.transport.abort()
-
-        try:
-            asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
-        except Exception:
-            pass
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-        self._loop.close()
+    def _transports(self) -> list:
+        return [w.transport for w in self._writers]
 
 
 def run_hostile(tmp_path, server: RawServer, *flags: str, scenario: str = SCENARIO):
