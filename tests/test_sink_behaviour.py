@@ -250,6 +250,27 @@ def test_size_and_recipient_limits_with_smtplib(start_sink):
     assert final["replies"]["552"] == 2 and final["replies"]["452"] == 1
 
 
+@pytest.mark.parametrize("limit", [2048, 300 * 1024])  # a body in one read, and in many
+def test_message_at_the_size_limit_fits_however_many_dot_lines(start_sink, limit):
+    """RFC 1870 §3/§4: SIZE counts the message's octets, not the dots stuffing adds to lines
+    that start with "." (RFC 5321 §4.5.2): a message of exactly the advertised size is accepted."""
+    sink = start_sink("--max-message-size", str(limit))
+    head = b"Subject: dots\r\n\r\n"
+    lines = b".dot line\r\nplain line\r\n" * ((limit - len(head)) // 23)
+    msg = head + lines + b"x" * (limit - len(head) - len(lines) - 2) + b"\r\n"
+    assert len(msg) == limit
+    with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
+        client.ehlo()
+        assert client.esmtp_features["size"] == str(limit)
+        assert client.sendmail("a@example.org", ["b@example.net"], msg) == {}  # declares SIZE=limit
+        for body, code in ((msg, 250), (b"x" + msg, 552)):  # undeclared; then one octet more
+            assert client.docmd("MAIL", "FROM:<a@example.org>")[0] == 250
+            assert client.docmd("RCPT", "TO:<b@example.net>")[0] == 250
+            assert client.data(body)[0] == code
+    final = sink.stop()
+    assert final["messages"] == 2 and final["replies"]["552"] == 1
+
+
 def test_hidden_extensions_are_not_offered(start_sink):
     sink = start_sink("--hide", "SMTPUTF8", "--hide", "PIPELINING")
     with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:

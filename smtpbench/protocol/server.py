@@ -15,7 +15,9 @@ credentials, inject faults) are delegated to a :class:`ServerHooks` object.
 from __future__ import annotations
 
 from .commands import parse_path_and_params, split_command_line
-from .data import SEAM_STARTS, TERMINATOR, DataReceiver, find_terminator, long_line_in
+from .data import (
+    SEAM_STARTS, TERMINATOR, DataReceiver, dots_matter, find_terminator, long_line_in, unstuffed_size,
+)
 from .errors import ProtocolError
 from .limits import MAX_COMMAND_LINE
 from .mail_params import check_mail_params
@@ -426,7 +428,7 @@ class ServerSession(AuthMixin, ChunkingMixin):
                 end = buf.find(TERMINATOR) if len(buf) < 4096 else find_terminator(buf)
                 if end >= 0:
                     size = end + 2  # the body keeps the CRLF before "."
-                    if size > c.max_message_size:
+                    if size > c.max_message_size and unstuffed_size(buf, size) > c.max_message_size:
                         self._finish(None, size, _TOO_BIG)
                     elif c.check_lines and long_line_in(buf, size):
                         self._finish(None, size, _LONG_LINE)
@@ -434,7 +436,8 @@ class ServerSession(AuthMixin, ChunkingMixin):
                         self._finish(None, size, None)
                     return end + 5
             cfg = self.config
-            rx = self._data = DataReceiver(cfg.keep_body, cfg.max_message_size, cfg.check_line_length, cfg.keep_head)
+            rx = self._data = DataReceiver(cfg.keep_body, cfg.max_message_size, cfg.check_line_length, cfg.keep_head,
+                                           dots_matter(self.envelope.mail_params.get("SIZE"), cfg.max_message_size))
         end = rx.feed(buf, pos)
         if end >= 0:
             self._end_of_data()
