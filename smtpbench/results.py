@@ -295,13 +295,17 @@ def folder_error(folder: str, e: OSError) -> str:
 
 
 def save(result: dict, folder: str, name: str = "result.json") -> str:
-    """Write ``folder/name`` (atomically: a reader never sees half a file); return its path."""
+    """Write ``folder/name`` (atomically: a reader never sees half a file); return its path.
+    A second stop signal meanwhile leaves without it, and without its ``.tmp`` (load.stopping)."""
+    from .load.stopping import STOP
+
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, name)
     tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(_lines(result))
-    os.replace(tmp, path)
+    with STOP.scratch(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(_lines(result))
+        os.replace(tmp, path)
     return path
 
 

@@ -15,6 +15,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from load_helpers import assert_accounted, write_scenario
 
 #: s: a run far longer than the test waits: the signal, not the duration, ends it.
@@ -192,3 +194,38 @@ def test_a_hang_up_stops_the_load_and_keeps_the_result(tmp_path):
     result = _result(out)
     assert result["interrupted"]["signal"] == "SIGHUP" and result["crosscheck"]["passed"]
     assert left == []
+
+
+def test_a_second_signal_while_the_result_is_written_leaves_no_tmp(tmp_path, monkeypatch):
+    """The result is written to result.json.tmp, then renamed (results.save). A second signal in the
+    middle of the write leaves at once (os._exit: nothing unwinds), and the half-written .tmp stayed
+    beside the results. The signal handler, called here as the signal would call it, removes it."""
+    from smtpbench import results
+    from smtpbench.load import stopping
+
+    class Left(Exception):
+        pass
+
+    def exit_now(code):
+        codes.append(code)
+        raise Left  # (the real one ends the process: nothing after it runs)
+
+    codes: list[int] = []
+    stop = stopping.Stop()
+    monkeypatch.setattr(stopping, "STOP", stop)
+    monkeypatch.setattr(stopping, "exit_now", exit_now)
+    stop.request(signal.SIGINT)  # the first: the load ended, its result is being saved
+
+    def half_written(result: dict) -> str:
+        tmp = tmp_path / "result.json.tmp"
+        with open(tmp, "a") as f:
+            f.write('{"run_id": "half')
+        assert tmp.exists()
+        stop.request(signal.SIGTERM)  # the second, during the write
+        return "{}"
+
+    monkeypatch.setattr(results, "_lines", half_written)
+    with pytest.raises(Left):
+        results.save({"run_id": "x"}, str(tmp_path))
+    assert codes == [128 + signal.SIGTERM]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

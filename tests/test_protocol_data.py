@@ -4,7 +4,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from smtpbench.protocol.data import DataReceiver, dot_stuff, normalise_crlf, unstuff
+from smtpbench.protocol.data import DataReceiver, dot_stuff, dots_matter, normalise_crlf, unstuff
 from smtpbench.protocol.limits import MAX_TEXT_LINE
 
 from smtp_helpers import CHUNKINGS, chunked, stuffed
@@ -160,6 +160,48 @@ def test_receiver_any_body_any_chunking(body, trailing, sizes):
         i += 1
     assert pos + end == len(wire)
     assert rx.body() == (body if not body or body.endswith(b"\r\n") else body + b"\r\n")
+    assert rx.size - rx.dots == len(rx.body())  # RFC 1870 §3: the message, not the stuffing
+
+
+DOTTY = b"Subject: dots\r\n\r\n" + b"".join(b".%d\r\nplain\r\n" % i for i in range(40)) + b".\r\n..\r\n"
+
+
+@pytest.mark.parametrize("keep", [True, False])
+@pytest.mark.parametrize("chunk", CHUNKINGS + (4, 5, 6))
+def test_size_limit_counts_the_message_not_the_stuffing(chunk, keep):
+    """RFC 1870 §3/§4: a message of exactly ``limit`` octets fits, however many of its lines
+    start with "." (each sent with one more, RFC 5321 §4.5.2); one octet more does not."""
+    wire = dot_stuff(DOTTY)
+    assert len(wire) - 3 > len(DOTTY) + 40  # the stuffing alone would pass the limit
+    rx, _, end = receive(wire, chunk, keep=keep, limit=len(DOTTY))
+    assert end >= 0 and not rx.oversize
+    assert rx.size == len(wire) - 3 and rx.dots == len(wire) - 3 - len(DOTTY)
+    if keep:
+        assert rx.body() == DOTTY
+    rx, _, end = receive(wire, chunk, keep=keep, limit=len(DOTTY) - 1)
+    assert end >= 0 and rx.oversize and rx.body() == b""
+
+
+@pytest.mark.parametrize("declared, counted", [(None, True), ("0", False), ("744", False), ("745", True),
+                                               ("1000", True)])
+def test_dots_are_counted_unless_a_declared_size_cannot_reach_the_limit(declared, counted):
+    """With SIZE=n (RFC 1870 §6) far enough under the limit the body, even stuffed (a third
+    more at most, and a final CRLF), stays under it: the scan for dot lines is spared."""
+    assert dots_matter(declared, 1000) is counted
+    body = b".\r\n" * 248  # 744 octets, 992 as sent
+    assert len(body) + len(body) // 3 + 8 >= len(dot_stuff(body)) - 3
+
+
+@pytest.mark.parametrize("split", range(1, 5))
+def test_size_limit_with_the_terminator_straddling_reads(split):
+    """The terminator's "." (and CR) in one read and the rest in the next count as the
+    message's for a moment; a message at the limit still fits, and is kept whole."""
+    rx = DataReceiver(True, 4)
+    wire = b"..c\r\n.\r\n"  # the message is ".c\r\n", 4 octets
+    cut = len(wire) - 5 + split
+    assert rx.feed(wire[:cut]) == -1
+    assert rx.feed(wire[cut:]) == len(wire) - cut
+    assert not rx.oversize and rx.body() == b".c\r\n"
 
 
 @given(st.lists(st.integers(990, 1002), min_size=1, max_size=5), st.integers(1, 1500))

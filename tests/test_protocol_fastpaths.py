@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from smtpbench.protocol.commands import _SIMPLE_PATHS, _parse_path, parse_path_and_params
-from smtpbench.protocol.data import TERMINATOR, _long_line_after, find_terminator
+from smtpbench.protocol.data import TERMINATOR, _long_line_after, find_terminator, find_terminator_counting
 from smtpbench.protocol.errors import ProtocolError
 from smtpbench.protocol.limits import MAX_PATH, MAX_TEXT_LINE
 
@@ -79,6 +79,13 @@ def test_find_terminator_is_find(body, long):
 def test_find_terminator_after_many_dots(pad):
     body = pad + b"a. b. c. d. e. f. g. h. i. j. k.\r\n.x\r\n..\r\n.\r\nMAIL"
     assert find_terminator(body) == body.find(TERMINATOR) > 0
+
+
+@given(BODY, st.booleans(), st.integers(0, 3))
+def test_find_terminator_counting_is_find_and_count(body, long, dot_lines):
+    body = (PAD if long else b"") + b"x\r\n.y" * (40 * dot_lines) + body  # past its dot-by-dot and find loops
+    end = body.find(TERMINATOR)
+    assert find_terminator_counting(body) == (end, body.count(b"\r\n.", 0, end if end >= 0 else len(body)))
 
 
 @given(BODY, st.integers(0, 40), st.integers(0, 40))

@@ -2,6 +2,7 @@
 timeouts, graceful shutdown, flow control, stats outputs, configuration errors
 and hostile clients. Everything over real loopback sockets."""
 
+import asyncio
 import json
 import os
 import random
@@ -250,6 +251,27 @@ def test_size_and_recipient_limits_with_smtplib(start_sink):
     assert final["replies"]["552"] == 2 and final["replies"]["452"] == 1
 
 
+@pytest.mark.parametrize("limit", [2048, 300 * 1024])  # a body in one read, and in many
+def test_message_at_the_size_limit_fits_however_many_dot_lines(start_sink, limit):
+    """RFC 1870 §3/§4: SIZE counts the message's octets, not the dots stuffing adds to lines
+    that start with "." (RFC 5321 §4.5.2): a message of exactly the advertised size is accepted."""
+    sink = start_sink("--max-message-size", str(limit))
+    head = b"Subject: dots\r\n\r\n"
+    lines = b".dot line\r\nplain line\r\n" * ((limit - len(head)) // 23)
+    msg = head + lines + b"x" * (limit - len(head) - len(lines) - 2) + b"\r\n"
+    assert len(msg) == limit
+    with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
+        client.ehlo()
+        assert client.esmtp_features["size"] == str(limit)
+        assert client.sendmail("a@example.org", ["b@example.net"], msg) == {}  # declares SIZE=limit
+        for body, code in ((msg, 250), (b"x" + msg, 552)):  # undeclared; then one octet more
+            assert client.docmd("MAIL", "FROM:<a@example.org>")[0] == 250
+            assert client.docmd("RCPT", "TO:<b@example.net>")[0] == 250
+            assert client.data(body)[0] == code
+    final = sink.stop()
+    assert final["messages"] == 2 and final["replies"]["552"] == 1
+
+
 def test_hidden_extensions_are_not_offered(start_sink):
     sink = start_sink("--hide", "SMTPUTF8", "--hide", "PIPELINING")
     with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
@@ -417,6 +439,44 @@ def test_http_stats_endpoint(start_sink, workers):
     assert 'smtpbench_sink_replies_total{code="354"} 3' in samples
     assert get(f"http://127.0.0.1:{port}/nothing")[0] == 404
     sink.stop()
+
+
+def _ask_stats_endpoint(monkeypatch, request: bytes, timeout: float = 0.3) -> tuple[bytes, float]:
+    """Send ``request`` to the stats endpoint, in-process (its request timeout cut to ``timeout``);
+    return what came back before the close and how long the close took."""
+    from smtpbench.sink import http
+    monkeypatch.setattr(http, "REQUEST_TIMEOUT", timeout, raising=False)
+
+    async def main():
+        server = await http.serve_stats("127.0.0.1", 0, lambda: {"messages": 7})
+        reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+        start = time.monotonic()
+        writer.write(request)
+        try:
+            got = await asyncio.wait_for(reader.read(), 5)  # to EOF
+        finally:
+            writer.close()
+            server.close()
+        return got, time.monotonic() - start
+
+    return asyncio.run(main())
+
+
+@pytest.mark.parametrize("request_", [b"", b"GET /sta", b"GET /stats HTTP/1.1\r\nHost: x\r\n"],
+                         ids=["nothing", "partial-line", "unfinished-head"])
+def test_stats_endpoint_does_not_wait_for_ever_for_a_request(monkeypatch, request_):
+    # A client that connected and sent nothing, or part of a request, held its connection (and
+    # buffer) for ever: many such accumulate. It gets 408 after the request timeout, then the close.
+    got, took = _ask_stats_endpoint(monkeypatch, request_)
+    assert got.startswith(b"HTTP/1.1 408 ") and got.endswith(b"\r\n\r\nrequest timeout\n")
+    assert 0.25 <= took < 3, f"closed after {took:.2f} s"
+
+
+def test_stats_endpoint_caps_the_request_and_still_answers(monkeypatch):
+    got, took = _ask_stats_endpoint(monkeypatch, b"GET /" + b"x" * 9000)  # no line end yet: over 8 KiB
+    assert got.startswith(b"HTTP/1.1 431 ") and took < 0.25
+    got, took = _ask_stats_endpoint(monkeypatch, b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 200 ") and json.loads(got.split(b"\r\n\r\n", 1)[1]) == {"messages": 7}
 
 
 def test_stats_interval_prints_lines(start_sink):

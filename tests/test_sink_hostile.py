@@ -136,3 +136,26 @@ def test_a_stalled_implicit_tls_handshake_ends_with_the_idle_timeout(start_sink)
         took = time.monotonic() - start
     assert took < 5, f"held for {took:.1f} s"
     sink.stop()
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+@pytest.mark.parametrize("hello", [b"EHLO plain.example\r\n", b"\xff" * 64], ids=["plaintext", "garbage"])
+def test_a_failed_implicit_tls_handshake_is_counted_and_closed(start_sink, loop, hello):
+    # RFC 8314 implicit TLS: octets that are not a ClientHello end the handshake at once. The
+    # handshake is the TLS layer's, before the connection reaches our protocol, so the failure
+    # went uncounted (a failed STARTTLS one is counted). A client that closes before sending
+    # anything (a port probe, the fixture's own) is no handshake and is not counted.
+    sink = start_sink("--implicit-tls", "--loop", loop)
+    with socket.create_connection((sink.host, sink.port)) as sock:
+        sock.settimeout(10)
+        start = time.monotonic()
+        sock.sendall(hello)
+        try:
+            while sock.recv(4096):  # at most a TLS alert, then the close
+                pass
+        except ConnectionResetError:
+            pass
+        took = time.monotonic() - start
+    assert took < 5, f"held for {took:.1f} s"
+    final = sink.stop()
+    assert (final["tls_failures"], final["tls_handshakes"], final["connections_current"]) == (1, 0, 0)

@@ -15,9 +15,12 @@ credentials, inject faults) are delegated to a :class:`ServerHooks` object.
 from __future__ import annotations
 
 from .commands import parse_path_and_params, split_command_line
-from .data import SEAM_STARTS, TERMINATOR, DataReceiver, find_terminator, long_line_in
+from .data import (
+    SEAM_STARTS, TERMINATOR, DataReceiver, dots_matter, find_terminator, long_line_in, unstuffed_size,
+)
 from .errors import ProtocolError
 from .limits import MAX_COMMAND_LINE
+from .mail_params import check_mail_params
 from .replies import format_reply
 from .server_auth import AuthMixin
 from .server_chunking import ChunkingMixin
@@ -365,40 +368,13 @@ class ServerSession(AuthMixin, ChunkingMixin):
             path, params = parse_path_and_params(arg, b"FROM:", allow_null=True, utf8=c.utf8)
         else:
             path, params = known[0], known[1].copy() if known[1] else {}  # the envelope's own
-        utf8 = self._mail_params(params) if params else False
+        utf8 = check_mail_params(params, c, self._has("AUTH")) if params else False
         if not utf8 and not path.isascii():
             raise ProtocolError(553, "5.6.7", "Non-ASCII address needs SMTPUTF8 (RFC 6531 3.5)")
         self.envelope = new_envelope(path, params, self._blank.helo, utf8)
         self.state = MAIL
         self._out.append(c.sender_ok)
         self.counters.ok_250 += 1
-
-    def _mail_params(self, params: dict[str, str | None]) -> bool:
-        """Check MAIL's ESMTP parameters against what was offered; True for SMTPUTF8 (RFC 6531 §3.4)."""
-        c = self._c
-        utf8 = False
-        for key, value in params.items():
-            if key == "SIZE" and c.size:
-                if value is None or not (value.isascii() and value.isdigit()):
-                    raise ProtocolError(501, "5.5.4", "Bad SIZE parameter")
-                if int(value) > c.max_message_size:
-                    # RFC 1870 §6.1: refuse up front when the declared size is too big.
-                    raise ProtocolError(552, "5.3.4", "Message size exceeds fixed limit")
-            elif key == "BODY" and c.eightbit:
-                allowed = ("7BIT", "8BITMIME", "BINARYMIME") if c.binary else ("7BIT", "8BITMIME")
-                if value is None or value.upper() not in allowed:
-                    raise ProtocolError(501, "5.5.4", "BODY must be one of " + ", ".join(allowed))
-            elif key == "SMTPUTF8" and c.utf8:
-                if value is not None:
-                    raise ProtocolError(501, "5.5.4", "SMTPUTF8 takes no value")
-                utf8 = True
-            elif key in ("RET", "ENVID") and c.dsn:
-                pass  # RFC 3461 §4.3-4.4: accepted; a sink never sends DSNs
-            elif key == "AUTH" and self._has("AUTH"):
-                pass  # RFC 4954 §5
-            else:
-                raise ProtocolError(555, "5.5.4", f"Unsupported parameter {key}")
-        return utf8
 
     def _rcpt(self, arg: bytes) -> None:
         state = self.state
@@ -452,7 +428,7 @@ class ServerSession(AuthMixin, ChunkingMixin):
                 end = buf.find(TERMINATOR) if len(buf) < 4096 else find_terminator(buf)
                 if end >= 0:
                     size = end + 2  # the body keeps the CRLF before "."
-                    if size > c.max_message_size:
+                    if size > c.max_message_size and unstuffed_size(buf, size) > c.max_message_size:
                         self._finish(None, size, _TOO_BIG)
                     elif c.check_lines and long_line_in(buf, size):
                         self._finish(None, size, _LONG_LINE)
@@ -460,7 +436,8 @@ class ServerSession(AuthMixin, ChunkingMixin):
                         self._finish(None, size, None)
                     return end + 5
             cfg = self.config
-            rx = self._data = DataReceiver(cfg.keep_body, cfg.max_message_size, cfg.check_line_length, cfg.keep_head)
+            rx = self._data = DataReceiver(cfg.keep_body, cfg.max_message_size, cfg.check_line_length, cfg.keep_head,
+                                           dots_matter(self.envelope.mail_params.get("SIZE"), cfg.max_message_size))
         end = rx.feed(buf, pos)
         if end >= 0:
             self._end_of_data()

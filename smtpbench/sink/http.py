@@ -2,7 +2,8 @@
 
 Two read-only routes do not justify a web framework dependency in the sink's
 processes; this is a bounded HTTP/1.0-style responder on asyncio (the request
-head is capped at 8 KiB and the connection closes after one answer).
+head is capped at 8 KiB, its body at 64 KiB, the whole request must arrive
+within REQUEST_TIMEOUT, and the connection closes after one answer).
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from .stats import prometheus
 
 MAX_HEAD = 8192
 MAX_BODY = 65536
+#: Seconds from connect to a whole request, then 408 (RFC 9110 §15.5.9) and the close. Once per
+#: connection, not per read: a client that sent nothing, or a request an octet at a time, held
+#: its connection and buffer for ever, and many such accumulate. (Module level: tests shorten it.)
+REQUEST_TIMEOUT = 5.0
 
 
 class StatsHTTP(asyncio.Protocol):
@@ -23,9 +28,20 @@ class StatsHTTP(asyncio.Protocol):
         self.extra = extra
         self.buf = bytearray()
         self.transport = None
+        self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self.timer = asyncio.get_running_loop().call_later(REQUEST_TIMEOUT, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        self._send(408, "text/plain", b"request timeout\n")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
@@ -62,7 +78,12 @@ class StatsHTTP(asyncio.Protocol):
                 self._send(*answer)
 
     def _send(self, status: int, ctype: str, body: bytes) -> None:
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 413: "Content Too Large",
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.transport.is_closing():
+            return  # answered already
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 408: "Request Timeout", 413: "Content Too Large",
                   431: "Request Header Fields Too Large"}.get(status, "")
         head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
                 "Connection: close\r\n\r\n").encode()

@@ -153,23 +153,41 @@ class SinkServer:
         else:
             self.policy.set_rules(rules)
 
-    def _implicit(self) -> dict:
-        """create_server's TLS arguments: none, or implicit TLS (RFC 8314) whose handshake is
+    def _implicit_tls(self, loop: asyncio.AbstractEventLoop):
+        """The protocol factory for implicit TLS (RFC 8314): the TLS protocol over each connection,
+        made as ``create_server(ssl=...)`` makes it (the loop's own class), but with a waiter of
+        ours. The handshake comes before the connection reaches SinkConnection, which never hears
+        of one that failed: counted here, as a failed STARTTLS one is (_upgrade). Not a peer that
+        closed first: a port probe or health check that never sent a ClientHello. The handshake is
         bounded by the idle timeout (asyncio's default, 60 s, held a stalled one past it)."""
-        if not self.settings.implicit_tls:
-            return {}
+        if type(loop).__module__.startswith("uvloop"):
+            from uvloop.loop import SSLProtocol
+        else:
+            from asyncio.sslproto import SSLProtocol
         timeout = self.settings.idle_timeout
-        return {"ssl": self.ssl, **({"ssl_handshake_timeout": timeout} if timeout > 0 else {})}  # (it must be > 0)
+        timeout = timeout if timeout > 0 else None  # (it must be > 0)
+        stats = self.stats
+
+        def handshake_done(waiter: asyncio.Future) -> None:
+            if not waiter.cancelled() and not isinstance(waiter.exception(), (type(None), ConnectionResetError)):
+                stats.tls_failures += 1  # not a ClientHello (ssl.SSLError), or stalled past the timeout
+
+        def factory() -> asyncio.BaseProtocol:
+            waiter = loop.create_future()
+            waiter.add_done_callback(handshake_done)
+            return SSLProtocol(loop, SinkConnection(self), self.ssl, waiter, server_side=True,
+                               ssl_handshake_timeout=timeout)
+        return factory
 
     async def listen(self, address: Address, reuse_port: bool = False, sock: socket.socket | None = None) -> list[tuple]:
         """Start accepting; return the bound socket names (port 0 picks a free port)."""
         loop = asyncio.get_running_loop()
-        factory = lambda: SinkConnection(self)  # noqa: E731
+        factory = self._implicit_tls(loop) if self.settings.implicit_tls else lambda: SinkConnection(self)
         if sock is not None:
-            server = await loop.create_server(factory, sock=sock, backlog=4096, **self._implicit())
+            server = await loop.create_server(factory, sock=sock, backlog=4096)
         elif address.path:
             _clear_stale_socket(address.path)
-            server = await loop.create_unix_server(factory, address.path, backlog=4096, **self._implicit())
+            server = await loop.create_unix_server(factory, address.path, backlog=4096)
             try:
                 made = os.lstat(address.path)
                 self._socket_files.append((address.path, made.st_dev, made.st_ino))
@@ -177,7 +195,7 @@ class SinkServer:
                 pass
         else:
             server = await loop.create_server(factory, address.host, address.port, backlog=4096,
-                                              reuse_port=reuse_port or None, **self._implicit())
+                                              reuse_port=reuse_port or None)
         self._servers.append(server)
         self._sweeper = self._sweeper or asyncio.ensure_future(self._sweep())
         return [s.getsockname() for s in server.sockets]
