@@ -159,3 +159,35 @@ def test_a_failed_implicit_tls_handshake_is_counted_and_closed(start_sink, loop,
     assert took < 5, f"held for {took:.1f} s"
     final = sink.stop()
     assert (final["tls_failures"], final["tls_handshakes"], final["connections_current"]) == (1, 0, 0)
+
+
+def test_implicit_tls_without_the_loops_tls_class_still_serves(monkeypatch):
+    # The counted handshake builds the loop's own TLS protocol class, which is not public API. A
+    # loop where it cannot be found must still serve implicit TLS, as create_server makes it.
+    import asyncio
+    import smtplib
+    import ssl
+
+    from smtpbench.addresses import Address
+    from smtpbench.scenario import Sink
+    from smtpbench.sink import server as sink_server
+    from smtpbench.sink.server import SinkServer
+
+    monkeypatch.setattr(sink_server, "loop_tls_protocol", lambda loop: None)
+    server = SinkServer(Sink(implicit_tls=True))
+    loop = asyncio.new_event_loop()
+    try:
+        (host, port, *_), = loop.run_until_complete(server.listen(Address("127.0.0.1", 0)))
+
+        def send() -> dict:
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            with smtplib.SMTP_SSL(host, port, context=context, timeout=10) as client:
+                return client.sendmail("a@example.com", ["b@example.com"], b"Subject: t\r\n\r\nhi\r\n")
+
+        refused = loop.run_until_complete(loop.run_in_executor(None, send))
+        assert refused == {}
+        assert (server.stats.tls_handshakes, server.stats.messages) == (1, 1)
+    finally:
+        loop.run_until_complete(server.drain(0))
+        loop.close()

@@ -8,6 +8,7 @@ import os
 import socket
 import ssl
 import stat
+from typing import Callable
 
 from ..addresses import Address
 from ..protocol.server import Envelope, ServerConfig, ServerHooks
@@ -111,6 +112,20 @@ def _clear_stale_socket(path: str) -> None:
     raise OSError(errno.EADDRINUSE, f"another server is listening on {path}")
 
 
+def loop_tls_protocol(loop: asyncio.AbstractEventLoop) -> type | None:
+    """The class ``loop.create_server(ssl=...)`` wraps each connection in, or None when it cannot be
+    found: it is not public API (uvloop's is ``uvloop.loop.SSLProtocol``, asyncio's
+    ``asyncio.sslproto.SSLProtocol``), and a uvloop without it must still serve implicit TLS."""
+    try:
+        if type(loop).__module__.startswith("uvloop"):
+            from uvloop.loop import SSLProtocol
+        else:
+            from asyncio.sslproto import SSLProtocol
+    except ImportError:
+        return None
+    return SSLProtocol
+
+
 class SinkServer:
     """The sink in one process (a worker, or the only process)."""
 
@@ -153,19 +168,19 @@ class SinkServer:
         else:
             self.policy.set_rules(rules)
 
-    def _implicit_tls(self, loop: asyncio.AbstractEventLoop):
+    def _implicit_tls(self, loop: asyncio.AbstractEventLoop) -> tuple[Callable | None, dict]:
         """The protocol factory for implicit TLS (RFC 8314): the TLS protocol over each connection,
         made as ``create_server(ssl=...)`` makes it (the loop's own class), but with a waiter of
         ours. The handshake comes before the connection reaches SinkConnection, which never hears
         of one that failed: counted here, as a failed STARTTLS one is (_upgrade). Not a peer that
         closed first: a port probe or health check that never sent a ClientHello. The handshake is
-        bounded by the idle timeout (asyncio's default, 60 s, held a stalled one past it)."""
-        if type(loop).__module__.startswith("uvloop"):
-            from uvloop.loop import SSLProtocol
-        else:
-            from asyncio.sslproto import SSLProtocol
+        bounded by the idle timeout (asyncio's default, 60 s, held a stalled one past it). Returns the
+        factory (None: the plain one) and create_server's TLS arguments."""
         timeout = self.settings.idle_timeout
         timeout = timeout if timeout > 0 else None  # (it must be > 0)
+        SSLProtocol = loop_tls_protocol(loop)
+        if SSLProtocol is None:  # TLS as create_server makes it, its failures uncounted
+            return None, {"ssl": self.ssl, **({"ssl_handshake_timeout": timeout} if timeout else {})}
         stats = self.stats
 
         def handshake_done(waiter: asyncio.Future) -> None:
@@ -177,17 +192,18 @@ class SinkServer:
             waiter.add_done_callback(handshake_done)
             return SSLProtocol(loop, SinkConnection(self), self.ssl, waiter, server_side=True,
                                ssl_handshake_timeout=timeout)
-        return factory
+        return factory, {}
 
     async def listen(self, address: Address, reuse_port: bool = False, sock: socket.socket | None = None) -> list[tuple]:
         """Start accepting; return the bound socket names (port 0 picks a free port)."""
         loop = asyncio.get_running_loop()
-        factory = self._implicit_tls(loop) if self.settings.implicit_tls else lambda: SinkConnection(self)
+        factory, tls = self._implicit_tls(loop) if self.settings.implicit_tls else (None, {})
+        factory = factory or (lambda: SinkConnection(self))
         if sock is not None:
-            server = await loop.create_server(factory, sock=sock, backlog=4096)
+            server = await loop.create_server(factory, sock=sock, backlog=4096, **tls)
         elif address.path:
             _clear_stale_socket(address.path)
-            server = await loop.create_unix_server(factory, address.path, backlog=4096)
+            server = await loop.create_unix_server(factory, address.path, backlog=4096, **tls)
             try:
                 made = os.lstat(address.path)
                 self._socket_files.append((address.path, made.st_dev, made.st_ino))
@@ -195,7 +211,7 @@ class SinkServer:
                 pass
         else:
             server = await loop.create_server(factory, address.host, address.port, backlog=4096,
-                                              reuse_port=reuse_port or None)
+                                              reuse_port=reuse_port or None, **tls)
         self._servers.append(server)
         self._sweeper = self._sweeper or asyncio.ensure_future(self._sweep())
         return [s.getsockname() for s in server.sockets]
