@@ -301,12 +301,26 @@ def save(result: dict, folder: str, name: str = "result.json") -> str:
 
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, name)
-    tmp = path + ".tmp"
-    with STOP.scratch(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(_lines(result))
-        os.replace(tmp, path)
+    with STOP.scratch(path + ".tmp"):
+        write_atomic(path, _lines(result))
     return path
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write ``path`` through ``path.tmp`` renamed into place: a reader never sees half a file. A
+    write that fails (a full disk, a Ctrl-C) removes the ``.tmp`` instead of leaving it beside
+    the results."""
+    tmp = path + ".tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def _lines(result: dict) -> str:

@@ -229,3 +229,16 @@ def test_a_second_signal_while_the_result_is_written_leaves_no_tmp(tmp_path, mon
         results.save({"run_id": "x"}, str(tmp_path))
     assert codes == [128 + signal.SIGTERM]
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_write_that_fails_leaves_no_tmp(tmp_path):
+    """A result or report write that fails half-way (here a string that cannot be encoded; a full
+    disk or a Ctrl-C while the report is written alike) left its .tmp beside the results."""
+    from smtpbench.results import write_atomic
+
+    path = tmp_path / "index.html"
+    with pytest.raises(UnicodeEncodeError):
+        write_atomic(str(path), "x" * 100_000 + "\ud800")
+    assert list(tmp_path.iterdir()) == []
+    write_atomic(str(path), "ok")
+    assert [p.name for p in tmp_path.iterdir()] == ["index.html"] and path.read_text() == "ok"

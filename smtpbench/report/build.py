@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from ..results import folder_name
+from ..results import folder_name, write_atomic
 from . import compare as cmp
 from . import exports, figures, html, plots, tables
 
@@ -43,10 +43,7 @@ def report_dir(result: dict, base: str = REPORTS_DIR) -> str:
 
 def _write(folder: str, name: str, text: str) -> str:
     path = os.path.join(folder, name)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_atomic(path, text)
     return path
 
 
