@@ -38,7 +38,9 @@ def test_dot_stuff(body, wire):
 
 
 @pytest.mark.parametrize("wire, body", [(b"..x\r\n", b".x\r\n"), (b"a\r\n...\r\n", b"a\r\n..\r\n"),
-                                        (b"x.\r\n", b"x.\r\n")])
+                                        (b"x.\r\n", b"x.\r\n"),
+                                        # an unstuffed line: its "." goes (RFC 5321 §4.5.2), as counted
+                                        (b".x\r\n.y\r\n", b"x\r\ny\r\n")])
 def test_unstuff(wire, body):
     assert unstuff(wire) == body
 
@@ -105,7 +107,8 @@ def test_only_crlf_dot_crlf_ends_the_body(fake, chunk):
     assert end == -1
     rx, _, end = receive(smuggled + b"\r\n.\r\n", chunk)
     assert end >= 0
-    assert rx.body() == smuggled.replace(b"\r\n..", b"\r\n.") + b"\r\n"
+    # Each line's first "." goes (RFC 5321 §4.5.2), the fake terminator's too: it has more after it.
+    assert rx.body() == smuggled.replace(b"\r\n.", b"\r\n") + b"\r\n"
 
 
 @pytest.mark.parametrize("chunk", [None, 1, 999, 1000, 1001])

@@ -170,7 +170,8 @@ def test_smuggled_commands_stay_in_the_body(dialog, fake):
     smuggled = b"hi" + fake + b"MAIL FROM:<evil@example.org>\r\nRCPT TO:<v@example.net>\r\nDATA\r\n"
     assert d.codes(b"DATA\r\n" + smuggled) == [354]
     assert d.codes(b".\r\n") == [250]
-    assert d.bodies == [smuggled]
+    # A line that starts with "." loses it (RFC 5321 §4.5.2; Postfix's smtpd does the same).
+    assert d.bodies == [smuggled.replace(b"\r\n.", b"\r\n")]
 
 
 def test_data_never_ends_memory_stays_bounded():

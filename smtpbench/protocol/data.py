@@ -36,10 +36,12 @@ def stuffed_dots(pieces) -> int:
 
 
 def unstuff(body: bytes) -> bytes:
-    """Undo dot-stuffing of a body received without its final ``.\\r\\n``."""
+    """Undo dot-stuffing of a body received without its final ``.\\r\\n``: a line's first "." is
+    deleted (RFC 5321 §4.5.2), the doubled one of a line that starts with "." and the lone one a
+    client that did not stuff sent, alike, as the size limit counts it (:func:`unstuffed_size`)."""
     if body.startswith(b"."):
         body = body[1:]
-    return body.replace(b"\r\n..", b"\r\n.")
+    return body.replace(DOT_LINE, b"\r\n")
 
 
 def normalise_crlf(raw: bytes) -> bytes:
