@@ -122,6 +122,10 @@ def _init(environment, **_kw) -> None:
         P.role = "worker"
         runner.register_message(MSG_SETUP, _on_setup)
         runner.register_message(MSG_STOP, _on_stop_request, concurrent=True)
+        # Added after the runner's own listener, so it runs before it (quitting fires in reverse): a
+        # worker quitting mid-run (its Ctrl-C or SIGTERM) sends its final delta before Locust's "quit",
+        # after which the master reads nothing more from it.
+        environment.events.quitting.add_listener(_worker_quitting)
         return
     P.role = "master" if isinstance(runner, MasterRunner) else "local"
     try:
@@ -322,6 +326,12 @@ def _test_stop(environment, **_kw) -> None:
         while not collector.complete() and time.monotonic() < deadline:
             gevent.sleep(0.05)
         _write_result(environment)
+
+
+def _worker_quitting(environment, **_kw) -> None:
+    work = P.work
+    if work is not None and not work.finished:
+        environment.runner.stop()   # its users stop; test_stop sends the final delta
 
 
 def _on_final(environment, msg, **_kw) -> None:
