@@ -270,6 +270,50 @@ def _assert_complete(run: Run) -> None:
     assert t["ok"] + t["warmup_ok"] == run.sink["messages"] > 0, run
 
 
+def _processes_with(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if text in args:
+            found.append(args.replace("\0", " "))
+    return found
+
+
+def test_sigterm_ends_a_headless_run_with_its_result(tmp_path):
+    """Locust sets its SIGTERM handler only after a headless shape test: a SIGTERM (``timeout``, systemd)
+    killed the process mid-run, with no result. It now ends the run as Ctrl-C does, said in the result."""
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(STOPPED)
+    run = _stopped_midway(tmp_path, [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--scenario",
+                                     str(scenario), "--host", "SINK", "--smtp-out", str(tmp_path / "run"),
+                                     "--only-summary"],
+                          lambda proc, _: proc.send_signal(signal.SIGTERM))
+    assert run.proc.returncode == 128 + signal.SIGTERM, run
+    assert run.result["interrupted"]["signal"] == "SIGTERM"
+    assert 0 < run.result["interrupted"]["at_s"] < 30, run.result["interrupted"]
+    _assert_complete(run)
+
+
+def test_smtpbench_locust_passes_a_signal_on_to_its_master(tmp_path):
+    """``kill`` of `smtpbench locust` alone left its master and workers running the whole load as orphans,
+    with no result when it exited. The master now gets the signal and ends the run with its result."""
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(STOPPED)
+    out = tmp_path / "run"
+    run = _stopped_midway(tmp_path, [sys.executable, "-m", "smtpbench", "locust", str(scenario), "--workers", "2",
+                                     "--target", "SINK", "--out", str(out), "--no-report",
+                                     "--locust-arg=--only-summary"],
+                          lambda proc, _: proc.send_signal(signal.SIGTERM))
+    assert run.proc.returncode == 128 + signal.SIGTERM, run
+    assert run.result["interrupted"]["signal"] == "SIGTERM"
+    assert [w["reports"] > 0 for w in run.result["health"]["workers"]] == [True, True]
+    _assert_complete(run)
+    assert not _processes_with(str(out)), "the Locust master outlived smtpbench locust"
+
+
 def test_a_worker_stopped_midway_sends_its_final_report(tmp_path):
     """A worker's Ctrl-C or SIGTERM: its final delta went after Locust's "quit", which the master read
     last, so the run came out invalid with the worker's figures missing (and ended 40 s late)."""
