@@ -241,3 +241,14 @@ def test_an_open_loop_takes_no_more_processes_than_its_connection_cap(start_sink
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     assert result["environment"]["processes"] == 2
     assert max(result["timeseries"]["connections"]) <= 2, result["timeseries"]["connections"]
+
+
+def test_a_rate_beyond_a_million_per_second_is_refused(tmp_path):
+    """rate = 1e300 passed validation; run then took arrivals due at t0 forever (3.5 GB, and Ctrl-C
+    did not stop it): the schedule's times are whole microseconds."""
+    for text in ("[load]\nrate = 1e300\n", "[[load.stages]]\nduration = \"5s\"\nrate = 2e6\n"):
+        path = tmp_path / "fast.toml"
+        path.write_text(text)
+        assert_usage_error(smtpbench(tmp_path, "validate", str(path)), "fast.toml", "load.", "rate", "1000000")
+    assert_usage_error(smtpbench(tmp_path, "run", "--rate", "1e12", "--duration", "1s"), "--rate", "1000000")
+
