@@ -252,3 +252,12 @@ def test_a_rate_beyond_a_million_per_second_is_refused(tmp_path):
         assert_usage_error(smtpbench(tmp_path, "validate", str(path)), "fast.toml", "load.", "rate", "1000000")
     assert_usage_error(smtpbench(tmp_path, "run", "--rate", "1e12", "--duration", "1s"), "--rate", "1000000")
 
+
+def test_more_sessions_than_messages_end_with_the_messages(start_sink, tmp_path):
+    """The closed loop went on counting through every session it did not open: 10**9 sessions for
+    --messages 5 kept the command busy for minutes after the five were sent."""
+    sink = start_sink()
+    done = smtpbench(tmp_path, "run", "--target", sink.address, "--sessions", str(10**9), "--messages", "5",
+                     "--out", str(tmp_path / "run"), timeout=60)
+    assert done.returncode in (0, 3), done.stdout + done.stderr
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["totals"]["ok"] == 5
