@@ -177,19 +177,23 @@ def execute_load(scenario, target, kind: str, run_id: str) -> dict:
     import time
 
     from .console import Progress
-    from .load.procs import run_load
+    from .load.plan import connections
+    from .load.procs import StartTimeout, run_load
     from .load.stopping import STOP
     from .results import build_result
 
     processes = resolve_workers(scenario.load.processes)
-    if scenario.load.model == "closed":
-        # Processes share whole sessions: one without a session would wait forever for its share
-        # of a --messages run.
-        processes = max(1, min(processes, scenario.load.sessions))
+    # Processes share whole sessions (closed loop): one without a session would wait forever for its
+    # share of a --messages run. In an open loop each process holds at least one connection, so more
+    # processes than max_connections would open more connections than the cap.
+    processes = max(1, min(processes, connections(scenario)))
     progress = Progress(scenario.load.duration)
     started = time.time()
     try:
         merged = run_load(scenario, target, run_id, processes, progress.update)
+    except StartTimeout as e:
+        raise ScenarioError(f"{e} ({processes} processes on {resolve_workers('auto')} CPUs); key 'load.processes' "
+                            "(--processes): give fewer, a positive integer or 'auto' (= the CPUs)") from None
     finally:
         progress.close()
     result = build_result(scenario, merged, run_id=run_id, kind=kind, command=" ".join(["smtpbench", *sys.argv[1:]]),

@@ -165,11 +165,16 @@ class Sink(_Table):
         return self.implicit_tls or "STARTTLS" in self.advertise
 
 
+#: msgs/s: intended times are whole microseconds. Far above, the schedule's float time stopped advancing
+#: (rate = 1e300: the pacer took arrivals due at t0 forever, gigabytes, and Ctrl-C could not stop it).
+MAX_RATE = 1_000_000
+
+
 class Stage(_Table):
     """One open-loop stage: move to ``rate`` msgs/s over ``duration`` (linear ramp when ``ramp``)."""
 
     duration: Duration
-    rate: float = Field(ge=0.0)
+    rate: float = Field(ge=0.0, le=MAX_RATE)
     ramp: bool = False
 
 
@@ -199,7 +204,7 @@ class Load(_Table):
     sessions: int = Field(10, ge=1)
     messages_per_connection: int = Field(100, ge=0)
     think_time: Duration = 0.0
-    rate: float | None = Field(None, gt=0)
+    rate: float | None = Field(None, gt=0, le=MAX_RATE)
     arrival: Literal["constant", "poisson"] = "constant"
     stages: list[Stage] = Field(default_factory=list)
     max_connections: int = Field(100, ge=1)

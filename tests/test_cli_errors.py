@@ -3,6 +3,7 @@ wrong and what is allowed, never a traceback, and a finished run's results never
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -213,3 +214,50 @@ def test_a_target_on_port_0_is_refused(tmp_path):
     done = smtpbench(tmp_path, "run", "--target", "127.0.0.1:0", "--messages", "3", "--out", "out")
     assert_usage_error(done, "--target: port 0 is no server's")
     assert not (tmp_path / "out").exists()
+
+
+# -- generator processes ------------------------------------------------------------------------
+
+
+def test_generator_processes_that_do_not_start_in_time_are_named_not_a_traceback(tmp_path):
+    """`run --processes 120` on two CPUs: the spawned interpreters were not ready within 60 s and the
+    command ended in a RuntimeError traceback (exit 1). The wait is made short here."""
+    code = ("import sys; import smtpbench.load.procs as procs; procs.READY_TIMEOUT = 0.001; "
+            "from smtpbench.cli import main; sys.exit(main(sys.argv[1:]))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", code, "run", "--target", f"127.0.0.1:{free_port()}", "--sessions",
+                           "2", "--processes", "2", "--duration", "1s", "--out", str(tmp_path / "run")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert_usage_error(done, "did not start within", "'load.processes'", "--processes", "'auto'")
+
+
+def test_an_open_loop_takes_no_more_processes_than_its_connection_cap(start_sink, tmp_path):
+    """Each generator process holds at least one connection: three processes under max_connections = 2
+    opened three. Like sessions in a closed loop, the cap now bounds the processes."""
+    sink = start_sink()
+    done = smtpbench(tmp_path, "run", "--target", sink.address, "--rate", "20", "--max-connections", "2",
+                     "--processes", "3", "--duration", "1s", "--out", str(tmp_path / "run"), timeout=120)
+    assert done.returncode in (0, 3), done.stdout + done.stderr   # (3: a busy machine's generator health)
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["environment"]["processes"] == 2
+    assert max(result["timeseries"]["connections"]) <= 2, result["timeseries"]["connections"]
+
+
+def test_a_rate_beyond_a_million_per_second_is_refused(tmp_path):
+    """rate = 1e300 passed validation; run then took arrivals due at t0 forever (3.5 GB, and Ctrl-C
+    did not stop it): the schedule's times are whole microseconds."""
+    for text in ("[load]\nrate = 1e300\n", "[[load.stages]]\nduration = \"5s\"\nrate = 2e6\n"):
+        path = tmp_path / "fast.toml"
+        path.write_text(text)
+        assert_usage_error(smtpbench(tmp_path, "validate", str(path)), "fast.toml", "load.", "rate", "1000000")
+    assert_usage_error(smtpbench(tmp_path, "run", "--rate", "1e12", "--duration", "1s"), "--rate", "1000000")
+
+
+def test_more_sessions_than_messages_end_with_the_messages(start_sink, tmp_path):
+    """The closed loop went on counting through every session it did not open: 10**9 sessions for
+    --messages 5 kept the command busy for minutes after the five were sent."""
+    sink = start_sink()
+    done = smtpbench(tmp_path, "run", "--target", sink.address, "--sessions", str(10**9), "--messages", "5",
+                     "--out", str(tmp_path / "run"), timeout=60)
+    assert done.returncode in (0, 3), done.stdout + done.stderr
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["totals"]["ok"] == 5

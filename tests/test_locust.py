@@ -11,8 +11,10 @@ import json
 import os
 import random
 import re
+import signal
 import subprocess
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,6 +215,121 @@ def test_single_headless_process(tmp_path):
     assert int(rows["transaction"]["Request Count"]) == t["ok"]
     assert int(rows["mail"]["Request Count"]) == t["ok"]
     assert {"connect", "banner", "ehlo", "quit"} <= set(rows)
+
+
+# Stopped by a signal partway: an open loop planned for 60 s (the stop must not wait for its end).
+STOPPED = """
+name = "locust-stopped"
+seed = 9
+[load]
+model = "open"
+rate = 100
+max_connections = 4
+duration = "60s"
+drain = "2s"
+[message]
+size = "1KiB"
+"""
+
+
+def _stopped_midway(tmp_path: Path, cmd: list[str], stop, workers: list[list[str]] = ()) -> Run:
+    """Run ``cmd`` (and ``workers``) against a sink; once the sink has counted 200 messages, ``stop(proc,
+    worker_procs)``; the run's exit, result and the sink's final count."""
+    sink = _start_sink(tmp_path)
+    cmd = [part.replace("SINK", sink.address) for part in cmd]
+    out = tmp_path / "run"
+    procs = []
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        procs = [proc] + [subprocess.Popen(w, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+                          for w in workers]
+        deadline = time.monotonic() + 60
+        while sink.stats().get("messages", 0) < 200:
+            assert time.monotonic() < deadline and proc.poll() is None, "the run did not get going"
+            time.sleep(0.2)
+        stop(proc, procs[1:])
+        stdout, stderr = proc.communicate(timeout=60)
+        path = out / "result.json"
+        assert path.exists(), f"no result.json when the command ended\n{stdout[-3000:]}\n{stderr[-5000:]}"
+        result = json.loads(path.read_text())
+        for p in procs[1:]:
+            p.wait(30)
+        final = sink.stop()
+    finally:
+        for p in [*procs, sink.proc]:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    return Run(subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr), result, final, out)
+
+
+def _assert_complete(run: Run) -> None:
+    """Every worker's final report arrived, and every message the sink took is counted, once."""
+    assert not [r for r in run.result["health"]["reasons"] if "incomplete" in r or "could not" in r], run
+    t = run.result["totals"]
+    assert t["ok"] + t["warmup_ok"] == run.sink["messages"] > 0, run
+
+
+def _processes_with(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if text in args:
+            found.append(args.replace("\0", " "))
+    return found
+
+
+def test_sigterm_ends_a_headless_run_with_its_result(tmp_path):
+    """Locust sets its SIGTERM handler only after a headless shape test: a SIGTERM (``timeout``, systemd)
+    killed the process mid-run, with no result. It now ends the run as Ctrl-C does, said in the result."""
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(STOPPED)
+    run = _stopped_midway(tmp_path, [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--scenario",
+                                     str(scenario), "--host", "SINK", "--smtp-out", str(tmp_path / "run"),
+                                     "--only-summary"],
+                          lambda proc, _: proc.send_signal(signal.SIGTERM))
+    assert run.proc.returncode == 128 + signal.SIGTERM, run
+    assert run.result["interrupted"]["signal"] == "SIGTERM"
+    assert 0 < run.result["interrupted"]["at_s"] < 30, run.result["interrupted"]
+    _assert_complete(run)
+
+
+def test_smtpbench_locust_passes_a_signal_on_to_its_master(tmp_path):
+    """``kill`` of `smtpbench locust` alone left its master and workers running the whole load as orphans,
+    with no result when it exited. The master now gets the signal and ends the run with its result."""
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(STOPPED)
+    out = tmp_path / "run"
+    run = _stopped_midway(tmp_path, [sys.executable, "-m", "smtpbench", "locust", str(scenario), "--workers", "2",
+                                     "--target", "SINK", "--out", str(out), "--no-report",
+                                     "--locust-arg=--only-summary"],
+                          lambda proc, _: proc.send_signal(signal.SIGTERM))
+    assert run.proc.returncode == 128 + signal.SIGTERM, run
+    assert run.result["interrupted"]["signal"] == "SIGTERM"
+    assert [w["reports"] > 0 for w in run.result["health"]["workers"]] == [True, True]
+    _assert_complete(run)
+    assert not _processes_with(str(out)), "the Locust master outlived smtpbench locust"
+
+
+def test_a_worker_stopped_midway_sends_its_final_report(tmp_path):
+    """A worker's Ctrl-C or SIGTERM: its final delta went after Locust's "quit", which the master read
+    last, so the run came out invalid with the worker's figures missing (and ended 40 s late)."""
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text(STOPPED)
+    port = str(free_port(HOST))
+    master = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--master", "--expect-workers", "1",
+              "--master-bind-host", HOST, "--master-bind-port", port, "--scenario", str(scenario), "--host", "SINK",
+              "--smtp-out", str(tmp_path / "run"), "--only-summary"]
+    worker = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", HOST,
+              "--master-port", port]
+    started = time.monotonic()
+    run = _stopped_midway(tmp_path, master, lambda _, workers: workers[0].send_signal(signal.SIGTERM), [worker])
+    _assert_complete(run)
+    assert run.result["health"]["workers"][0]["reports"] > 0
+    assert time.monotonic() - started < 45, "the master waited for a final report that had come"
 
 
 def test_a_server_resetting_every_message_gets_no_tight_loop(tmp_path):

@@ -8,6 +8,12 @@ command-line overrides applied) is written to the run folder as
 The master's output is the user's; each worker's goes to
 ``<run folder>/locust-worker-<i>.log``.
 
+Signals, as with ``smtpbench run --processes``: the Locust processes run in a
+session of their own, so a terminal's Ctrl-C or hang-up (and ``kill`` of this
+process alone) reaches this process only, which passes the first SIGINT,
+SIGTERM or SIGHUP on to the master; the master stops the run and its workers
+and writes the result. A second signal stops them all at once, without one.
+
 This module starts processes only: it never imports Locust (which would
 monkey-patch this process).
 """
@@ -21,6 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..load.stopping import STOP, install, release
 from ..scenario import Scenario
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -64,23 +71,35 @@ def launch(scenario: Scenario, target: str, workers: int, folder: str, run_id: s
     limit = None if not scenario.load.duration else length + STARTUP_SLACK
     procs: list[subprocess.Popen] = []
     logs = []
+
+    def kill_all() -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+
+    # Before the first Popen: a signal from then on is passed on (or, the second, stops them all).
+    # Killed alone before this, the Locust processes lived on as orphans and ran the whole load.
+    install()
+    forget = STOP.listen(lambda: procs and procs[0].poll() is None and procs[0].send_signal(STOP.signum), kill_all)
     try:
-        master = subprocess.Popen(master_cmd, stdin=subprocess.DEVNULL)
+        master = subprocess.Popen(master_cmd, stdin=subprocess.DEVNULL, start_new_session=True)
         procs.append(master)
+        if STOP.signum:   # it came while the master was being started
+            master.send_signal(STOP.signum)
         for i, cmd in enumerate(worker_cmds):
             log = open(os.path.join(folder, f"locust-worker-{i}.log"), "wb")
             logs.append(log)
-            procs.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT))
+            procs.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True))
         try:
             return master.wait(limit)
         except subprocess.TimeoutExpired:
             print(f"smtpbench locust: the master did not finish within {limit:.0f} s; stopping it", file=sys.stderr)
             master.send_signal(signal.SIGTERM)
             return master.wait(30)
-        except KeyboardInterrupt:
-            # The terminal sent SIGINT to all of us; give the master time to write its result.
-            return master.wait(length + 30)
     finally:
+        forget()
+        release()
         for p in procs[1:]:
             try:
                 p.wait(WORKER_EXIT_WAIT)

@@ -95,13 +95,17 @@ class Collector:
 
     # -- out --------------------------------------------------------------------
 
-    def result(self, loop: str = "gevent", extra_reasons: list[str] | None = None) -> dict:
-        """The result document (schema of :mod:`smtpbench.results`, kind ``locust``) from what arrived."""
+    def result(self, loop: str = "gevent", extra_reasons: list[str] | None = None,
+               interrupted: dict | None = None) -> dict:
+        """The result document (schema of :mod:`smtpbench.results`, kind ``locust``) from what arrived;
+        ``interrupted`` = ``{signal, at_s}`` when a signal ended the run early (as ``smtpbench run`` says it)."""
         order = sorted(self.slices, key=lambda c: self.slices[c])
         per_worker = {cid: merge_exports(list(self.deltas[cid].values())) for cid in order}
         merged = merge_exports([ex for cid in order for ex in self.deltas[cid].values()])
         merged["processes"] = [{"cpu": cpu_series(per_worker[cid]["interval_data"]), "totals": per_worker[cid]["totals"]}
                                for cid in order]
+        if interrupted is not None:   # the run's planned length was not reached: rates up to the stop
+            merged["totals"]["interrupted_us"] = int(interrupted["at_s"] * 1e6)
         result = build_result(self.scenario, merged, run_id=self.run_id, kind="locust", command=self.command,
                               target=self.target, started_at=self.started_at, processes=len(order), loop=loop)
         workers = []
@@ -135,6 +139,8 @@ class Collector:
             health["reasons"].extend(reasons)
             health["valid"] = False
             result["verdict"] = verdict(result)
+        if interrupted is not None:
+            result["interrupted"] = interrupted
         result["locust"] = {"workers": len(order), "master": socket.gethostname(),
                             "reports": sum(len(d) for d in self.deltas.values()),
                             "duplicates_ignored": self.duplicates, "strays_ignored": self.strays}

@@ -39,10 +39,12 @@ import datetime
 import logging
 import os
 import secrets
+import signal
 import sys
 import time
 
 import gevent
+import greenlet
 from gevent.event import Event
 from locust import LoadTestShape, User, constant, events, task
 from locust.runners import MasterRunner, WorkerRunner
@@ -51,6 +53,7 @@ from ..addresses import parse_address
 from ..console import summary_text
 from ..load.pacing import Profile
 from ..load.plan import connections
+from ..load.stopping import exit_code
 from ..results import save
 from ..scenario import Scenario, ScenarioError, load
 from .collect import Collector
@@ -91,6 +94,7 @@ class _Process:
         self.idle: set[str] = set()            # workers done with their message limit
         self.run_ids: set[str] = set()
         self.master_cpu_warnings = 0
+        self.stopped_by: tuple[str, float] | None = None   # (signal name, wall time) that ended the run early
 
 
 P = _Process()
@@ -122,6 +126,10 @@ def _init(environment, **_kw) -> None:
         P.role = "worker"
         runner.register_message(MSG_SETUP, _on_setup)
         runner.register_message(MSG_STOP, _on_stop_request, concurrent=True)
+        # Added after the runner's own listener, so it runs before it (quitting fires in reverse): a
+        # worker quitting mid-run (its Ctrl-C or SIGTERM) sends its final delta before Locust's "quit",
+        # after which the master reads nothing more from it.
+        environment.events.quitting.add_listener(_worker_quitting)
         return
     P.role = "master" if isinstance(runner, MasterRunner) else "local"
     try:
@@ -138,6 +146,34 @@ def _init(environment, **_kw) -> None:
         runner.register_message(MSG_FINAL, _on_final)
         runner.register_message(MSG_HELLO, _on_hello)
         runner.register_message(MSG_IDLE, _on_idle)
+    if getattr(opts, "headless", False) and environment.shape_class is not None:
+        _take_signals(runner)
+
+
+def _take_signals(runner) -> None:
+    """SIGINT, SIGTERM and SIGHUP end a headless shape run as Ctrl-C does: the users stop, the workers send
+    their final deltas, the result is written (with ``interrupted``, as ``smtpbench run`` writes it).
+
+    Locust sets its SIGTERM handler only once a headless shape test is over, so without this a
+    SIGTERM (``timeout``, systemd, ``kill``) or a hang-up killed the process mid-run with no result.
+    The stop is a KeyboardInterrupt thrown into the main greenlet (here, where Locust waits for the
+    shape), never into a user's greenlet in the middle of a message, which would go uncounted.
+    """
+    main = greenlet.getcurrent()
+    hub = gevent.get_hub()
+
+    def on_signal(signum: int) -> None:
+        shape = runner.shape_greenlet
+        if P.collector is not None and shape is not None and not shape.dead:
+            if P.stopped_by is None:   # (``timeout`` signals the process, then its group: one stop)
+                P.stopped_by = (signal.Signals(signum).name, time.time())
+                hub.loop.run_callback(main.throw, KeyboardInterrupt)
+        elif not P.run_ids:            # before the run: nothing to keep
+            hub.loop.run_callback(main.throw, SystemExit(128 + signum))
+        # Otherwise the run is ending already (its result on the way): the signal changes nothing.
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        gevent.signal_handler(signum, on_signal, signum)
 
 
 def _new_run_id(name: str) -> str:
@@ -324,6 +360,12 @@ def _test_stop(environment, **_kw) -> None:
         _write_result(environment)
 
 
+def _worker_quitting(environment, **_kw) -> None:
+    work = P.work
+    if work is not None and not work.finished:
+        environment.runner.stop()   # its users stop; test_stop sends the final delta
+
+
 def _on_final(environment, msg, **_kw) -> None:
     if P.collector is not None:
         P.collector.add(msg.node_id, msg.data)
@@ -340,7 +382,11 @@ def _write_result(environment) -> None:
     P.setup = P.end_wall = None
     if collector is None:
         return
-    result = collector.result()
+    interrupted = None
+    if P.stopped_by is not None:
+        name, at = P.stopped_by
+        interrupted = {"signal": name, "at_s": round(max(0.0, at - collector.started_at), 3)}
+    result = collector.result(interrupted=interrupted)
     if P.master_cpu_warnings:
         result["health"]["warnings"].append(f"the Locust master reported CPU usage above 90% "
                                             f"{P.master_cpu_warnings} time(s)")
@@ -350,7 +396,7 @@ def _write_result(environment) -> None:
     for warning in result["health"]["warnings"]:
         sys.stdout.write(f"  warning: {warning}\n")
     sys.stdout.flush()
-    environment.process_exit_code = EXIT_CODES[result["verdict"]]
+    environment.process_exit_code = exit_code(result, EXIT_CODES[result["verdict"]])   # 130, 143, 129 when stopped
 
 
 # -- the user and the shape --------------------------------------------------------------

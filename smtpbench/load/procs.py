@@ -78,6 +78,10 @@ def _worker(scenario_json: str, target: Address, run_id: str, index: int, count:
     exit_now(0)
 
 
+class StartTimeout(RuntimeError):
+    """The generator processes did not all start in time (too many for the machine, most often)."""
+
+
 def run_load(scenario: Scenario, target: Address, run_id: str, processes: int,
              progress: Callable[[dict], None] | None = None) -> dict:
     """Run the scenario's load against ``target``; return the merged measurements."""
@@ -114,7 +118,8 @@ def run_load(scenario: Scenario, target: Address, run_id: str, processes: int,
             if not c.poll(READY_TIMEOUT):
                 for p in procs:
                     p.kill()
-                raise RuntimeError(f"generator process {i} did not start within {READY_TIMEOUT:.0f} s")
+                raise StartTimeout(f"generator process {i} of {processes} did not start within "
+                                   f"{READY_TIMEOUT:.0f} s")
             c.recv()
         t0_ns = time.monotonic_ns() + int(START_DELAY * 1e9)
         for c in conns:

@@ -522,9 +522,10 @@ class Runner:
             while self.now() < 0:  # all processes start together at t0 (timers may fire early)
                 await asyncio.sleep(max(-self.now() / 1e6, 0.0005))
             for _ in range(split(self.load.sessions, self.index, self.count)):
-                if self.issued < self.limit and self.now() < self.end_us:  # (interrupted before t0: none)
-                    self.issued += 1
-                    self.open(self.now())
+                if self.issued >= self.limit or self.now() >= self.end_us:  # (interrupted before t0: none)
+                    break  # (once spun on: sessions = 10**9 with messages = 5 ran for minutes, past Ctrl-C)
+                self.issued += 1
+                self.open(self.now())
             while self.now() < self.end_us and (self.issued < self.limit or self.in_flight or self.opening
                                                 or self._pending()):
                 await asyncio.sleep(0.01)
