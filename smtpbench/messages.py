@@ -42,7 +42,7 @@ import numpy as np
 from .bodies import BLOCK_OCTETS, SHARED, mime_headers, multipart, multipart_minimum, plain  # noqa: F401
 from .protocol.client import Transaction
 from .protocol.data import dot_stuff, normalise_crlf, stuffed_dots, unstuff
-from .scenario import PATTERN_FIELDS, Distribution, Message, ScenarioError, eml_names
+from .scenario import MAX_RECIPIENTS, PATTERN_FIELDS, Distribution, Message, ScenarioError, eml_names
 
 #: z of the 99th percentile of the standard normal: a lognormal's p99 is exp(mu + Z99 * sigma).
 Z99 = 2.3263478740408408
@@ -408,7 +408,7 @@ def _draws(dist: Distribution, rng: np.random.Generator, sizes: bool) -> Iterato
             if dist.uniform is not None:
                 v = np.clip(v, dist.uniform[0], dist.uniform[1])  # a range keeps its bounds
         if not sizes:
-            v = np.maximum(v, 1)  # a message has at least one recipient
+            v = np.clip(v, 1, MAX_RECIPIENTS)  # a message has at least one recipient; a lognormal's tail is cut
         yield from v.tolist()
 
 

@@ -301,6 +301,14 @@ class Distribution(_Table):
             return min(v for v, w in self.choices if w > 0)
         return 0.0  # lognormal: unbounded below; draws are clamped by the user
 
+    def maximum(self) -> float:
+        """The largest value this distribution can give (lognormal: its p99; draws may go beyond)."""
+        if self.uniform is not None:
+            return self.uniform[1]
+        if self.choices is not None:
+            return max(v for v, w in self.choices if w > 0)
+        return self.lognormal["p99"]
+
 
 #: Placeholders allowed in the sender, recipient and subject patterns (filled in by messages.py).
 PATTERN_FIELDS = ("n", "seq", "process")
@@ -361,6 +369,11 @@ def eml_names(folder: str) -> list[str]:
 EML_REPLACES = ("size", "subject", "headers", "attachments", "body")
 
 
+#: Recipients of one message: 100 times the 1,000 of a default sink or Postfix (smtpd_recipient_limit),
+#: and each is a line the generator builds and sends. 10**8 once passed and grew memory 150 MB/s.
+MAX_RECIPIENTS = 100_000
+
+
 class Message(_Table):
     """``[message]``: what each message looks like (built by :mod:`smtpbench.messages`)."""
 
@@ -396,10 +409,13 @@ class Message(_Table):
     @field_validator("recipients")
     @classmethod
     def _rcpts(cls, v: Any) -> Any:
-        if isinstance(v, int) and v < 1:
-            raise ValueError("recipients must be at least 1")
+        if isinstance(v, int) and not 1 <= v <= MAX_RECIPIENTS:
+            raise ValueError(f"recipients must be 1 to {MAX_RECIPIENTS:,}")
         if isinstance(v, Distribution) and v.lognormal is None and v.minimum() < 1:
             raise ValueError("recipients must be at least 1 (every value of the distribution)")
+        if isinstance(v, Distribution) and v.maximum() > MAX_RECIPIENTS:
+            raise ValueError(f"recipients must be at most {MAX_RECIPIENTS:,} (every value of the distribution; "
+                             "a lognormal's p99)")
         return v
 
     @field_validator("sender", "recipient")

@@ -422,3 +422,16 @@ def test_messages_arrive_byte_exact_at_a_capturing_sink(start_sink, tmp_path):
     final = sink.stop()
     assert final["messages"] == len(sent)
     assert sorted(read_maildir(str(maildir))) == sorted(sent)
+
+
+def test_a_lognormal_recipient_count_is_cut_at_the_cap():
+    # Its p99 is within MAX_RECIPIENTS (validated); the 1 % beyond is drawn, then cut to the cap.
+    from itertools import islice
+
+    from smtpbench.messages import _draws
+    from smtpbench.scenario import MAX_RECIPIENTS, Distribution
+
+    dist = Distribution(lognormal={"median": MAX_RECIPIENTS // 2, "p99": MAX_RECIPIENTS})
+    counts = np.array(list(islice(_draws(dist, np.random.default_rng(7), sizes=False), 20_000)))
+    assert counts.max() == MAX_RECIPIENTS and (counts == MAX_RECIPIENTS).sum() > 20  # ~1 % went beyond
+    assert counts.min() >= 1
