@@ -40,14 +40,19 @@ class _Table(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+#: Processes of a sink or a generator: each is an interpreter of ~50 MB; far more than the CPUs only
+#: costs (--workers 999 would start 999 of them).
+MAX_WORKERS = 256
+
+
 def _workers(value: Any) -> int | str:
     if value == "auto":
         return "auto"
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_WORKERS:
         return value
-    if isinstance(value, str) and value.isdigit() and int(value) >= 1:
-        return int(value)
-    raise ValueError(f"expected a positive integer or 'auto', got {value!r}")
+    raise ValueError(f"expected a positive integer up to {MAX_WORKERS} or 'auto', got {value!r}")
 
 
 Workers = Annotated[Union[int, str], BeforeValidator(_workers)]

@@ -266,6 +266,15 @@ def test_recipients_beyond_the_cap_are_refused(tmp_path):
     assert smtpbench(tmp_path, "validate", str(path)).returncode == 0
 
 
+def test_processes_beyond_the_cap_are_refused(tmp_path):
+    """--workers 999 would have started 999 sink processes (~50 MB each) on this 2-core machine."""
+    assert_usage_error(smtpbench(tmp_path, "sink", "--workers", "999"), "--workers", "256")
+    assert_usage_error(smtpbench(tmp_path, "run", "--processes", "300", "--messages", "1"), "--processes", "256")
+    path = tmp_path / "many.toml"
+    path.write_text("[sink]\nworkers = 257\n")
+    assert_usage_error(smtpbench(tmp_path, "validate", str(path)), "many.toml", "sink.workers", "256")
+
+
 def test_more_sessions_than_messages_end_with_the_messages(start_sink, tmp_path):
     """The closed loop went on counting through every session it did not open: 10**9 sessions for
     --messages 5 kept the command busy for minutes after the five were sent."""
