@@ -22,7 +22,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Fie
 from .addresses import ADDRESS_HELP, is_loopback, literal_ip, parse_address
 from .faultspec import (Capacity, Fault, Greylist, RateLimit, RecipientOutcomes, check_one_form, min_max,
                         number_or_table)
-from .protocol.server import DEFAULT_EXTENSIONS, EXTENSIONS
+from .protocol.extensions import DEFAULT_EXTENSIONS, EXTENSIONS
 from .schema_errors import format_error
 from .units import parse_duration, parse_size
 
