@@ -10,9 +10,7 @@ export at the end; the parent merges exports losslessly.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import time
-from multiprocessing import resource_tracker
 import traceback
 from typing import Callable
 
@@ -88,6 +86,11 @@ def run_load(scenario: Scenario, target: Address, run_id: str, processes: int,
         merged = merge_exports([export])
         merged["processes"] = [_proc_summary(export)]
         return merged
+    # Here, not at import: one process (the default, and the benchmark's) starts no worker, and
+    # multiprocessing with its resource tracker is ~9 M instructions of start-up (callgrind).
+    import multiprocessing
+    from multiprocessing import resource_tracker
+
     ctx = multiprocessing.get_context("spawn")
     conns, procs = [], []
     # Ctrl-C reaches the terminal's whole foreground process group (so do a hang-up and `timeout`'s
@@ -137,6 +140,8 @@ def _tell(conns: list, message: tuple) -> None:
 
 def _collect(conns: list, procs: list, processes: int, progress: Callable[[dict], None] | None) -> dict:
     """Wait for every worker's export (passing on their progress); merge them."""
+    import multiprocessing.connection
+
     exports: list[dict | None] = [None] * processes
     latest: list[dict] = [{} for _ in range(processes)]
     errors = []
