@@ -5,8 +5,8 @@ a :class:`ScenarioError` whose one-line message names the file, the key and
 what is allowed; the CLI prints it and exits 2.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: pydantic would turn each annotation string back
+# into a type (a compile and an eval per field) when the models are built, at every start-up.
 import hashlib
 import ipaddress
 import json
