@@ -4,8 +4,8 @@ Only the schema lives here (validated with the rest of the scenario); the
 sink's seeded fault policy (``smtpbench.sink.faults``) applies it.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: pydantic would turn each annotation string back
+# into a type (a compile and an eval per field) when the models are built, at every start-up.
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator,

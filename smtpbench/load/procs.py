@@ -10,9 +10,7 @@ export at the end; the parent merges exports losslessly.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import time
-from multiprocessing import resource_tracker
 import traceback
 from typing import Callable
 
@@ -30,6 +28,10 @@ from .stopping import STOP, ignore_here, ignored_in_children
 # the rest is margin for a busy machine. A late worker starts late, and its send lag shows it.
 START_DELAY = 0.1
 SOLO_START_DELAY = 0.05  # s: one process waits for nobody, only for its own loop and pacer to start
+# s: the same for a closed loop, which has no pacer and opens nothing before t0: its loop reaches
+# the wait for t0 0.8-1.2 ms after t0 is set (5.2 ms at most; 40 runs, 2 shared cores, load 2-6).
+# Every invocation waits this long: the 50 ms of the open loop were 9 % of a 0.55 s fixed cost.
+SOLO_CLOSED_START_DELAY = 0.02
 READY_TIMEOUT = 60.0
 
 
@@ -87,11 +89,17 @@ def run_load(scenario: Scenario, target: Address, run_id: str, processes: int,
     """Run the scenario's load against ``target``; return the merged measurements."""
     if processes <= 1:
         factory = MessageFactory(scenario.message, scenario.seed, run_id, 0, 1)
-        t0_ns = time.monotonic_ns() + int(SOLO_START_DELAY * 1e9)
+        delay = SOLO_CLOSED_START_DELAY if scenario.load.model == "closed" else SOLO_START_DELAY
+        t0_ns = time.monotonic_ns() + int(delay * 1e9)
         export = eventloop.run(_run_one(scenario, target, factory, t0_ns, 0, 1, progress))
         merged = merge_exports([export])
         merged["processes"] = [_proc_summary(export)]
         return merged
+    # Here, not at import: one process (the default, and the benchmark's) starts no worker, and
+    # multiprocessing with its resource tracker is ~9 M instructions of start-up (callgrind).
+    import multiprocessing
+    from multiprocessing import resource_tracker
+
     ctx = multiprocessing.get_context("spawn")
     conns, procs = [], []
     # Ctrl-C reaches the terminal's whole foreground process group (so do a hang-up and `timeout`'s
@@ -142,6 +150,8 @@ def _tell(conns: list, message: tuple) -> None:
 
 def _collect(conns: list, procs: list, processes: int, progress: Callable[[dict], None] | None) -> dict:
     """Wait for every worker's export (passing on their progress); merge them."""
+    import multiprocessing.connection
+
     exports: list[dict | None] = [None] * processes
     latest: list[dict] = [{} for _ in range(processes)]
     errors = []

@@ -10,18 +10,13 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Collection
 
+from .extensions import DEFAULT_EXTENSIONS, EXTENSIONS
 from .limits import MIN_RECIPIENTS
 from .server_replies import Canned
 
 if TYPE_CHECKING:
     from .server import ServerSession
 
-#: Extensions the server can advertise, in EHLO order.
-EXTENSIONS = (
-    "PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES",
-    "CHUNKING", "BINARYMIME", "DSN", "STARTTLS", "AUTH", "VRFY", "HELP",
-)
-DEFAULT_EXTENSIONS = ("PIPELINING", "SIZE", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "DSN")
 
 # Session states (RFC 5321 §4.1.4 command order). Those below DATA read command
 # lines (the session tests ``state < DATA``); the others a body, a chunk or an AUTH answer.
