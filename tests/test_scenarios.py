@@ -136,7 +136,7 @@ BAD_FILES = [
      "load", "at least one stage needs rate > 0"),
     # A sweep step's error reads as any other (no pydantic "Value error, " inside).
     ("sweep-value-error", '[sweep]\nparameter = "message.recipients"\nvalues = [2, 0]', "sweep.values",
-     "sweep value 0 for message.recipients: recipients must be at least 1"),
+     "sweep value 0 for message.recipients: recipients must be 1 to 100,000"),
     # A format spec is not an unknown placeholder.
     ("subject-format-spec", '[message]\nsubject = "{n:>5}"', "message.subject",
      "{n:>5}: no format specs or conversions; placeholders are {n}, {seq}, {process}"),
