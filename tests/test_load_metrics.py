@@ -254,3 +254,23 @@ def test_first_flush_imports_nothing():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_the_warmup_ends_by_the_runs_clock_not_when_a_timer_fires():
+    """A loop timer can fire early by the run's clock (uvloop: whole ms, cached at the start of a
+    loop pass); the replies of the warm-up's last messages then entered the headline's phases.
+    Here the run's clock runs at half the loop's speed, so every timer fires early by it."""
+    import asyncio
+    import time
+
+    import uvloop
+
+    from smtpbench.load.upkeep import warmup_end
+
+    rec = Recorder(warmup_us=20_000)
+    t0 = time.monotonic_ns()
+    now = lambda: (time.monotonic_ns() - t0) // 2000  # noqa: E731
+    ended_at = []
+    rec.end_warmup = lambda: ended_at.append(now())
+    uvloop.run(warmup_end(rec, now))
+    assert len(ended_at) == 1 and 20_000 <= ended_at[0] < 25_000, ended_at

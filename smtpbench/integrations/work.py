@@ -282,7 +282,8 @@ class Work:
             self.recorder.probe_lag(self.now(), (monotonic_ns() - before) // 1000 - 1000)
 
     def _end_warmup(self) -> None:
-        gevent.sleep(max(0.0, (self.warmup_us - self.now()) / 1e6))
+        while (left := self.warmup_us - self.now()) > 0:  # a timer may wake early (load.upkeep.warmup_end)
+            gevent.sleep(left / 1e6)
         self.recorder.end_warmup()
 
     def start(self) -> None:

@@ -31,7 +31,7 @@ from .pacer import Pacer
 from .pacing import Profile, Schedule
 from .plan import RECONNECT_BACKOFF, failed_at, phase_timeouts, split
 from .recorder import Recorder
-from .upkeep import flusher, sweep, tick, watch_loop
+from .upkeep import flusher, sweep, tick, warmup_end, watch_loop
 
 BACKOFF_US = int(RECONNECT_BACKOFF * 1e6)
 
@@ -513,7 +513,7 @@ class Runner:
         tasks = [asyncio.ensure_future(c) for c in (tick(self), watch_loop(self.recorder, self.now), sweep(self),
                                                     flusher(self.recorder))]
         if self.recorder.warmup_us:
-            asyncio.get_running_loop().call_later((self.recorder.warmup_us - self.now()) / 1e6, self.recorder.end_warmup)
+            tasks.append(asyncio.ensure_future(warmup_end(self.recorder, self.now)))
         if self.open_loop:
             # The pacer starts before t0 with its timer set for the first arrival (it never sends
             # early): started after t0, its set-up would delay the first arrivals.
