@@ -6,7 +6,8 @@ sink's seeded fault policy (``smtpbench.sink.faults``) applies it.
 
 # No ``from __future__ import annotations`` here: pydantic would turn each annotation string back
 # into a type (a compile and an eval per field) when the models are built, at every start-up.
-from typing import Annotated, Any, Literal, Union
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, field_validator,
                       model_validator)
@@ -21,8 +22,31 @@ STAGES = ("connect", "banner", "EHLO", "HELO", "LHLO", "MAIL", "RCPT", "DATA", "
           "RSET", "NOOP", "QUIT", "AUTH", "STARTTLS", "VRFY")
 
 
-class _Table(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # TOML has inf and nan: no key means them
+class Table(BaseModel):
+    """A scenario table: unknown keys refused; TOML's inf and nan, and true/false where a number
+    goes, too (pydantic would take inf as a rate, and ``sessions = true`` as 1)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, data: Any) -> Any:
+        # One check per table, not a validator per field: those cost ~60 ms of start-up to build.
+        if isinstance(data, dict):
+            for key, value in data.items():
+                field = cls.model_fields.get(key) if isinstance(value, bool) else None
+                if field is not None and _numeric(field.annotation):
+                    raise ValueError(f"{key} must be a number, not {str(value).lower()}")
+        return data
+
+
+def _numeric(annotation: Any) -> bool:
+    """Whether a field holds a number (``int``, ``float``, or either or None), so not a bool."""
+    if annotation in (int, float):
+        return True
+    args = get_args(annotation)
+    return get_origin(annotation) in (Union, UnionType) and bool(args) and all(
+        a in (int, float, type(None)) for a in args)
 
 
 def check_one_form(model: BaseModel, forms: dict[str, str]) -> None:
@@ -41,7 +65,7 @@ def min_max(value: Any) -> Any:
     return value
 
 
-class DelayDistribution(_Table):
+class DelayDistribution(Table):
     """A delay drawn per use: exactly one of ``uniform = [min, max]``,
     ``lognormal = { median, p99 }`` or ``exponential = { mean }``."""
 
@@ -105,7 +129,7 @@ ACTION_KEYS = {"reply": ("reply",), "delay": ("delay", "reply"), "close": ("repl
                "tarpit": ("rate", "reply"), "bandwidth": ("rate",)}
 
 
-class Fault(_Table):
+class Fault(Table):
     """One ``[[sink.faults]]`` rule.
 
     ``action``: ``reply`` (answer ``reply`` instead), ``delay`` (answer after
@@ -153,7 +177,7 @@ class Fault(_Table):
         return self
 
 
-class Greylist(_Table):
+class Greylist(Table):
     """``[sink.greylist]``: the first try of a (client, sender, recipient) triple gets 451."""
 
     enabled: bool = True
@@ -171,7 +195,7 @@ class Greylist(_Table):
         return self
 
 
-class RateLimit(_Table):
+class RateLimit(Table):
     """``[sink.rate_limit]``: beyond these the sink answers ``reply`` (per worker process)."""
 
     messages_per_second: float = Field(0.0, ge=0.0)   # 0: no limit (token bucket, 1 s burst)
@@ -180,7 +204,7 @@ class RateLimit(_Table):
     connection_reply: SomeReply = "421 4.7.0 Too many connections from your address"
 
 
-class Capacity(_Table):
+class Capacity(Table):
     """``[sink.capacity]``: a server with ``concurrency`` workers each taking ``service_time``
     per message (answered at end of data), so latency grows with load like a real server's."""
 
@@ -188,7 +212,7 @@ class Capacity(_Table):
     concurrency: int = Field(1, ge=1)
 
 
-class RecipientOutcomes(_Table):
+class RecipientOutcomes(Table):
     """``[sink.recipient_outcomes]``: recipients choose their fate by local-part prefix,
     e.g. ``tempfail+x@…`` gets 451, ``reject+x@…`` 550, ``disconnect+x@…`` a dropped connection."""
 

@@ -15,11 +15,11 @@ import re
 import string
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (BeforeValidator, ConfigDict, Discriminator, Field, StrictFloat, StrictInt, Tag, ValidationError,
+                      field_validator, model_validator)
 
 from .addresses import ADDRESS_HELP, is_loopback, literal_ip, parse_address
-from .faultspec import (Capacity, Fault, Greylist, RateLimit, RecipientOutcomes, check_one_form, min_max,
+from .faultspec import (Capacity, Fault, Greylist, RateLimit, RecipientOutcomes, Table, check_one_form, min_max,
                         number_or_table)
 from .protocol.extensions import DEFAULT_EXTENSIONS, EXTENSIONS
 from .schema_errors import format_error
@@ -34,8 +34,8 @@ class ScenarioError(Exception):
     """A scenario or flag that cannot be used; the message is one clear line."""
 
 
-class _Table(BaseModel):
-    # TOML has inf and nan: no key here means either (a rate of inf, a weight of nan...).
+class _Table(Table):
+    # Also checked when a value is set (the command line's overrides, a sweep's steps).
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
@@ -459,7 +459,7 @@ class Sweep(_Table):
     """``[sweep]``: run the scenario once per value of one parameter (``bench``/``run``)."""
 
     parameter: Literal[SWEEPABLE]  # type: ignore[valid-type]
-    values: list[Union[int, float, str]] = Field(min_length=1)
+    values: list[Union[StrictFloat, StrictInt, str]] = Field(min_length=1)  # (true is not 1 here)
 
 
 class Relay(_Table):

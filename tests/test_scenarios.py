@@ -137,6 +137,13 @@ BAD_FILES = [
     # A sweep step's error reads as any other (no pydantic "Value error, " inside).
     ("sweep-value-error", '[sweep]\nparameter = "message.recipients"\nvalues = [2, 0]', "sweep.values",
      "sweep value 0 for message.recipients: recipients must be 1 to 100,000"),
+    # true/false where a number goes: pydantic took sessions = true as 1 session.
+    ("bool-as-number", "[load]\nsessions = true", "load", "sessions must be a number, not true"),
+    ("bool-as-rate", '[[load.stages]]\nduration = "1s"\nrate = false', "load.stages.0", "rate must be a number"),
+    ("bool-in-fault", '[[sink.faults]]\non = "MAIL"\nreply = "451 4.3.0 x"\nprobability = true', "sink.faults.0",
+     "probability must be a number, not true"),
+    ("bool-sweep-value", '[sweep]\nparameter = "load.sessions"\nvalues = [2, true]', "sweep.values.1",
+     "valid number (got True)"),
     # A format spec is not an unknown placeholder.
     ("subject-format-spec", '[message]\nsubject = "{n:>5}"', "message.subject",
      "{n:>5}: no format specs or conversions; placeholders are {n}, {seq}, {process}"),
