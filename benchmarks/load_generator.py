@@ -28,7 +28,8 @@ connections reused, the same message count N) with:
   client that measures and checks nothing, what any Python client pays in
   event loop and system calls before doing its own work;
 * ``smtpbench run --messages 10``: the fixed cost of one invocation
-  (interpreter start, imports, the 0.3 s common start, result file).
+  (interpreter start, imports, the common start: 20 ms for one closed-loop
+  process, see ``smtpbench/load/procs.py``; result file).
 
 msgs/s is N / wall time of the command, as its user sees it; "in-run"
 excludes the fixed cost (smtpbench: N over ``totals.duration_us``, from the
@@ -152,7 +153,7 @@ def _closed(sink: Peer, folder: Path, mode: str, n: int, timeout: float) -> Meas
 def run(opts: Options) -> Report:
     load_before = os.getloadavg()
     # Long enough that smtpbench's fixed cost per invocation (interpreter, imports, common start,
-    # result file: about a second) is a small part of the wall time users compare.
+    # result file: about half a second) is a small part of the wall time users compare.
     seconds = 1.0 if opts.quick else max(8.0, 5 * opts.seconds)
     open_seconds = 3 if opts.quick else 10
     rounds = min(opts.rounds, 3) if opts.quick else opts.rounds
