@@ -468,3 +468,19 @@ def test_collector_reports_a_worker_that_could_not_start():
     assert result["verdict"] == "invalid"
     assert any("could not take part: no such folder" in r for r in result["health"]["reasons"])
 
+
+def test_collector_says_a_lost_worker_was_given_up_on():
+    """A worker Locust lost (killed: no heartbeat) is no longer waited for, and the result says why its
+    figures are short (it said only "no final report", as if it might still come)."""
+    scenario = build({"load": {"model": "closed", "sessions": 2, "duration": "5s"}})
+    c = Collector(scenario, "r1", "127.0.0.1:2525", 0.0, "test", {"w-a": 0, "w-b": 1})
+    c.add("w-a", {"run_id": "r1", "seq": 1, "export": _export(5, 0), "final": True})
+    c.add("w-b", {"run_id": "r1", "seq": 1, "export": _export(3, 0)})
+    assert c.awaited() == ["w-b"]
+    c.lose("w-b", "no heartbeat")
+    assert c.awaited() == [] and not c.complete()
+    result = c.result()
+    assert result["totals"]["ok"] == 8 and result["verdict"] == "invalid"
+    assert result["health"]["reasons"] == [
+        "worker 1 (w-b): lost (no heartbeat): no final report; its figures are incomplete"]
+    assert [w["lost"] for w in result["health"]["workers"]] == [None, "no heartbeat"]

@@ -24,8 +24,9 @@ How a run goes (one master and P workers, or one ``--headless`` process):
   the smtpbench histograms and counters recorded since its last report,
   numbered; the master adds them losslessly (see
   :mod:`~smtpbench.integrations.collect`) and at test stop, once every worker's
-  final delta is in, writes the same ``result.json`` as ``smtpbench run``
-  (``kind = "locust"``) to ``--smtp-out`` (default ``results/<run-id>``).
+  final delta is in (or Locust has lost the worker: the result says so),
+  writes the same ``result.json`` as ``smtpbench run`` (``kind = "locust"``)
+  to ``--smtp-out`` (default ``results/<run-id>``).
 * The verdict sets Locust's exit code: 0 ok, 1 a threshold failed, 3 invalid.
 
 ``ScenarioShape`` (in the ready locustfile) runs the scenario as written:
@@ -47,7 +48,7 @@ import gevent
 import greenlet
 from gevent.event import Event
 from locust import LoadTestShape, User, constant, events, task
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import HEARTBEAT_INTERVAL, HEARTBEAT_LIVENESS, STATE_MISSING, MasterRunner, WorkerRunner
 
 from ..addresses import parse_address
 from ..console import summary_text
@@ -355,9 +356,23 @@ def _test_stop(environment, **_kw) -> None:
         collector = P.collector
         environment.runner.send_message(MSG_STOP, {"run_id": collector.run_id})
         deadline = time.monotonic() + P.scenario.load.drain + FINAL_WAIT
-        while not collector.complete() and time.monotonic() < deadline:
+        while _awaited(environment.runner, collector) and time.monotonic() < deadline:
             gevent.sleep(0.05)
         _write_result(environment)
+
+
+def _awaited(runner, collector: Collector) -> bool:
+    """Master: whether a worker's final report may still come. One Locust lost (killed, crashed, its machine
+    gone: no heartbeat for a few seconds, or it left without that report) never sends it; waiting for
+    it held the result back for the drain time + FINAL_WAIT, and the result did not say why it lacked."""
+    for cid in collector.awaited():
+        node = runner.clients.get(cid)
+        if node is None:   # it sent "quit" (after its final report, had there been one) or Locust dropped it
+            collector.lose(cid, "it left the master without its final report")
+        elif node.state == STATE_MISSING:
+            collector.lose(cid, f"Locust marked it missing: no heartbeat for about "
+                                f"{(HEARTBEAT_LIVENESS + 1) * HEARTBEAT_INTERVAL} s")
+    return bool(collector.awaited())
 
 
 def _worker_quitting(environment, **_kw) -> None:
