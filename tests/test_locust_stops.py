@@ -1,18 +1,21 @@
-"""Locust runs that end badly: a worker killed outright.
+"""Locust runs that end badly: a worker killed outright, Ctrl-C while Locust starts.
 
-What a user met and had to wait out: the master waited 30 s and more for the final report of a
-worker it knew was gone. Every Locust process is a subprocess (importing Locust patches the process
-it is in).
+Each is what a user met and had to wait out: the master waited 30 s and more for the final report of
+a worker it knew was gone; a Ctrl-C in `smtpbench locust`'s first seconds printed Locust's traceback
+and hung 30 s on workers nobody told to quit. Every Locust process is a subprocess (importing Locust
+patches the process it is in).
 """
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import sys
 import time
 
 from conftest import free_port
-from locust_helpers import HOST, master_cmd, start_sink, worker_cmd
+from locust_helpers import HOST, master_cmd, processes_with, start_sink, worker_cmd
 
 
 def _wait_for(what: str, check, timeout: float = 60.0, poll: float = 0.05) -> None:
@@ -60,3 +63,30 @@ def test_a_killed_worker_is_given_up_on_once_locust_marks_it_missing(tmp_path):
     assert [r for r in reasons if "lost (Locust marked it missing" in r and "no final report" in r], reasons
     assert result["verdict"] == "invalid"
     assert "lost (Locust marked it missing" in stdout
+
+
+def test_ctrl_c_while_smtpbench_locust_starts(tmp_path):
+    """Ctrl-C while the master still imports Locust: Python's KeyboardInterrupt traceback, and 30 s (15 per
+    worker) before the command ended, its workers never told. Now: one line, exit 130, at once."""
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text('[load]\nsessions = 2\nduration = "20s"\n')
+    out = tmp_path / "run"
+    for delay in (0.1, 1.0):   # importing Locust; then (on this machine) waiting for the workers
+        proc = subprocess.Popen([sys.executable, "-m", "smtpbench", "locust", str(scenario), "--workers", "2",
+                                 "--target", f"{HOST}:9", "--out", str(out), "--no-report"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        try:
+            _wait_for("the Locust master", lambda: processes_with(f"--smtp-out\0{out}\0"))
+            time.sleep(delay)
+            proc.send_signal(signal.SIGINT)
+            sent = time.monotonic()
+            stdout, stderr = proc.communicate(timeout=60)
+            took = time.monotonic() - sent
+        finally:
+            _stop([proc])
+        assert proc.returncode == 130, stderr[-3000:]
+        assert "Traceback" not in stderr + stdout, stderr[-3000:]
+        assert took < 5, f"{took:.1f} s after Ctrl-C"
+        if not (out / "result.json").exists():   # (a slow start: the test had not started by then)
+            assert "smtpbench locust: SIGINT before the test started: stopped, no result" in stderr, stderr[-3000:]
+        assert not processes_with(str(out)), "a Locust process outlived smtpbench locust"

@@ -57,6 +57,7 @@ from ..load.plan import connections
 from ..load.stopping import exit_code
 from ..results import save
 from ..scenario import Scenario, ScenarioError, load
+from .cluster import STARTED_FD
 from .collect import Collector
 from .slot import Outcome, Slot
 from .work import START_DELAY, Work, make_setup
@@ -239,6 +240,7 @@ def _test_start(environment, **_kw) -> None:
         recorded = scenario.model_copy(update={"load": scenario.load.model_copy(
             update={"duration": float(P.cli_run_time)})})
     P.collector = Collector(recorded, run_id, target, t0_wall, command, slices)
+    _say_started()
     P.setup = make_setup(scenario, run_id, target, t0_wall, duration, 0, len(ids), phases)
     logger.info("smtpbench run %s: %s loop against %s, %d worker(s)", run_id, scenario.load.model, target, len(ids))
     for cid, i in slices.items():
@@ -247,6 +249,17 @@ def _test_start(environment, **_kw) -> None:
             runner.send_message(MSG_SETUP, setup, client_id=cid)
         else:
             _begin_work(setup, environment)
+
+
+def _say_started() -> None:
+    """Tell ``smtpbench locust`` the test has started (its signals come here from now on; see cluster.py)."""
+    fd = os.environ.pop(STARTED_FD, "")
+    if fd:
+        try:
+            os.write(int(fd), b"1")
+            os.close(int(fd))
+        except (OSError, ValueError):   # not ours after all (a variable left over in the environment)
+            pass
 
 
 def _begin_work(setup: dict, environment) -> None:
