@@ -1,9 +1,9 @@
-"""Locust runs that end badly: a worker killed outright, Ctrl-C while Locust starts.
+"""Locust runs that end badly: a worker killed outright, Ctrl-C while Locust starts, Ctrl-C twice.
 
-Each is what a user met and had to wait out: the master waited 30 s and more for the final report of
-a worker it knew was gone; a Ctrl-C in `smtpbench locust`'s first seconds printed Locust's traceback
-and hung 30 s on workers nobody told to quit. Every Locust process is a subprocess (importing Locust
-patches the process it is in).
+Each is what a user meets and had to wait out (or kill): the master waited 30 s and more for the
+final report of a worker it knew was gone; a Ctrl-C in `smtpbench locust`'s first seconds printed
+Locust's traceback and hung 30 s on workers nobody told to quit; a second Ctrl-C was ignored while the
+first drained. Every Locust process is a subprocess (importing Locust patches the process it is in).
 """
 
 from __future__ import annotations
@@ -90,3 +90,37 @@ def test_ctrl_c_while_smtpbench_locust_starts(tmp_path):
         if not (out / "result.json").exists():   # (a slow start: the test had not started by then)
             assert "smtpbench locust: SIGINT before the test started: stopped, no result" in stderr, stderr[-3000:]
         assert not processes_with(str(out)), "a Locust process outlived smtpbench locust"
+
+
+def test_a_second_ctrl_c_leaves_a_master_at_once(tmp_path):
+    """A manual master's first Ctrl-C drains the messages in flight (20 s here); a second one was ignored.
+    Now it leaves at once without a result, as `smtpbench run` does, and its worker is told to quit."""
+    scenario = tmp_path / "scenario.toml"
+    scenario.write_text('[[sink.faults]]\non = "end-of-data"\naction = "delay"\ndelay = "20s"\n'
+                        '[load]\nsessions = 2\nduration = "30s"\ndrain = "30s"\n')
+    sink = start_sink(tmp_path, scenario)
+    port = str(free_port(HOST))
+    out = tmp_path / "run"
+    log = tmp_path / "master.log"
+    with open(log, "w") as f:
+        master = subprocess.Popen(master_cmd(port, 1, scenario, sink.address, out), stdout=subprocess.DEVNULL,
+                                  stderr=f, text=True, cwd=tmp_path)
+    worker = subprocess.Popen(worker_cmd(port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    try:
+        _wait_for("the run's start", lambda: "smtpbench run " in log.read_text())
+        _wait_for("two messages in flight", lambda: sink.stats().get("connections_current", 0) >= 2, poll=0.2)
+        time.sleep(1.5)
+        master.send_signal(signal.SIGINT)
+        time.sleep(1.0)
+        master.send_signal(signal.SIGINT)
+        sent = time.monotonic()
+        master.wait(30)
+        took = time.monotonic() - sent
+        worker.wait(15)
+    finally:
+        _stop([master, worker, sink.proc])
+    stderr = log.read_text()
+    assert master.returncode == 130, stderr[-3000:]
+    assert took < 5, f"{took:.1f} s after the second Ctrl-C\n{stderr[-3000:]}"
+    assert "interrupted again: leaving without a result" in stderr, stderr[-3000:]
+    assert not out.exists() or not list(out.iterdir()), list(out.iterdir())

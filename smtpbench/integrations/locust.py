@@ -48,13 +48,15 @@ import gevent
 import greenlet
 from gevent.event import Event
 from locust import LoadTestShape, User, constant, events, task
+from locust.rpc import Message
 from locust.runners import HEARTBEAT_INTERVAL, HEARTBEAT_LIVENESS, STATE_MISSING, MasterRunner, WorkerRunner
 
 from ..addresses import parse_address
 from ..console import summary_text
 from ..load.pacing import Profile
 from ..load.plan import connections
-from ..load.stopping import exit_code
+from ..load.stopping import SIGNALS, STOP, exit_code, say
+from ..quickexit import exit_now
 from ..results import save
 from ..scenario import Scenario, ScenarioError, load
 from .cluster import STARTED_FD
@@ -68,6 +70,7 @@ REQUEST_TYPE = "SMTP"
 FINAL_WAIT = 30.0        # s beyond the drain time the master waits for workers' final deltas
 SETUP_WAIT = 60.0        # s a user waits for its worker's setup
 END_GRACE = 0.3          # s after the last intended arrival before the shape stops the test
+QUIT_FLUSH = 0.1         # s for the workers' "quit" to leave this process before it exits
 EXIT_CODES = {"ok": 0, "thresholds_failed": 1, "invalid": 3}
 
 MSG_SETUP, MSG_STOP, MSG_FINAL, MSG_HELLO, MSG_IDLE = (
@@ -160,22 +163,52 @@ def _take_signals(runner) -> None:
     SIGTERM (``timeout``, systemd, ``kill``) or a hang-up killed the process mid-run with no result.
     The stop is a KeyboardInterrupt thrown into the main greenlet (here, where Locust waits for the
     shape), never into a user's greenlet in the middle of a message, which would go uncounted.
+
+    As with ``smtpbench run`` (:class:`~smtpbench.load.stopping.Stop` decides), a second signal leaves at
+    once, without a result: the first waits for the users' drain and every worker's final report, and
+    a second was ignored, leaving only SIGKILL (and workers nobody told to quit). Before the run, or
+    once its result is saved, there is nothing to keep: a signal leaves at once. Either way the
+    connected workers are told to quit first.
     """
     main = greenlet.getcurrent()
     hub = gevent.get_hub()
 
-    def on_signal(signum: int) -> None:
+    def stop() -> None:
         shape = runner.shape_greenlet
-        if P.collector is not None and shape is not None and not shape.dead:
-            if P.stopped_by is None:   # (``timeout`` signals the process, then its group: one stop)
-                P.stopped_by = (signal.Signals(signum).name, time.time())
-                hub.loop.run_callback(main.throw, KeyboardInterrupt)
-        elif not P.run_ids:            # before the run: nothing to keep
-            hub.loop.run_callback(main.throw, SystemExit(128 + signum))
-        # Otherwise the run is ending already (its result on the way): the signal changes nothing.
+        if shape is not None and not shape.dead:
+            P.stopped_by = (STOP.name, time.time())
+            hub.loop.run_callback(main.throw, KeyboardInterrupt)
+        # Otherwise the load is over and its result on the way (the drain, the workers' final reports):
+        # this signal changes nothing, a second leaves at once (as in smtpbench run's drain).
 
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    def on_signal(signum: int) -> None:
+        if P.collector is not None:
+            STOP.request(signum)
+            return
+        if not P.run_ids:
+            say(f"\nsmtpbench: {signal.Signals(signum).name} before the test started: stopped, no result\n")
+        _quit_workers(runner)
+        exit_now(128 + signum)
+
+    # Under `smtpbench locust` the first signal comes from it, which has said so already.
+    STOP.quiet = STARTED_FD in os.environ
+    STOP.listen(stop, lambda: _abandon(runner))
+    for signum in SIGNALS:
         gevent.signal_handler(signum, on_signal, signum)
+
+
+def _abandon(runner) -> None:
+    """Leaving at once: no result (a final report arriving meanwhile wrote one), and the workers quit."""
+    P.collector = None
+    _quit_workers(runner)
+
+
+def _quit_workers(runner) -> None:
+    """Master, leaving at once: tell the workers to quit (their users stop), as Locust's own quit does."""
+    if isinstance(runner, MasterRunner):
+        for node in list(runner.clients.values()):
+            runner.server.send_to_client(Message("quit", None, node.id))
+        gevent.sleep(QUIT_FLUSH)
 
 
 def _new_run_id(name: str) -> str:
