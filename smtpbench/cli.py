@@ -473,7 +473,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_locust(args: argparse.Namespace) -> int:
     import os
 
-    from .integrations.cluster import launch
+    from .integrations.cluster import StoppedBeforeStart, launch
     from .load.plan import connections
 
     if args.scenario_file and args.scenario:
@@ -491,7 +491,11 @@ def cmd_locust(args: argparse.Namespace) -> int:
                             "own; chain them with smtpbench run")
     run_id = _new_run_id(scenario.name)
     folder = output_folder(args.out, f"results/{run_id}")
-    code = launch(scenario, str(target), workers, folder, run_id, args.phases, args.locust_arg)
+    try:
+        code = launch(scenario, str(target), workers, folder, run_id, args.phases, args.locust_arg)
+    except StoppedBeforeStart as e:
+        print(f"\nsmtpbench locust: {e} before the test started: stopped, no result", file=sys.stderr)
+        return 128 + e.signum
     result_path = os.path.join(folder, "result.json")
     if not os.path.exists(result_path):
         print(f"smtpbench locust: no result was written (Locust exited with {code}); see {folder}/", file=sys.stderr)

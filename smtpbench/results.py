@@ -29,7 +29,8 @@ Schema ``smtpbench.result/1`` (all latencies in integer microseconds):
   reset, closed, timeout, protocol (a line that is not an SMTP reply), unfinished (in flight when the
   drain ended), not_sent (waiting for a connection when the run ended)
 * ``health``: ``valid``, ``reasons``, CPU per process, offered vs achieved rate; Locust runs add
-  ``workers`` (per worker process: messages, CPU, Locust's CPU warnings) and ``warnings``
+  ``workers`` (per worker process: messages, CPU, Locust's CPU warnings, ``lost``: why the master
+  stopped waiting for its reports, or null) and ``warnings``
 * ``locust`` (Locust runs only): worker count, master host, reports merged
 * ``thresholds``: ``[{metric, limit, observed, passed}]`` (``observed`` null: the metric had no samples,
   which fails); ``verdict``: ok | thresholds_failed | invalid

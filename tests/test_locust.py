@@ -21,15 +21,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SinkProcess, free_port, launch_sink
+from conftest import SinkProcess, free_port
 from load_helpers import ScriptedServer
+from locust_helpers import HOST, LOCUSTFILE, ROOT, master_cmd, processes_with, start_sink, worker_cmd
 from smtpbench.integrations.collect import Collector
 from smtpbench.load.recorder import Recorder
 from smtpbench.scenario import build
-
-ROOT = Path(__file__).resolve().parent.parent
-LOCUSTFILE = ROOT / "smtpbench" / "integrations" / "locustfile.py"
-HOST = "127.0.0.1"
 
 RATE, SECONDS = 150, 8   # the distributed run: 1,200 arrivals, every other one to each worker
 
@@ -71,11 +68,6 @@ min_throughput = 1000000
 """
 
 
-def _start_sink(folder: Path, scenario: Path | None = None) -> SinkProcess:
-    extra = ["--scenario", str(scenario)] if scenario is not None else []
-    return launch_sink(str(folder / "sink-stats.jsonl"), *extra, host=HOST)
-
-
 @dataclass
 class Run:
     proc: subprocess.CompletedProcess
@@ -107,7 +99,7 @@ def distributed(tmp_path_factory) -> Run:
     tmp = tmp_path_factory.mktemp("locust-distributed")
     scenario = tmp / "scenario.toml"
     scenario.write_text(DISTRIBUTED)
-    sink = _start_sink(tmp)
+    sink = start_sink(tmp)
     out = tmp / "run"
     return _run([sys.executable, "-m", "smtpbench", "locust", str(scenario), "--workers", "2", "--target",
                  sink.address, "--out", str(out), "--no-report", "--locust-arg=--only-summary"], sink, out, 150)
@@ -155,7 +147,7 @@ def test_fewer_sessions_than_workers(tmp_path):
     --messages and the run went on for its whole duration, valid, with half the messages)."""
     scenario = tmp_path / "scenario.toml"
     scenario.write_text('[load]\nsessions = 1\nmessages = 20\nduration = "20s"\ndrain = "2s"\n')
-    sink = _start_sink(tmp_path)
+    sink = start_sink(tmp_path)
     out = tmp_path / "run"
     run = _run([sys.executable, "-m", "smtpbench", "locust", str(scenario), "--workers", "2", "--target",
                 sink.address, "--out", str(out), "--no-report"], sink, out, 90)
@@ -188,7 +180,7 @@ def test_report_renders_from_a_locust_result(distributed, tmp_path):
 def test_single_headless_process(tmp_path):
     scenario = tmp_path / "scenario.toml"
     scenario.write_text(SINGLE)
-    sink = _start_sink(tmp_path, scenario)
+    sink = start_sink(tmp_path, scenario)
     out = tmp_path / "run"
     run = _run([sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--scenario", str(scenario),
                 "--host", sink.address, "--smtp-out", str(out), "--smtp-phases", "--only-summary",
@@ -231,7 +223,7 @@ size = "1KiB"
 def _stopped_midway(tmp_path: Path, cmd: list[str], stop, workers: list[list[str]] = ()) -> Run:
     """Run ``cmd`` (and ``workers``) against a sink; once the sink has counted 200 messages, ``stop(proc,
     worker_procs)``; the run's exit, result and the sink's final count."""
-    sink = _start_sink(tmp_path)
+    sink = start_sink(tmp_path)
     cmd = [part.replace("SINK", sink.address) for part in cmd]
     out = tmp_path / "run"
     procs = []
@@ -266,18 +258,6 @@ def _assert_complete(run: Run) -> None:
     assert t["ok"] + t["warmup_ok"] == run.sink["messages"] > 0, run
 
 
-def _processes_with(text: str) -> list[str]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            args = cmdline.read_bytes().decode(errors="replace")
-        except OSError:
-            continue
-        if text in args:
-            found.append(args.replace("\0", " "))
-    return found
-
-
 def test_sigterm_ends_a_headless_run_with_its_result(tmp_path):
     """Locust sets its SIGTERM handler only after a headless shape test: a SIGTERM (``timeout``, systemd)
     killed the process mid-run, with no result. It now ends the run as Ctrl-C does, said in the result."""
@@ -307,7 +287,7 @@ def test_smtpbench_locust_passes_a_signal_on_to_its_master(tmp_path):
     assert run.result["interrupted"]["signal"] == "SIGTERM"
     assert [w["reports"] > 0 for w in run.result["health"]["workers"]] == [True, True]
     _assert_complete(run)
-    assert not _processes_with(str(out)), "the Locust master outlived smtpbench locust"
+    assert not processes_with(str(out)), "the Locust master outlived smtpbench locust"
 
 
 def test_a_worker_stopped_midway_sends_its_final_report(tmp_path):
@@ -316,11 +296,8 @@ def test_a_worker_stopped_midway_sends_its_final_report(tmp_path):
     scenario = tmp_path / "scenario.toml"
     scenario.write_text(STOPPED)
     port = str(free_port(HOST))
-    master = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--master", "--expect-workers", "1",
-              "--master-bind-host", HOST, "--master-bind-port", port, "--scenario", str(scenario), "--host", "SINK",
-              "--smtp-out", str(tmp_path / "run"), "--only-summary"]
-    worker = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker", "--master-host", HOST,
-              "--master-port", port]
+    master = master_cmd(port, 1, scenario, "SINK", tmp_path / "run")
+    worker = worker_cmd(port)
     started = time.monotonic()
     run = _stopped_midway(tmp_path, master, lambda _, workers: workers[0].send_signal(signal.SIGTERM), [worker])
     _assert_complete(run)
@@ -351,7 +328,7 @@ def _locust_against_own_sink(tmp_path: Path, text: str) -> Run:
     """``smtpbench locust`` (one local worker) with scenario ``text`` against a sink started from it."""
     scenario = tmp_path / "scenario.toml"
     scenario.write_text(text)
-    sink = _start_sink(tmp_path, scenario)
+    sink = start_sink(tmp_path, scenario)
     out = tmp_path / "run"
     return _run([sys.executable, "-m", "smtpbench", "locust", str(scenario), "--workers", "0", "--target",
                  sink.address, "--out", str(out), "--no-report"], sink, out, 90)
@@ -386,7 +363,7 @@ def test_a_staged_run_ends_with_its_stages(tmp_path):
     scenario = tmp_path / "scenario.toml"
     scenario.write_text('[load]\nmodel = "open"\nduration = "20s"\ndrain = "1s"\n'
                         '[[load.stages]]\nduration = "2s"\nrate = 50\n')
-    sink = _start_sink(tmp_path)
+    sink = start_sink(tmp_path)
     out = tmp_path / "run"
     run = _run([sys.executable, "-m", "smtpbench", "locust", str(scenario), "--workers", "0", "--target",
                 sink.address, "--out", str(out), "--no-report"], sink, out, 90)
@@ -400,7 +377,7 @@ def test_run_time_flag_is_the_duration_the_result_records(tmp_path):
     the report) says the length that ran, not the scenario's 20 s."""
     scenario = tmp_path / "scenario.toml"
     scenario.write_text('[load]\nsessions = 2\nduration = "20s"\ndrain = "1s"\n')
-    sink = _start_sink(tmp_path)
+    sink = start_sink(tmp_path)
     out = tmp_path / "run"
     run = _run([sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless", "--scenario", str(scenario),
                 "--host", sink.address, "--smtp-out", str(out), "--only-summary", "-t", "2s"], sink, out, 90)
@@ -490,3 +467,20 @@ def test_collector_reports_a_worker_that_could_not_start():
     assert result["totals"]["ok"] == 5
     assert result["verdict"] == "invalid"
     assert any("could not take part: no such folder" in r for r in result["health"]["reasons"])
+
+
+def test_collector_says_a_lost_worker_was_given_up_on():
+    """A worker Locust lost (killed: no heartbeat) is no longer waited for, and the result says why its
+    figures are short (it said only "no final report", as if it might still come)."""
+    scenario = build({"load": {"model": "closed", "sessions": 2, "duration": "5s"}})
+    c = Collector(scenario, "r1", "127.0.0.1:2525", 0.0, "test", {"w-a": 0, "w-b": 1})
+    c.add("w-a", {"run_id": "r1", "seq": 1, "export": _export(5, 0), "final": True})
+    c.add("w-b", {"run_id": "r1", "seq": 1, "export": _export(3, 0)})
+    assert c.awaited() == ["w-b"]
+    c.lose("w-b", "no heartbeat")
+    assert c.awaited() == [] and not c.complete()
+    result = c.result()
+    assert result["totals"]["ok"] == 8 and result["verdict"] == "invalid"
+    assert result["health"]["reasons"] == [
+        "worker 1 (w-b): lost (no heartbeat): no final report; its figures are incomplete"]
+    assert [w["lost"] for w in result["health"]["workers"]] == [None, "no heartbeat"]

@@ -13,6 +13,11 @@ session of their own, so a terminal's Ctrl-C or hang-up (and ``kill`` of this
 process alone) reaches this process only, which passes the first SIGINT,
 SIGTERM or SIGHUP on to the master; the master stops the run and its workers
 and writes the result. A second signal stops them all at once, without one.
+Before the test starts (the master tells this process through a pipe,
+:data:`STARTED_FD`) there is nothing to keep: a signal then stops them all at
+once, as :class:`StoppedBeforeStart` (passed on, it met a master still
+importing Locust, which printed a traceback, and workers never told to quit,
+which were waited for 15 s each).
 
 This module starts processes only: it never imports Locust (which would
 monkey-patch this process).
@@ -21,19 +26,31 @@ monkey-patch this process).
 from __future__ import annotations
 
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from ..load.stopping import STOP, install, release
+from ..load.stopping import SIGNALS, STOP, install, release
 from ..scenario import Scenario
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 CONNECT_WAIT = 60        # s the master waits for its workers (--expect-workers-max-wait)
 WORKER_EXIT_WAIT = 15.0  # s the workers get to quit after the master has
 STARTUP_SLACK = 120.0    # s on top of the run's own length before the master is given up on
+#: Environment variable naming the master's end of a pipe it writes one byte to at test start.
+STARTED_FD = "SMTPBENCH_STARTED_FD"
+POLL = 0.1               # s between looks at the master while it starts
+
+
+class StoppedBeforeStart(Exception):
+    """A signal came before the test started: every process was stopped, and there is no result."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def _free_port(host: str = "127.0.0.1") -> int:
@@ -71,26 +88,45 @@ def launch(scenario: Scenario, target: str, workers: int, folder: str, run_id: s
     limit = None if not scenario.load.duration else length + STARTUP_SLACK
     procs: list[subprocess.Popen] = []
     logs = []
+    early: list[int] = []   # the signal that came before the test started
 
     def kill_all() -> None:
         for p in procs:
             if p.poll() is None:
                 p.kill()
 
-    # Before the first Popen: a signal from then on is passed on (or, the second, stops them all).
-    # Killed alone before this, the Locust processes lived on as orphans and ran the whole load.
-    install()
-    forget = STOP.listen(lambda: procs and procs[0].poll() is None and procs[0].send_signal(STOP.signum), kill_all)
+    def before_start(signum: int, _frame) -> None:
+        early.append(signum)
+        kill_all()
+
+    # Before the first Popen: a signal from then on stops them (killed alone before this, the Locust
+    # processes lived on as orphans and ran the whole load).
+    for sig in SIGNALS:
+        signal.signal(sig, before_start)
+    started_r, started_w = os.pipe()
+    forget = None
     try:
-        master = subprocess.Popen(master_cmd, stdin=subprocess.DEVNULL, start_new_session=True)
+        master = subprocess.Popen(master_cmd, stdin=subprocess.DEVNULL, start_new_session=True,
+                                  env={**os.environ, STARTED_FD: str(started_w)}, pass_fds=(started_w,))
         procs.append(master)
-        if STOP.signum:   # it came while the master was being started
-            master.send_signal(STOP.signum)
+        os.close(started_w)
+        started_w = -1
         for i, cmd in enumerate(worker_cmds):
+            if early:
+                break
             log = open(os.path.join(folder, f"locust-worker-{i}.log"), "wb")
             logs.append(log)
             procs.append(subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                           start_new_session=True))
+        while not early and master.poll() is None and not select.select([started_r], [], [], POLL)[0]:
+            pass
+        # The test has started (or the master has ended): the first signal goes to the master, which stops
+        # the run and writes its result; a second stops them all at once.
+        install()
+        if early:
+            kill_all()   # (one may have been started after the signal)
+            raise StoppedBeforeStart(early[0])
+        forget = STOP.listen(lambda: master.poll() is None and master.send_signal(STOP.signum), kill_all)
         try:
             return master.wait(limit)
         except subprocess.TimeoutExpired:
@@ -98,11 +134,15 @@ def launch(scenario: Scenario, target: str, workers: int, folder: str, run_id: s
             master.send_signal(signal.SIGTERM)
             return master.wait(30)
     finally:
-        forget()
+        if forget is not None:
+            forget()
         release()
+        for fd in (started_r, started_w):
+            if fd >= 0:
+                os.close(fd)
         for p in procs[1:]:
             try:
-                p.wait(WORKER_EXIT_WAIT)
+                p.wait(0 if early else WORKER_EXIT_WAIT)
             except subprocess.TimeoutExpired:
                 p.terminate()
         for p in procs:

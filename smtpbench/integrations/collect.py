@@ -7,7 +7,8 @@ many there were. Exports add losslessly (:func:`merge_exports`: histograms
 and counters add), so the master merges every numbered delta exactly once,
 in whatever order they arrive, and knows for each worker whether it has them
 all. A worker whose deltas are missing makes the result invalid, with the
-reason, instead of quietly short.
+reason, instead of quietly short; one the master gave up on (:meth:`Collector.lose`:
+Locust lost it) says so.
 
 Nothing here imports Locust or gevent: this module is plain data in, plain
 data out, and is tested on its own.
@@ -40,6 +41,7 @@ class Collector:
         self.final_seq: dict[str, int] = {}      # client id -> number of deltas it sent in all
         self.info: dict[str, dict] = {cid: {} for cid in slices}
         self.failures: dict[str, str] = {}      # client id -> why it could not take part
+        self.lost: dict[str, str] = {}          # client id -> why its final report is not waited for
         self.duplicates = 0
         self.strays = 0                          # deltas of another run or from a worker not taking part
 
@@ -93,6 +95,14 @@ class Collector:
     def complete(self) -> bool:
         return not self.missing()
 
+    def lose(self, client_id: str, why: str) -> None:
+        """The master stops waiting for this worker's reports (Locust lost it: ``why``); the result says so."""
+        self.lost.setdefault(client_id, why)
+
+    def awaited(self) -> list[str]:
+        """Workers whose reports are not all in and that are still waited for (not :meth:`lose`-t)."""
+        return [cid for cid in self.missing() if cid not in self.lost]
+
     # -- out --------------------------------------------------------------------
 
     def result(self, loop: str = "gevent", extra_reasons: list[str] | None = None,
@@ -120,7 +130,7 @@ class Collector:
                 "warmup_ok": totals.get("warmup_ok", 0), "issued": totals.get("issued", 0),
                 "cpu_median": result["health"]["cpu_by_process"][i], "cpu_max": round(max(cpu), 3) if cpu else 0.0,
                 "locust_cpu_max": info.get("locust_cpu_max"), "locust_cpu_warnings": info.get("cpu_warnings", 0),
-                "reports": len(self.deltas[cid]),
+                "reports": len(self.deltas[cid]), "lost": self.lost.get(cid),
             }
             workers.append(row)
             if row["locust_cpu_warnings"] or (row["locust_cpu_max"] or 0) > LOCUST_CPU_WARNING:
@@ -130,8 +140,9 @@ class Collector:
         health = result["health"]
         health["workers"] = workers
         health["warnings"] = warnings
-        reasons = [f"worker {self.slices[cid]} ({cid}): {what}; its figures are incomplete"
-                   for cid, what in self.missing().items()]
+        reasons = [f"worker {self.slices[cid]} ({cid}): "
+                   + (f"lost ({self.lost[cid]}): {what}" if cid in self.lost else what)
+                   + "; its figures are incomplete" for cid, what in self.missing().items()]
         reasons += [f"worker {self.slices[cid]} ({cid}) could not take part: {why}"
                     for cid, why in self.failures.items()]
         reasons += extra_reasons or []

@@ -24,8 +24,9 @@ How a run goes (one master and P workers, or one ``--headless`` process):
   the smtpbench histograms and counters recorded since its last report,
   numbered; the master adds them losslessly (see
   :mod:`~smtpbench.integrations.collect`) and at test stop, once every worker's
-  final delta is in, writes the same ``result.json`` as ``smtpbench run``
-  (``kind = "locust"``) to ``--smtp-out`` (default ``results/<run-id>``).
+  final delta is in (or Locust has lost the worker: the result says so),
+  writes the same ``result.json`` as ``smtpbench run`` (``kind = "locust"``)
+  to ``--smtp-out`` (default ``results/<run-id>``).
 * The verdict sets Locust's exit code: 0 ok, 1 a threshold failed, 3 invalid.
 
 ``ScenarioShape`` (in the ready locustfile) runs the scenario as written:
@@ -47,15 +48,18 @@ import gevent
 import greenlet
 from gevent.event import Event
 from locust import LoadTestShape, User, constant, events, task
-from locust.runners import MasterRunner, WorkerRunner
+from locust.rpc import Message
+from locust.runners import HEARTBEAT_INTERVAL, HEARTBEAT_LIVENESS, STATE_MISSING, MasterRunner, WorkerRunner
 
 from ..addresses import parse_address
 from ..console import summary_text
 from ..load.pacing import Profile
 from ..load.plan import connections
-from ..load.stopping import exit_code
+from ..load.stopping import SIGNALS, STOP, exit_code, say
+from ..quickexit import exit_now
 from ..results import save
 from ..scenario import Scenario, ScenarioError, load
+from .cluster import STARTED_FD
 from .collect import Collector
 from .slot import Outcome, Slot
 from .work import START_DELAY, Work, make_setup
@@ -66,6 +70,7 @@ REQUEST_TYPE = "SMTP"
 FINAL_WAIT = 30.0        # s beyond the drain time the master waits for workers' final deltas
 SETUP_WAIT = 60.0        # s a user waits for its worker's setup
 END_GRACE = 0.3          # s after the last intended arrival before the shape stops the test
+QUIT_FLUSH = 0.1         # s for the workers' "quit" to leave this process before it exits
 EXIT_CODES = {"ok": 0, "thresholds_failed": 1, "invalid": 3}
 
 MSG_SETUP, MSG_STOP, MSG_FINAL, MSG_HELLO, MSG_IDLE = (
@@ -158,22 +163,52 @@ def _take_signals(runner) -> None:
     SIGTERM (``timeout``, systemd, ``kill``) or a hang-up killed the process mid-run with no result.
     The stop is a KeyboardInterrupt thrown into the main greenlet (here, where Locust waits for the
     shape), never into a user's greenlet in the middle of a message, which would go uncounted.
+
+    As with ``smtpbench run`` (:class:`~smtpbench.load.stopping.Stop` decides), a second signal leaves at
+    once, without a result: the first waits for the users' drain and every worker's final report, and
+    a second was ignored, leaving only SIGKILL (and workers nobody told to quit). Before the run, or
+    once its result is saved, there is nothing to keep: a signal leaves at once. Either way the
+    connected workers are told to quit first.
     """
     main = greenlet.getcurrent()
     hub = gevent.get_hub()
 
-    def on_signal(signum: int) -> None:
+    def stop() -> None:
         shape = runner.shape_greenlet
-        if P.collector is not None and shape is not None and not shape.dead:
-            if P.stopped_by is None:   # (``timeout`` signals the process, then its group: one stop)
-                P.stopped_by = (signal.Signals(signum).name, time.time())
-                hub.loop.run_callback(main.throw, KeyboardInterrupt)
-        elif not P.run_ids:            # before the run: nothing to keep
-            hub.loop.run_callback(main.throw, SystemExit(128 + signum))
-        # Otherwise the run is ending already (its result on the way): the signal changes nothing.
+        if shape is not None and not shape.dead:
+            P.stopped_by = (STOP.name, time.time())
+            hub.loop.run_callback(main.throw, KeyboardInterrupt)
+        # Otherwise the load is over and its result on the way (the drain, the workers' final reports):
+        # this signal changes nothing, a second leaves at once (as in smtpbench run's drain).
 
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    def on_signal(signum: int) -> None:
+        if P.collector is not None:
+            STOP.request(signum)
+            return
+        if not P.run_ids:
+            say(f"\nsmtpbench: {signal.Signals(signum).name} before the test started: stopped, no result\n")
+        _quit_workers(runner)
+        exit_now(128 + signum)
+
+    # Under `smtpbench locust` the first signal comes from it, which has said so already.
+    STOP.quiet = STARTED_FD in os.environ
+    STOP.listen(stop, lambda: _abandon(runner))
+    for signum in SIGNALS:
         gevent.signal_handler(signum, on_signal, signum)
+
+
+def _abandon(runner) -> None:
+    """Leaving at once: no result (a final report arriving meanwhile wrote one), and the workers quit."""
+    P.collector = None
+    _quit_workers(runner)
+
+
+def _quit_workers(runner) -> None:
+    """Master, leaving at once: tell the workers to quit (their users stop), as Locust's own quit does."""
+    if isinstance(runner, MasterRunner):
+        for node in list(runner.clients.values()):
+            runner.server.send_to_client(Message("quit", None, node.id))
+        gevent.sleep(QUIT_FLUSH)
 
 
 def _new_run_id(name: str) -> str:
@@ -238,6 +273,7 @@ def _test_start(environment, **_kw) -> None:
         recorded = scenario.model_copy(update={"load": scenario.load.model_copy(
             update={"duration": float(P.cli_run_time)})})
     P.collector = Collector(recorded, run_id, target, t0_wall, command, slices)
+    _say_started()
     P.setup = make_setup(scenario, run_id, target, t0_wall, duration, 0, len(ids), phases)
     logger.info("smtpbench run %s: %s loop against %s, %d worker(s)", run_id, scenario.load.model, target, len(ids))
     for cid, i in slices.items():
@@ -246,6 +282,17 @@ def _test_start(environment, **_kw) -> None:
             runner.send_message(MSG_SETUP, setup, client_id=cid)
         else:
             _begin_work(setup, environment)
+
+
+def _say_started() -> None:
+    """Tell ``smtpbench locust`` the test has started (its signals come here from now on; see cluster.py)."""
+    fd = os.environ.pop(STARTED_FD, "")
+    if fd:
+        try:
+            os.write(int(fd), b"1")
+            os.close(int(fd))
+        except (OSError, ValueError):   # not ours after all (a variable left over in the environment)
+            pass
 
 
 def _begin_work(setup: dict, environment) -> None:
@@ -355,9 +402,23 @@ def _test_stop(environment, **_kw) -> None:
         collector = P.collector
         environment.runner.send_message(MSG_STOP, {"run_id": collector.run_id})
         deadline = time.monotonic() + P.scenario.load.drain + FINAL_WAIT
-        while not collector.complete() and time.monotonic() < deadline:
+        while _awaited(environment.runner, collector) and time.monotonic() < deadline:
             gevent.sleep(0.05)
         _write_result(environment)
+
+
+def _awaited(runner, collector: Collector) -> bool:
+    """Master: whether a worker's final report may still come. One Locust lost (killed, crashed, its machine
+    gone: no heartbeat for a few seconds, or it left without that report) never sends it; waiting for
+    it held the result back for the drain time + FINAL_WAIT, and the result did not say why it lacked."""
+    for cid in collector.awaited():
+        node = runner.clients.get(cid)
+        if node is None:   # it sent "quit" (after its final report, had there been one) or Locust dropped it
+            collector.lose(cid, "it left the master without its final report")
+        elif node.state == STATE_MISSING:
+            collector.lose(cid, f"Locust marked it missing: no heartbeat for about "
+                                f"{(HEARTBEAT_LIVENESS + 1) * HEARTBEAT_INTERVAL} s")
+    return bool(collector.awaited())
 
 
 def _worker_quitting(environment, **_kw) -> None:

@@ -34,7 +34,8 @@ SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 SAME_STOP = 0.2
 
 
-def _say(text: str) -> None:
+def say(text: str) -> None:
+    """Write ``text`` to standard error from a signal handler."""
     # os.write, not print: a signal handler runs between two bytecodes of whatever the main thread
     # was doing, maybe a write to stderr (the progress bar's), and a buffered stream is not reentrant.
     try:
@@ -52,6 +53,7 @@ class Stop:
         self._stops: list[Callable[[], None]] = []
         self._aborts: list[Callable[[], None]] = []
         self._scratch: set[str] = set()
+        self.quiet = False   # the first signal's line is not written (whoever sent it has said so)
 
     @property
     def name(self) -> str:
@@ -90,7 +92,7 @@ class Stop:
         if self.signum:
             if signum == self.signum and time.monotonic() - self._at < SAME_STOP:
                 return
-            _say("smtpbench: interrupted again: leaving without a result\n")
+            say("smtpbench: interrupted again: leaving without a result\n")
             for path in list(self._scratch):
                 try:
                     os.unlink(path)
@@ -100,8 +102,9 @@ class Stop:
                 abort()
             exit_now(128 + signum)
         self.signum, self._at = signum, time.monotonic()
-        _say(f"\nsmtpbench: {self.name}: stopping the load, draining what is in flight "
-             f"(again to leave at once, without a result)\n")
+        if not self.quiet:
+            say(f"\nsmtpbench: {self.name}: stopping the load, draining what is in flight "
+                f"(again to leave at once, without a result)\n")
         for stop in list(self._stops):
             stop()
 
