@@ -77,6 +77,13 @@ NESTED = {
                    "loop_lag_us": list, "response": dict, "service": dict},
     "health": {"valid": bool, "reasons": list},
 }
+#: The :data:`NESTED` keys a result may leave out (written before they existed; readers fall back):
+#: every other one must be there, even where its value may be null (a missing ``load.warmup_s``
+#: passed as a null and crashed the report with a KeyError).
+MAY_BE_ABSENT = {("totals", "load_end_us"), ("totals", "warmup_failed"), ("timeseries", "interval_s")}
+#: The per-interval percentiles of ``timeseries.response`` / ``service`` the report's plots and
+#: comparisons draw.
+SERIES_PERCENTILES = {"response": ("p50", "p90", "p99", "p99.9", "max"), "service": ("p99",)}
 #: What a run id may keep in the name of its default report folder (see :func:`folder_name`).
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 #: Keys of each entry of these lists.
@@ -385,7 +392,7 @@ def _malformed(data: dict) -> list[str]:
     """Dotted names of the :data:`NESTED` and :data:`ENTRIES` keys that are missing or of the wrong type,
     and of time series not as long as ``timeseries.t``."""
     bad = [f"{top}.{key}" for top, keys in NESTED.items() for key, kind in keys.items()
-            if not isinstance(data[top].get(key), kind)]
+            if not isinstance(data[top].get(key), kind) or (key not in data[top] and (top, key) not in MAY_BE_ABSENT)]
     stopped = data.get("interrupted")  # (see load.stopping)
     if stopped is not None and not (isinstance(stopped, dict) and isinstance(stopped.get("at_s"), _NUM)
                                     and isinstance(stopped.get("signal"), str)):
@@ -400,8 +407,9 @@ def _malformed(data: dict) -> list[str]:
     n = len(ts["t"])
     series = {k: v for k, v in ts.items() if isinstance(v, list)}
     series |= {f"{name}.{p}": v for name in ("response", "service") for p, v in ts[name].items()}
+    series |= {f"{name}.{p}": None for name, pcts in SERIES_PERCENTILES.items() for p in pcts if p not in ts[name]}
     bad = [f"timeseries.{k}" for k, v in series.items()
-           if len(v) != n or not all(x is None or isinstance(x, _NUM) for x in v)]
+           if not isinstance(v, list) or len(v) != n or not all(x is None or isinstance(x, _NUM) for x in v)]
     for name in ("response", "service"):
         summary = data["latency"][name]
         if summary.get("count") and not all(isinstance(summary.get(p), _NUM) for p in ("p50", "p99", "p99.9", "max")):
