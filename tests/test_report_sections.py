@@ -82,6 +82,17 @@ def test_open_loop_shows_offered_rate():
     assert tables.describe_load(result).startswith("open loop, 100 msgs/s constant arrivals")
 
 
+def test_a_staged_load_is_described_by_its_stages_length():
+    """Stages of 8 s under the default 20 s duration end the load at 8 s: the report's load line read "20 s"."""
+    result = synthetic_result([100, 100, 100], 1.0, open_rate=100)
+    result["load"].update(rate=None, duration_s=20, stages=[{"duration": 3, "rate": 400, "ramp": True},
+                                                             {"duration": 5, "rate": 400, "ramp": False}])
+    text = tables.describe_load(result)
+    assert "400/s for 3s (ramp) → 400/s for 5s" in text and ", 8 s" in text and "20 s" not in text, text
+    result["load"]["duration_s"] = 6  # a duration shorter than the stages cuts them
+    assert ", 6 s" in tables.describe_load(result)
+
+
 def test_idle_interval_is_a_gap_and_left_out_of_statistics():
     result = synthetic_result([100, 0, 100, 100], 1.0)
     p99 = figures.latency_over_time(result).series["response p99"].y

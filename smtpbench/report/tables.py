@@ -53,8 +53,9 @@ def describe_load(result: dict) -> str:
     text += f", {mpc} msgs/connection" if mpc else ", connections kept open"
     text += ", pipelining" if load.get("pipelining") else ", no pipelining"
     text += f", {load['processes']} process{'es' if load['processes'] != 1 else ''}"
-    if load.get("duration_s"):
-        text += f", {load['duration_s']:g} s"
+    planned = planned_s(result)  # stages shorter than the duration end the load: "20 s" read for 8 s of stages
+    if planned:
+        text += f", {planned:g} s"
     if load.get("messages"):
         text += f", at most {load['messages']:,} messages"
     if load.get("warmup_s"):
