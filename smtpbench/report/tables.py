@@ -119,11 +119,12 @@ def throughput(result: dict) -> Table:
     """Offered and achieved rates, completed msgs/s and MB/s, OK/failed, warm-up, measured window."""
     t, h = result["totals"], result["health"]
     model = result["load"]["model"]
-    offered = rate(h.get("offered_rate")) if model == "open" else f"{DASH} (closed loop: {result['load']['sessions']} sessions)"
-    achieved = h.get("achieved_rate")
+    # Every rate here is after the warm-up (result.json's health rates include it: a ramp's differ).
+    offered = rate(data.offered_rate(result)) if model == "open" else f"{DASH} (closed loop: {result['load']['sessions']} sessions)"
     rows = [["offered rate", offered]]
-    if achieved is not None:
-        rows.append(["arrivals released", rate(achieved)])
+    if model == "open":
+        released = data.measured_rate(result, "offered")
+        rows.append(["arrivals released", rate(h.get("achieved_rate") if released is None else released)])
     rows += [
         ["sent", rate(data.measured_rate(result, "sent"))],
         # msgs_per_s counts accepted messages only: "completed" beside "sent" read as if the failed ones
@@ -135,10 +136,11 @@ def throughput(result: dict) -> Table:
         ["measured", f"{t['measured_seconds']:,.3f} s  ·  {t.get('bytes', 0) / 1e6:,.2f} MB"],
     ]
     return Table("Throughput", ["", "value"], rows,
-                 note="arrivals released (open loop): messages the schedule released per second, a message "
-                      "waiting for a connection counted when it arrived; sent: messages begun per second, the mean "
-                      "of the measured 1 s intervals; accepted: messages the server took (250), failed ones left out, "
-                      "over the measured window")
+                 note="every rate after the warm-up. offered (open loop): the schedule's mean rate until the load "
+                      "ended; arrivals released: messages the schedule released per second, a message waiting for a "
+                      "connection counted when it arrived, and sent: messages begun per second, each the mean of the "
+                      "measured 1 s intervals; accepted: messages the server took (250), failed ones left out, over "
+                      "the measured window")
 
 
 def latency(result: dict) -> Table:
