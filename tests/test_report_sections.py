@@ -258,6 +258,12 @@ def test_cpu_of_several_processes_is_named_as_the_busiest():
     assert list(figures.health(result).series)[0] == "CPU of the busiest of 2 processes (% of a core)"
 
 
+def test_the_health_plots_two_axes_in_two_colours():
+    """CPU (left axis) and loop lag (right axis) were drawn in one colour, told apart by the dashes alone."""
+    cpu, lag = figures.health(synthetic_result([100, 100], 1.0)).series.values()
+    assert lag.secondary and cpu.color and lag.color and cpu.color != lag.color
+
+
 def test_a_load_shorter_than_an_interval_is_named_in_the_throughput_plot():
     """500 messages in 0.07 s drew one point at '500 messages/s' beside a table saying 8,171 msgs/s."""
     result = synthetic_result([500], 1.0)

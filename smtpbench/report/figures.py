@@ -216,8 +216,9 @@ def health(result: dict) -> Figure:
     procs = result["load"].get("processes") or 1
     # Processes' CPU merges as the worst of them (recorder.merge_exports), not their sum.
     cpu = "generator CPU (% of a core)" if procs == 1 else f"CPU of the busiest of {procs} processes (% of a core)"
-    series = {cpu: Series(t, _list(np.asarray(ts["cpu"], dtype=float) * 100)),
-              "event-loop lag, max (ms)": Series(t, _ms(ts["loop_lag_us"]), secondary=True, dashed=True)}
+    # Two colours: in one, the two lines (each against its own axis) were told apart by the dashes alone.
+    series = {cpu: Series(t, _list(np.asarray(ts["cpu"], dtype=float) * 100), color="C0"),
+              "event-loop lag, max (ms)": Series(t, _ms(ts["loop_lag_us"]), secondary=True, dashed=True, color="C3")}
     return Figure("health", "Generator health", TIME, "CPU (%)", series,
                   y2label="loop lag (ms)", shade=_warmup(result), shade_label="warm-up")
 
