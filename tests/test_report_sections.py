@@ -54,7 +54,7 @@ def test_thresholds_verdict_sink_and_crosscheck(failing):
     assert [r[-1] for r in ths.rows] == ["FAIL", "pass"] and ths.classes == ["fail", "pass"]
     lines = tables.verdict_lines(failing)
     assert any("not counted by the sink" in line for line in lines)
-    assert any(line.startswith("threshold response.p99 (limit 1ms) failed") for line in lines)
+    assert any(line.startswith("threshold response.p99 ≤ 1ms failed") for line in lines)
     all_tables = tables.tables(failing)
     assert list(all_tables)[-2:] == ["sink", "crosscheck"]
     assert ["messages", "899"] in all_tables["sink"].rows
@@ -62,6 +62,16 @@ def test_thresholds_verdict_sink_and_crosscheck(failing):
     sink_rows = dict(tables.tables(failing)["sink"].rows)
     assert (sink_rows["time"], sink_rows["elapsed"]) == ("2026-11-29 04:35:34 UTC", "2.538 s")
     assert ["passed", "False"] in all_tables["crosscheck"].rows and "fail" in all_tables["crosscheck"].classes
+
+
+def test_a_thresholds_limit_is_shown_in_the_unit_of_its_observed_value(failing):
+    """error_rate = 0.01 was shown as "0.01" beside an observed "7.2976%" (a 1 % limit read as 0.01 %),
+    and no limit said which way it bound (min_throughput is a floor)."""
+    rows = {r[0]: r[1:] for r in tables.thresholds(failing).rows}
+    assert rows["error_rate"][:2] == ["≤ 50%", f"{failing['totals']['error_rate']:.4%}"]
+    assert rows["response.p99"][0] == "≤ 1ms"
+    assert tables.limit_text("error_rate", 0.001) == "≤ 0.1%"
+    assert tables.limit_text("min_throughput", 1500) == "≥ 1,500 msgs/s"
 
 
 def test_full_report_of_a_failing_run(failing, tmp_path):

@@ -96,13 +96,27 @@ def overview(result: dict) -> list[tuple[str, str]]:
     ]
 
 
+def limit_text(metric: str, limit, op: str | None = None) -> str:
+    """A threshold's limit with its comparison, in the unit its observed value is shown in:
+    ``≤ 1%`` for ``error_rate = 0.01`` (shown bare, "0.01" beside an observed "7.2976%" read as
+    0.01 %), ``≥ 500 msgs/s``, ``≤ 50ms``."""
+    op = op or (">=" if metric == "min_throughput" else "<=")
+    sign = {"<=": "≤", ">=": "≥"}.get(op, op)
+    if metric == "error_rate" and isinstance(limit, (int, float)):
+        return f"{sign} {limit * 100:g}%"
+    if metric == "min_throughput" and isinstance(limit, (int, float)):
+        return f"{sign} {limit:,g} msgs/s"
+    return f"{sign} {limit}"
+
+
 def verdict_lines(result: dict) -> list[str]:
     """Why the verdict is what it is: invalidity reasons and failed thresholds, and whether a signal
     stopped the run early (empty when ok and not stopped)."""
     lines = list(result["health"].get("reasons", []))
     for th in result.get("thresholds", []):
         if not th["passed"]:
-            lines.append(f"threshold {th['metric']} (limit {th['limit']}) failed: observed {th.get('shown', th['observed'])}")
+            lines.append(f"threshold {th['metric']} {limit_text(th['metric'], th['limit'], th.get('op'))} failed: "
+                         f"observed {th.get('shown', th['observed'])}")
     relay = result.get("relay")
     if isinstance(relay, dict) and relay.get("passed") is False:
         lines.append(f"delivery check failed: {relay.get('lost', '?')} lost, {relay.get('duplicates', '?')} duplicated "
@@ -192,7 +206,8 @@ def errors(result: dict) -> Table:
 def thresholds(result: dict) -> Table:
     """Each threshold with its limit, the observed value and pass/FAIL."""
     ths = result.get("thresholds", [])
-    rows = [[th["metric"], str(th["limit"]), str(th.get("shown", th["observed"])), "pass" if th["passed"] else "FAIL"]
+    rows = [[th["metric"], limit_text(th["metric"], th["limit"], th.get("op")), str(th.get("shown", th["observed"])),
+             "pass" if th["passed"] else "FAIL"]
             for th in ths]
     return Table("Thresholds", ["metric", "limit", "observed", "result"], rows, align="lrrl",
                  note="" if rows else "the scenario sets no thresholds",
