@@ -280,6 +280,14 @@ def test_sustainable_is_the_highest_passing_offered_rate():
 # -- the sweep report ------------------------------------------------------------------------------
 
 
+def test_a_flat_latency_trend_is_not_shown_as_minus_zero():
+    """A step whose latency trend was -0.0002 s/s read "yes (latency -0.000 s/s)" (a real sweep's step 1)."""
+    assert sweep_data._keeps_up({"offered_rate": 200, "keeps_up": True, "latency_growth": -0.0002}) == \
+        "yes (latency +0.000 s/s)"
+    assert sweep_data._keeps_up({"offered_rate": 200, "keeps_up": False, "latency_growth": 0.25}) == \
+        "NO (latency +0.250 s/s)"
+
+
 def test_sweep_report_tables_and_links(knee):
     summary, page_path = knee["summary"], knee["page"]
     assert page_path == knee["folder"].parent / "reports" / summary["sweep_id"] / "index.html"

@@ -107,7 +107,8 @@ def _keeps_up(row: dict) -> str:
     if not row["offered_rate"]:
         return DASH
     growth = row.get("latency_growth")
-    trend = f" (latency {growth:+.3f} s/s)" if growth is not None else ""
+    # (round(...) or 0.0: a flat trend of -0.0002 s/s read "latency -0.000 s/s")
+    trend = f" (latency {round(growth, 3) or 0.0:+.3f} s/s)" if growth is not None else ""
     return ("yes" if row["keeps_up"] else "NO") + trend
 
 
