@@ -236,6 +236,21 @@ def test_axis_labels_stay_inside_the_image():
     assert ax.get_tightbbox(renderer).x0 >= 0
 
 
+def test_a_long_legend_stays_inside_the_image():
+    """With two generator processes the health plot's legend entry ran off the image's right edge
+    ("CPU of the busiest of 2 process" and the rest cut)."""
+    from smtpbench.report import plots
+
+    result = synthetic_result([100, 100], 1.0)
+    result["load"]["processes"] = 2
+    fig = plots.render(figures.health(result))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend = next(a.get_legend() for a in fig.axes if a.get_legend())
+    assert legend.get_window_extent(renderer).x1 <= fig.get_figwidth() * fig.dpi
+    assert fig.axes[0].get_tightbbox(renderer).x0 >= 0
+
+
 def test_the_spectrum_ends_at_the_maximum():
     """The p = 1 row was dropped for want of a finite x, and with it the slowest messages: a run with
     a 295 ms maximum drew its spectrum up to 192 ms."""

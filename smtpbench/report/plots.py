@@ -118,23 +118,32 @@ def render(fig_data: Figure):
     if not any(s.y and _finite(s.y) for s in fig_data.series.values()):
         ax.set_ylim(0, 1)
         ax.text(0.5, 0.5, "nothing recorded", transform=ax.transAxes, ha="center", va="center", color="#777777")
+    legend = None
     if handles:  # outside the axes: it never hides data
-        ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.1 if ax2 else 1.01, 1.0),
-                  borderaxespad=0.0)
-    _fit_left(fig, ax)
+        legend = ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.1 if ax2 else 1.01, 1.0),
+                           borderaxespad=0.0)
+    _fit(fig, ax, legend)
     return fig
 
 
-def _fit_left(fig, ax, pad_px: float = 4.0) -> None:
-    """Widen the left margin until the y-axis label and tick labels are inside the image.
+def _fit(fig, ax, legend, pad_px: float = 4.0) -> None:
+    """Move the margins until the y-axis labels and the legend are inside the image.
 
-    The fixed margin holds four-digit ticks; "17500" (any run past 10,000 msgs/s) pushed the axis
-    label "messages/s" off the image's left edge.
+    The fixed margins hold four-digit ticks and short legend entries; "17500" (any run past 10,000
+    msgs/s) pushed the axis label "messages/s" off the image's left edge, and "CPU of the busiest of
+    2 processes (% of a core)" (any run with --processes 2) ran off its right edge, cut mid-word.
+    Narrowing the axes moves the legend (anchored to them) too, hence a few passes.
     """
-    left = ax.get_tightbbox(fig.canvas.get_renderer()).x0
-    if left < pad_px:
+    width = fig.get_figwidth() * fig.dpi
+    for _ in range(3):
+        renderer = fig.canvas.get_renderer()
         params = fig.subplotpars
-        fig.subplots_adjust(left=params.left + (pad_px - left) / (fig.get_figwidth() * fig.dpi))
+        left = ax.get_tightbbox(renderer).x0
+        over = legend.get_window_extent(renderer).x1 - (width - pad_px) if legend is not None else 0.0
+        if left >= pad_px and over <= 0:
+            return
+        fig.subplots_adjust(left=params.left + max(pad_px - left, 0.0) / width,
+                            right=params.right - max(over, 0.0) / width)
 
 
 def to_bytes(fig, fmt: str, salt: str = "") -> bytes:
