@@ -212,6 +212,11 @@ def test_a_run_that_accepted_nothing_has_no_latency_and_is_flagged():
     text = cmp.summary_text([good, dead], comparison)
     assert not [line for line in text.splitlines() if "(ms)" in line and ("0.000" in line or "0.000×" in line)]
     assert any("contender accepted no message (20 failed)" in w for w in comparison.warnings)
+    from smtpbench.report import figures  # its lines are absent from the plots, and their legends say why
+
+    figs = figures.comparison_figures([good, dead], comparison.labels)
+    assert "contender response (no message accepted)" in figs["spectrum"].series
+    assert "contender (no message accepted)" in figs["latency_p99"].series and "baseline" in figs["latency_p99"].series
     reverse = cmp.compare(dead, [good])
     assert reverse.rows[1].baseline is None and reverse.rows[1].cells[0].ratio is None
     assert any("baseline accepted no message" in w for w in reverse.warnings)

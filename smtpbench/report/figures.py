@@ -254,12 +254,14 @@ def comparison_figures(results: list[dict], labels: list[str]) -> dict[str, Figu
     spectra, rates, p99s = {}, {}, {}
     for i, (result, label) in enumerate(zip(results, labels)):
         color = f"C{i % 10}"
-        spectra[f"{label} response"] = spectrum_series(result, "response", color=color)
-        spectra[f"{label} service"] = spectrum_series(result, "service", color=color, dashed=True)
+        # A run with no latency draws no line: its legend entry, alone, read as a line hidden by another.
+        none = " (no message accepted)" if not result["totals"].get("ok") else ""
+        spectra[f"{label} response{none}"] = spectrum_series(result, "response", color=color)
+        spectra[f"{label} service{none}"] = spectrum_series(result, "service", color=color, dashed=True)
         ts = result["timeseries"]
         t = _times(result)
         rates[label] = Series(t, _list(np.asarray(ts["ok"], dtype=float) / ts.get("interval_s", 1)), color=color)
-        p99s[label] = Series(t, _ms(ts["response"]["p99"], np.asarray(ts["ok"]) > 0), color=color)
+        p99s[label + none] = Series(t, _ms(ts["response"]["p99"], np.asarray(ts["ok"]) > 0), color=color)
     top = max((max(s.x) for s in spectra.values() if s.x), default=1.0)
     shade, shade_label = _comparison_warmup(results, labels)
     figs = [
