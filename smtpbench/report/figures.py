@@ -223,16 +223,32 @@ def health(result: dict) -> Figure:
                   y2label="loop lag (ms)", shade=_warmup(result), shade_label="warm-up")
 
 
+def relay(result: dict) -> Figure | None:
+    """Relay runs: messages accepted and delivered per second, and the backlog (right axis); None otherwise."""
+    ts = result["relay"].get("timeseries") if isinstance(result.get("relay"), dict) else None
+    if not isinstance(ts, dict) or not ts.get("t"):
+        return None
+    step = ts.get("interval_s", 1)
+    t = _list(np.asarray(ts["t"], dtype=float) + step / 2)
+    series = {"accepted (by the server under test)": Series(t, _list(np.asarray(ts["accepted"], dtype=float) / step)),
+              "delivered (at the sink)": Series(t, _list(np.asarray(ts["delivered"], dtype=float) / step)),
+              "backlog (accepted, not yet delivered)": Series(t, _list(ts["backlog"]), secondary=True, dashed=True,
+                                                              color="C3")}
+    return Figure("relay", "Relay: accepted and delivered per second, backlog", TIME, "messages/s", series,
+                  y2label="backlog (messages)", shade=_warmup(result), shade_label="warm-up")
+
+
 BUILDERS = (throughput, latency_over_time, spectrum_figure, phases, histogram_figure, errors_over_time,
             concurrency, health)
 
 
 def figures(result: dict) -> dict[str, Figure]:
-    """Every plot of a run report, by name, in page order."""
+    """Every plot of a run report, by name, in page order (``relay`` when the result has one)."""
     out = {}
-    for build in BUILDERS:
+    for build in (*BUILDERS, relay):
         fig = build(result)
-        out[fig.name] = fig
+        if fig is not None:
+            out[fig.name] = fig
     return out
 
 

@@ -260,6 +260,16 @@ def _sink_shown(sink: dict) -> dict:
     return shown
 
 
+def _relay_shown(relay: dict) -> dict:
+    """The relay section as shown: its histograms (raw buckets, thousands of characters in a long run)
+    and per-second series left to the plot, the backlog summed up in one row."""
+    shown = {k: v for k, v in relay.items() if k not in ("histograms", "timeseries")}
+    backlog = (relay.get("timeseries") or {}).get("backlog") or []
+    if backlog:
+        shown["backlog"] = f"max {max(backlog):,} · at the end of the series {backlog[-1]:,}"
+    return shown
+
+
 def tables(result: dict) -> dict[str, Table]:
     """Every table of a run report by name, in page order; ``sink``, ``crosscheck``, ``relay`` when the result has them."""
     out = {"throughput": throughput(result), "latency": latency(result), "phases": phases(result),
@@ -272,6 +282,8 @@ def tables(result: dict) -> dict[str, Table]:
                                       note="every message the client saw accepted must be counted by the sink")
         out["crosscheck"].classes = ["fail" if cross.get("passed") is False else ""] * len(cross)
     if isinstance(result.get("relay"), dict):
-        out["relay"] = _counters("Relay: accepted vs delivered", result["relay"],
-                                 note="messages the server under test accepted, as counted at the final destination")
+        out["relay"] = _counters("Relay: accepted vs delivered", _relay_shown(result["relay"]),
+                                 note="messages the server under test accepted, as counted at the final destination; "
+                                      "delivery latency: arrival − send, queue time: arrival − the 250 "
+                                      "(the Relay plot: accepted and delivered per second, and the backlog)")
     return out
