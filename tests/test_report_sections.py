@@ -251,6 +251,21 @@ def test_a_long_legend_stays_inside_the_image():
     assert fig.axes[0].get_tightbbox(renderer).x0 >= 0
 
 
+def test_count_axes_start_at_zero_and_an_empty_plot_keeps_its_time_axis():
+    """A relay backlog of 0 throughout drew its axis from -0.04 to 0.04 and rates of 10-20 msgs/s one
+    from 10; a run with no latency drew its time axis from -0.04 to 0.04 s instead of over the run."""
+    from smtpbench.report import plots
+
+    fig = plots.render(figures.Figure("relay", "t", figures.TIME, "messages/s", {
+        "delivered": figures.Series([0.5, 1.5, 2.5], [20, 10, 19]),
+        "backlog": figures.Series([0.5, 1.5, 2.5], [0, 0, 0], secondary=True)}))
+    left, right = fig.axes
+    assert left.get_ylim()[0] == 0 and right.get_ylim() == (0, 1)
+    dead = synthetic_result([0, 0, 0], 1.0)
+    t = dead["timeseries"]["t"]
+    assert plots.render(figures.latency_over_time(dead)).axes[0].get_xlim() == (t[0], t[-1] + 1)
+
+
 def test_the_spectrum_ends_at_the_maximum():
     """The p = 1 row was dropped for want of a finite x, and with it the slowest messages: a run with
     a 295 ms maximum drew its spectrum up to 192 ms."""

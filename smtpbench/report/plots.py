@@ -76,6 +76,18 @@ def _spans_decades(values, factor: float = 20.0) -> bool:
     return bool(positive) and max(positive) / min(positive) > factor
 
 
+def _from_zero(ax, values) -> None:
+    """A linear axis of counts, rates or shares starts at 0 (and spans at least 0-1): autoscaled, a
+    backlog of 0 throughout drew an axis from -0.04 to 0.04, and rates of 10-20 one from 10."""
+    finite = [v for v in values if v is not None and v == v]
+    if all(v >= 0 for v in finite):
+        ax.set_ylim(0, ax.get_ylim()[1] if any(v > 0 for v in finite) else 1)
+    if finite and all(float(v).is_integer() for v in finite):  # counts: no tick at 0.2 of a message
+        from matplotlib.ticker import MaxNLocator
+
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _log_axis(axis, set_scale) -> None:
     """Log scale with plain labels at 1-2-5 steps (1, 2, 5, 10, 20 ms…), not 6×10⁰."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
@@ -101,6 +113,10 @@ def render(fig_data: Figure):
     primary = [v for s in fig_data.series.values() if not s.secondary for v in s.y]
     if fig_data.ylog and _spans_decades(primary):
         _log_axis(ax.yaxis, ax.set_yscale)
+    else:
+        _from_zero(ax, primary)
+    if ax2 is not None:
+        _from_zero(ax2, [v for s in fig_data.series.values() if s.secondary for v in s.y])
     if fig_data.xlog:
         _log_axis(ax.xaxis, ax.set_xscale)
     if fig_data.xticks:
@@ -117,6 +133,9 @@ def render(fig_data: Figure):
         handles, labels = handles + more[0], labels + more[1]
     if not any(s.y and _finite(s.y) for s in fig_data.series.values()):
         ax.set_ylim(0, 1)
+        times = [x for s in fig_data.series.values() for x in s.x if isinstance(x, (int, float))]
+        if fig_data.kind == "line" and not fig_data.xlog and times:  # gaps only: the x axis spanned -0.04 to 0.04
+            ax.set_xlim(min(times) - 0.5, max(times) + 0.5)
         ax.text(0.5, 0.5, "nothing recorded", transform=ax.transAxes, ha="center", va="center", color="#777777")
     legend = None
     if handles:  # outside the axes: it never hides data
