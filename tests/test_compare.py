@@ -222,6 +222,17 @@ def test_a_run_that_accepted_nothing_has_no_latency_and_is_flagged():
     assert any("baseline accepted no message" in w for w in reverse.warnings)
 
 
+def test_a_run_all_in_its_warm_up_is_not_said_to_have_failed():
+    """200 messages accepted, all in the warm-up: the warning read "accepted no message (0 failed) ...
+    its throughput of 0 measures failures"."""
+    good = synthetic_result([100] * 4, 1.0, run_id="good")
+    warm = synthetic_result([100, 100, 0], 1.0, warmup=2, run_id="warm")
+    assert (warm["totals"]["ok"], warm["totals"]["failed"], warm["totals"]["warmup_ok"]) == (0, 0, 200)
+    warnings = cmp.compare(good, [warm]).warnings
+    assert "contender measured no message: all 200 fell in its warm-up (2 s), so it has no figures to compare" in warnings
+    assert not [w for w in warnings if "accepted no message" in w], warnings
+
+
 def test_a_difference_from_a_zero_baseline_names_its_unit():
     """From a 0 % error rate the difference is in percentage points; '+40.95' alone read as a 41 % change."""
     clean = synthetic_result([200] * 5, 1.0, run_id="clean")

@@ -214,10 +214,15 @@ def fairness_warnings(baseline: dict, contender: dict, label: str) -> list[str]:
     for who, r in (("baseline", baseline), (label, contender)):
         if r.get("verdict") == "invalid":
             out.append(f"{who} is an INVALID run: " + "; ".join(r["health"].get("reasons", [])))
-        if not r["totals"].get("ok"):
-            failed = r["totals"].get("failed", 0)
-            out.append(f"{who} accepted no message ({failed:,} failed): it has no latency to compare, and its "
-                       "throughput of 0 measures failures, not the server's speed")
+        t = r["totals"]
+        warm = (t.get("warmup_ok") or 0) + (t.get("warmup_failed") or 0)
+        if not t.get("ok") and not t.get("failed") and warm:
+            # (not "accepted no message (0 failed) ... measures failures": it may have accepted them all)
+            out.append(f"{who} measured no message: all {warm:,} fell in its warm-up "
+                       f"({r['load'].get('warmup_s') or 0:g} s), so it has no figures to compare")
+        elif not t.get("ok"):
+            out.append(f"{who} accepted no message ({t.get('failed', 0):,} failed): it has no latency to compare, "
+                       "and its throughput of 0 measures failures, not the server's speed")
         stopped = r.get("interrupted")
         if isinstance(stopped, dict):
             planned = planned_s(r)
