@@ -231,6 +231,9 @@ def test_a_run_all_in_its_warm_up_is_not_said_to_have_failed():
     warnings = cmp.compare(good, [warm]).warnings
     assert "contender measured no message: all 200 fell in its warm-up (2 s), so it has no figures to compare" in warnings
     assert not [w for w in warnings if "accepted no message" in w], warnings
+    throughput = cmp.compare(good, [warm]).rows[0]  # nothing measured: unknown, not 0.0 msgs/s at 0.000×
+    assert throughput.metric.key == "msgs_per_s" and throughput.cells[0].value is None
+    assert throughput.cells[0].ratio is None
 
 
 def test_a_difference_from_a_zero_baseline_names_its_unit():

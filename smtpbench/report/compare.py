@@ -61,14 +61,14 @@ class Metric:
     def overall(self, result: dict) -> float | None:
         """The whole-run value (warm-up excluded) in display units; None when the run has none.
 
-        A latency of a run that accepted no message (its histogram empty, its summary all zeros) and
-        the error rate of a run that finished no message are unknown, not 0.
+        A latency of a run that accepted no message (its histogram empty, its summary all zeros), and
+        the throughput and error rate of a run that finished no message after its warm-up, are unknown,
+        not 0 (a throughput of 0 is a run whose messages all failed).
         """
         totals = result["totals"]
-        if self.key == "msgs_per_s":
-            return totals[self.key] * self.scale
-        if self.key == "error_rate":
-            return totals[self.key] * self.scale if totals.get("ok", 0) + totals.get("failed", 0) else None
+        measured = totals.get("ok", 0) + totals.get("failed", 0)  # 0: every message in the warm-up, or none sent
+        if self.key in ("msgs_per_s", "error_rate"):
+            return totals[self.key] * self.scale if measured else None
         name, pct = self.key.split(".", 1)
         summary = result["latency"][name]
         return summary[pct] * self.scale if summary.get("count") else None
