@@ -103,6 +103,13 @@ def test_a_staged_load_is_described_by_its_stages_length():
     assert ", 6 s" in tables.describe_load(result)
 
 
+def test_one_session_is_singular():
+    """"closed loop, 1 sessions" in the header and "(closed loop: 1 sessions)" in the Throughput table."""
+    result = synthetic_result([10, 10], 1.0, load__sessions=1)
+    assert tables.describe_load(result).startswith("closed loop, 1 session,")
+    assert tables.throughput(result).rows[0][1].endswith("(closed loop: 1 session)")
+
+
 def test_idle_interval_is_a_gap_and_left_out_of_statistics():
     result = synthetic_result([100, 0, 100, 100], 1.0)
     p99 = figures.latency_over_time(result).series["response p99"].y

@@ -39,11 +39,16 @@ def rate(value, unit: str = "msgs/s") -> str:
     return DASH if value is None else f"{value:,.1f} {unit}"
 
 
+def sessions(n) -> str:
+    """``1 session``, ``4 sessions``."""
+    return f"{n} session{'' if n == 1 else 's'}"
+
+
 def describe_load(result: dict) -> str:
     """One line: the load model and its parameters."""
     load = result["load"]
     if load["model"] == "closed":
-        text = f"closed loop, {load['sessions']} sessions"
+        text = f"closed loop, {sessions(load['sessions'])}"
     else:
         text = f"open loop, {load['rate']:g} msgs/s {load['arrival']} arrivals" if load.get("rate") else "open loop"
         if load.get("stages"):
@@ -134,7 +139,7 @@ def throughput(result: dict) -> Table:
     t, h = result["totals"], result["health"]
     model = result["load"]["model"]
     # Every rate here is after the warm-up (result.json's health rates include it: a ramp's differ).
-    offered = rate(data.offered_rate(result)) if model == "open" else f"{DASH} (closed loop: {result['load']['sessions']} sessions)"
+    offered = rate(data.offered_rate(result)) if model == "open" else f"{DASH} (closed loop: {sessions(result['load']['sessions'])})"
     rows = [["offered rate", offered]]
     if model == "open":
         released = data.measured_rate(result, "offered")
