@@ -179,6 +179,7 @@ def test_a_run_with_no_accepted_message_shows_no_latency():
     rows = tables.latency(dead).rows
     assert all(cell == tables.DASH for row in rows[:-1] for cell in row[1:]), rows
     assert rows[-1][1:] == ["0"] * (len(rows[-1]) - 1)  # the count is a real 0
+    assert not tables.phases(dead).rows and "no SMTP phase was timed" in tables.phases(dead).note
     dead["latency"]["phases"]["mail"] = Histogram().summary()
     phase = tables.phases(dead).rows[-1]
     assert phase[:2] == ["mail", "0"] and set(phase[2:]) == {tables.DASH}

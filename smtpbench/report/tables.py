@@ -180,8 +180,10 @@ def phases(result: dict) -> Table:
     """Count and percentiles per SMTP phase (ms)."""
     rows = [[name, f"{s.get('count', 0):,}"] + [ms(s.get(p)) if s.get("count") else DASH for p in ("mean", *PERCENTILES)]
             for name, s in result["latency"]["phases"].items()]
-    return Table("Latency per phase (ms)", ["phase", "count", "mean", *PERCENTILES], rows,
-                 note="phases answered in one pipelined batch (RFC 2920) are timed together and show 0 on their own")
+    # With no row the pipelining note alone said nothing of why the table was empty (an all-refused run).
+    note = ("phases answered in one pipelined batch (RFC 2920) are timed together and show 0 on their own" if rows else
+            "no SMTP phase was timed after the warm-up: no reply came then (see the verdict and the Errors table)")
+    return Table("Latency per phase (ms)", ["phase", "count", "mean", *PERCENTILES], rows, note=note)
 
 
 def errors(result: dict) -> Table:
