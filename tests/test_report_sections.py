@@ -274,6 +274,18 @@ def test_count_axes_start_at_zero_and_an_empty_plot_keeps_its_time_axis():
     assert plots.render(figures.latency_over_time(dead)).axes[0].get_xlim() == (t[0], t[-1] + 1)
 
 
+def test_the_tallest_stack_of_failures_is_not_cut_by_the_frame():
+    """An empty "other" class stacked on top pinned the axis' top to the tallest stack (46 of 46)."""
+    from smtpbench.report import plots
+
+    result = synthetic_result([100, 100, 100], 1.0, failures={1: [("rcpt", 451, "reply")] * 3,
+                                                              2: [("mail", 550, "reply")] * 2})
+    fig_data = figures.errors_over_time(result)
+    assert not any(fig_data.series["other"].y)
+    tallest = max(map(sum, zip(*(s.y for s in fig_data.series.values()))))
+    assert plots.render(fig_data).axes[0].get_ylim()[1] > tallest
+
+
 def test_the_spectrum_ends_at_the_maximum():
     """The p = 1 row was dropped for want of a finite x, and with it the slowest messages: a run with
     a 295 ms maximum drew its spectrum up to 192 ms."""

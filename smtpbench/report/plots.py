@@ -62,6 +62,8 @@ def _draw_stacked(ax, fig_data: Figure) -> None:
         ys = [0 if v is None else v for v in s.y]
         ax.bar(s.x, ys, bottom=bottom, width=0.8, label=label, color=s.color)
         bottom = ys if bottom is None else [a + b for a, b in zip(bottom, ys)]
+    if bottom:  # headroom: a bar's bottom is a sticky edge, so an empty class on top pinned the axis to the tallest stack
+        ax.set_ylim(0, max(bottom) * 1.05 or 1)
 
 
 def _draw_stairs(ax, fig_data: Figure) -> None:
