@@ -133,6 +133,7 @@ def test_too_few_intervals_say_so():
 def test_unfair_comparisons_are_flagged(pair):
     base, _ = pair
     other = copy.deepcopy(base)
+    other["run_id"] = "other"
     other["environment"].update(cpu_count=64, loop="asyncio")
     other["load"]["model"] = "open"
     other["load"]["rate"] = 500.0
@@ -149,7 +150,9 @@ def test_unfair_comparisons_are_flagged(pair):
         f"cpu_count {base['environment']['cpu_count']!r}", "cpu_count 2")
     assert "contender is an INVALID run: generator process 0 used 99% of a CPU core" in warnings
     assert "name" not in warnings
-    assert cmp.fairness_warnings(base, copy.deepcopy(base), "contender") == []
+    like = copy.deepcopy(base)
+    like["run_id"] = "base-again"  # another run of the same scenario on the same machine
+    assert cmp.fairness_warnings(base, like, "contender") == []
 
 
 def test_welch_and_student_t_against_known_values():
@@ -234,6 +237,13 @@ def test_a_run_all_in_its_warm_up_is_not_said_to_have_failed():
     throughput = cmp.compare(good, [warm]).rows[0]  # nothing measured: unknown, not 0.0 msgs/s at 0.000×
     assert throughput.metric.key == "msgs_per_s" and throughput.cells[0].value is None
     assert throughput.cells[0].ratio is None
+
+
+def test_a_run_compared_with_itself_says_so(pair, tmp_path, capsys):
+    """The same folder given twice read "no significant difference" on every row, with no warning."""
+    run = write_result(tmp_path / "run", pair[0])
+    assert main(["compare", str(run), str(run), "--out", str(tmp_path / "out")]) == 0
+    assert f"WARNING: contender is the baseline's own run ({pair[0]['run_id']})" in capsys.readouterr().out
 
 
 def test_a_difference_from_a_zero_baseline_names_its_unit():

@@ -191,6 +191,8 @@ def _changes(diffs: dict[str, tuple]) -> str:
 def fairness_warnings(baseline: dict, contender: dict, label: str) -> list[str]:
     """Why comparing ``contender`` with ``baseline`` may be unfair (empty when like for like)."""
     out = []
+    if contender.get("run_id") == baseline.get("run_id"):  # the same folder twice: "no difference" proves nothing
+        out.append(f"{label} is the baseline's own run ({baseline.get('run_id')}): it is compared with itself")
     diffs = scenario_differences(baseline, contender)
     groups = {"message": "messages differ (msgs/s and per-message latency are not like for like; see MB/s)",
               "load": "load settings differ", "sink": "sink settings differ"}
