@@ -427,6 +427,13 @@ def _malformed(data: dict) -> list[str]:
             if not (_histogram_ok(iv["response"]) and _histogram_ok(iv["service"]))]
     bad += [f"errors.{i}" for i, e in enumerate(data.get("errors", []))
             if not all(isinstance(e[k], _NUM) for k in ("count", "first_s", "last_s"))]
+    relay = data.get("relay")
+    if isinstance(relay, dict) and "timeseries" in relay:  # a relay run's plot and backlog row read these
+        rts = relay["timeseries"]
+        columns = [rts.get(k) for k in ("t", "accepted", "delivered", "backlog")] if isinstance(rts, dict) else [None]
+        if not all(isinstance(c, list) and len(c) == len(columns[0]) and all(isinstance(x, _NUM) for x in c)
+                   for c in columns):
+            bad.append("relay.timeseries")
     return bad
 
 

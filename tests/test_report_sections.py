@@ -355,6 +355,8 @@ def test_the_headline_rate_is_named_accepted_not_completed(failing):
     (lambda r: r["timeseries"].update(interval_s="1s"), "timeseries.interval_s"),
     (lambda r: r.update(interrupted={"signal": "SIGINT", "at_s": "soon"}), "interrupted"),
     (lambda r: r["load"].update(stages=[{"rate": 100}]), "load.stages"),
+    (lambda r: r.update(relay={"accepted": 3, "timeseries": {"t": [0, 1], "accepted": [2, 1], "delivered": [2]}}),
+     "relay.timeseries"),
 ])
 def test_a_result_with_bad_values_is_one_line_and_exit_2(failing, tmp_path, capsys, edit, named):
     """Values of the wrong type deep inside (a string in a time series, a histogram cut down) crashed a
