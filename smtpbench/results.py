@@ -67,7 +67,7 @@ _OPT_NUM = (int, float, type(None))
 #: Inside those, what reports index directly (:func:`load_report_result` checks these too): a result edited by
 #: hand, or cut down, fails with one line naming the key instead of a traceback half-way through a report.
 NESTED = {
-    "load": {"model": str, "warmup_s": _OPT_NUM, "duration_s": _OPT_NUM, "processes": int},
+    "load": {"model": str, "warmup_s": _OPT_NUM, "duration_s": _OPT_NUM, "processes": int, "rate": _OPT_NUM},
     "totals": {"ok": int, "failed": int, "msgs_per_s": _NUM, "mb_per_s": _NUM, "error_rate": _NUM,
                "measured_seconds": _NUM, "load_end_us": _OPT_NUM, "warmup_failed": (int, type(None))},
     "latency": {"response": dict, "service": dict, "phases": dict},

@@ -355,6 +355,7 @@ def test_the_headline_rate_is_named_accepted_not_completed(failing):
     (lambda r: r["timeseries"].update(interval_s="1s"), "timeseries.interval_s"),
     (lambda r: r.update(interrupted={"signal": "SIGINT", "at_s": "soon"}), "interrupted"),
     (lambda r: r["load"].update(stages=[{"rate": 100}]), "load.stages"),
+    (lambda r: r["load"].update(model="open", rate="fast"), "load.rate"),
     (lambda r: r.update(relay={"accepted": 3, "timeseries": {"t": [0, 1], "accepted": [2, 1], "delivered": [2]}}),
      "relay.timeseries"),
 ])
