@@ -356,6 +356,15 @@ def test_the_headline_rate_is_named_accepted_not_completed(failing):
     (lambda r: r.update(interrupted={"signal": "SIGINT", "at_s": "soon"}), "interrupted"),
     (lambda r: r["load"].update(stages=[{"rate": 100}]), "load.stages"),
     (lambda r: r["load"].update(model="open", rate="fast"), "load.rate"),
+    # Found by setting each figure of a real result to a string, a null, a list: each was a TypeError.
+    (lambda r: r["latency"]["send_lag"].update(p99="x"), "latency.send_lag"),
+    (lambda r: r["latency"]["phases"]["mail"].update(count=None), "latency.phases.mail"),
+    (lambda r: r["totals"].update(bytes=None), "totals.bytes"),
+    (lambda r: r["health"].update(cpu_by_process="x"), "health.cpu_by_process"),
+    (lambda r: r["timeseries"].update(interval_s=None), "timeseries.interval_s"),
+    (lambda r: r["timeseries"]["ok"].__setitem__(0, None), "timeseries.ok"),
+    (lambda r: r["load"].update(messages="many"), "load.messages"),
+    (lambda r: r.update(relay={"accepted": 3, "delivery_latency": {"count": 3, "p50": "x"}}), "relay.delivery_latency"),
     (lambda r: r.update(relay={"accepted": 3, "timeseries": {"t": [0, 1], "accepted": [2, 1], "delivered": [2]}}),
      "relay.timeseries"),
 ])

@@ -151,7 +151,7 @@ def throughput(result: dict) -> Table:
         ["accepted (OK)", f"{rate(t['msgs_per_s'])}  ·  {t['mb_per_s']:,.3f} MB/s"],
         ["OK / failed", f"{t['ok']:,} / {t['failed']:,}  (error rate {t['error_rate']:.3%})"],
         ["recipients refused", f"{t.get('rcpt_failed', 0):,}"],
-        ["warm-up (not counted above)", f"{t.get('warmup_ok', 0):,} OK / {t.get('warmup_failed', 0):,} failed"],
+        ["warm-up (not counted above)", f"{t.get('warmup_ok', 0):,} OK / {t.get('warmup_failed') or 0:,} failed"],
         ["measured", f"{t['measured_seconds']:,.3f} s  ·  {t.get('bytes', 0) / 1e6:,.2f} MB"],
     ]
     return Table("Throughput", ["", "value"], rows,
