@@ -413,7 +413,18 @@ def test_report_command_takes_sweeps_and_runs_together(tmp_path):
 @pytest.mark.parametrize("edit, named", [(lambda s: s.pop("steps"), "steps"),
                                          (lambda s: s["steps"][0].pop("offered_rate"), "steps"),
                                          (lambda s: s.update(sustainable={"index": 1}), "sustainable"),
-                                         (lambda s: s.update(sweep_id=["x"]), "sweep_id")])
+                                         (lambda s: s.update(sweep_id=["x"]), "sweep_id"),
+                                         # A figure of the wrong type (found by setting each one of a real
+                                         # sweep.json to "x", null, -1, [] and {}): a TypeError traceback.
+                                         (lambda s: s["steps"][0].update(p99="x"), "steps.0"),
+                                         (lambda s: s["steps"][0].update(error_rate=None), "steps.0"),
+                                         (lambda s: s["steps"][0].update(verdict=None), "steps.0"),
+                                         (lambda s: s["steps"][0].update(thresholds="x"), "steps.0"),
+                                         (lambda s: s.update(steps=[]), "steps"),
+                                         (lambda s: s.update(tolerance="5%"), "tolerance"),
+                                         (lambda s: s.update(thresholds={"response.p99": "soon"}),
+                                          "thresholds.response.p99"),
+                                         (lambda s: s["sustainable"].update(achieved_rate=None), "sustainable")])
 def test_a_hand_edited_sweep_is_one_line_and_exit_2(tmp_path, capsys, edit, named):
     """A sweep.json without its steps, or a sustainable entry cut down, gave a KeyError traceback (exit 1)."""
     from smtpbench.cli import main
