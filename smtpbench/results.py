@@ -441,6 +441,9 @@ def _malformed(data: dict) -> list[str]:
             if not (_histogram_ok(iv["response"]) and _histogram_ok(iv["service"]))]
     bad += [f"errors.{i}" for i, e in enumerate(data.get("errors", []))
             if not all(isinstance(e[k], _NUM) for k in ("count", "first_s", "last_s"))]
+    bad += [k for k in ("scenario", "environment") if k in data and not isinstance(data[k], dict)]
+    if isinstance(data.get("scenario"), dict) and not isinstance(data["scenario"].get("message", {}), dict):
+        bad.append("scenario.message")
     relay = data.get("relay")
     if isinstance(relay, dict) and "timeseries" in relay:  # a relay run's plot and backlog row read these
         rts = relay["timeseries"]

@@ -103,6 +103,13 @@ def test_a_staged_load_is_described_by_its_stages_length():
     assert ", 6 s" in tables.describe_load(result)
 
 
+def test_a_message_size_that_is_not_a_number_is_shown_as_written():
+    """A hand-edited size ("big") was a TypeError in the report's header (format_size compared it with 1024)."""
+    result = synthetic_result([10, 10], 1.0)
+    result["scenario"]["message"]["size"] = "big"
+    assert tables.describe_message(result).startswith("big messages")
+
+
 def test_one_session_is_singular():
     """"closed loop, 1 sessions" in the header and "(closed loop: 1 sessions)" in the Throughput table."""
     result = synthetic_result([10, 10], 1.0, load__sessions=1)
@@ -365,6 +372,9 @@ def test_the_headline_rate_is_named_accepted_not_completed(failing):
     (lambda r: r["timeseries"]["ok"].__setitem__(0, None), "timeseries.ok"),
     (lambda r: r["load"].update(messages="many"), "load.messages"),
     (lambda r: r.update(relay={"accepted": 3, "delivery_latency": {"count": 3, "p50": "x"}}), "relay.delivery_latency"),
+    (lambda r: r.update(scenario="quickstart"), "scenario"),
+    (lambda r: r.update(environment=None), "environment"),
+    (lambda r: r["scenario"].update(message=[]), "scenario.message"),
     (lambda r: r.update(relay={"accepted": 3, "timeseries": {"t": [0, 1], "accepted": [2, 1], "delivered": [2]}}),
      "relay.timeseries"),
 ])

@@ -76,7 +76,7 @@ def describe_message(result: dict) -> str:
         if isinstance(value, dict):
             kind, spec = next(((k, v) for k, v in value.items() if v is not None), ("?", None))
             return f"{kind} {spec}"
-        return format_size(value) if size else str(value)
+        return format_size(value) if size and isinstance(value, (int, float)) else str(value)
 
     if not msg:
         return DASH
