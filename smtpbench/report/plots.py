@@ -87,7 +87,7 @@ def _from_zero(ax, values) -> None:
     if finite and all(float(v).is_integer() for v in finite):  # counts: no tick at 0.2 of a message
         from matplotlib.ticker import MaxNLocator
 
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
 
 
 def _log_axis(axis, set_scale) -> None:
