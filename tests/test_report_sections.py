@@ -389,6 +389,14 @@ def test_a_result_with_bad_values_is_one_line_and_exit_2(failing, tmp_path, caps
     assert err.count("\n") == 0 and "not a complete smtpbench result" in err and named in err, err
 
 
+def test_a_comparison_of_free_text_run_ids_stays_under_reports():
+    """report_dir made a run id safe, comparison_dir did not: "../../x" put a comparison two levels up."""
+    from smtpbench.report.build import comparison_dir
+
+    folder = comparison_dir([{"run_id": "../../elsewhere"}, {"run_id": "nightly run/42"}], "reports")
+    assert folder == os.path.join("reports", "compare-elsewhere-vs-nightly-run-42")
+
+
 @pytest.mark.parametrize("run_id, folder", [("nightly run 42", "nightly-run-42"), ("../../elsewhere", "elsewhere"),
                                             ("default-20261129-043530-b210", "default-20261129-043530-b210")])
 def test_a_run_id_names_its_report_folder_safely(run_id, folder):
