@@ -389,6 +389,15 @@ def test_a_result_with_bad_values_is_one_line_and_exit_2(failing, tmp_path, caps
     assert err.count("\n") == 0 and "not a complete smtpbench result" in err and named in err, err
 
 
+def test_reports_of_several_runs_with_free_text_ids_stay_in_the_out_folder(tmp_path, capsys):
+    """`report A B --out DIR` joined DIR with each raw run id: '../escaped' wrote its report beside DIR."""
+    runs = [write_result(tmp_path / name, synthetic_result([10, 10], 1.0, run_id=run_id))
+            for name, run_id in (("a", "../escaped"), ("b", "nightly run/42"))]
+    assert main(["report", *map(str, runs), "--out", str(tmp_path / "out")]) == 0
+    assert sorted(os.listdir(tmp_path / "out")) == ["escaped", "nightly-run-42"]
+    assert not (tmp_path / "escaped").exists()
+
+
 def test_a_comparison_of_free_text_run_ids_stays_under_reports():
     """report_dir made a run id safe, comparison_dir did not: "../../x" put a comparison two levels up."""
     from smtpbench.report.build import comparison_dir
