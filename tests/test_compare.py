@@ -215,6 +215,10 @@ def test_a_run_that_accepted_nothing_has_no_latency_and_is_flagged():
     text = cmp.summary_text([good, dead], comparison)
     assert not [line for line in text.splitlines() if "(ms)" in line and ("0.000" in line or "0.000×" in line)]
     assert any("contender accepted no message (20 failed)" in w for w in comparison.warnings)
+    # Throughput against a noisy baseline, on the linear scale (zeros): it falls by 100 % at most.
+    noisy = synthetic_result([100, 400, 50, 300], 1.0, run_id="noisy")
+    change = cmp.compare(noisy, [dead]).rows[0].cells[0].change()
+    assert change[0] == pytest.approx(-1.0) and change[1] == -1.0, change  # it read -327 %
     from smtpbench.report import figures  # its lines are absent from the plots, and their legends say why
 
     figs = figures.comparison_figures([good, dead], comparison.labels)

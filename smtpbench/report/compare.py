@@ -114,7 +114,10 @@ class Cell:
             return None
         if self.log:
             return tuple(math.expm1(v) for v in (self.diff.diff, self.diff.low, self.diff.high))
-        return self.diff.relative()
+        rel = self.diff.relative()
+        # Every headline metric is >= 0, so it can fall by 100 % at most: the normal approximation's
+        # interval read "-100.0% [-163.1%, -36.9%]" for a contender whose every message failed.
+        return None if rel is None else (rel[0], max(rel[1], -1.0), rel[2])
 
 
 @dataclass
