@@ -110,6 +110,13 @@ def test_a_message_size_that_is_not_a_number_is_shown_as_written():
     assert tables.describe_message(result).startswith("big messages")
 
 
+def test_failures_are_drawn_in_the_same_colour_whatever_the_load_model():
+    """Coloured by position, a closed loop's failed line came out green (the open loop's red)."""
+    for result in (synthetic_result([10, 10], 1.0), synthetic_result([10, 10], 1.0, open_rate=10)):
+        series = figures.throughput(result).series
+        assert series["failed"].color == "C3" and series["ok"].color == "C2"
+
+
 def test_one_session_is_singular():
     """"closed loop, 1 sessions" in the header and "(closed loop: 1 sessions)" in the Throughput table."""
     result = synthetic_result([10, 10], 1.0, load__sessions=1)

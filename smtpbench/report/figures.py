@@ -120,7 +120,10 @@ def throughput(result: dict) -> Figure:
     ts = result["timeseries"]
     step = ts.get("interval_s", 1)
     t = _times(result)
-    series = {key: Series(t, _list(np.asarray(ts[key], dtype=float) / step)) for key in ("offered", "sent", "ok", "failed")}
+    # Fixed colours: by position, a closed loop (no "offered") drew its failures in green, an open loop in red.
+    colors = {"offered": "C7", "sent": "C0", "ok": "C2", "failed": "C3"}
+    series = {key: Series(t, _list(np.asarray(ts[key], dtype=float) / step), color=colors[key], dashed=key == "offered")
+              for key in colors}
     if result["load"]["model"] == "closed":
         series.pop("offered")  # a closed loop offers no rate: each session sends when the last reply came
     return Figure("throughput", "Throughput over time", TIME, "messages/s", series,
