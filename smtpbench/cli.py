@@ -420,8 +420,6 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import os
-
     from .report.build import build_report, read_runs, report_dir
     from .sweep import is_sweep
 
@@ -448,7 +446,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"smtpbench report: {e}", file=sys.stderr)
         return EXIT_USAGE
     for result in results:
-        folder = args.out and (args.out if len(args.runs) == 1 else os.path.join(args.out, result["run_id"]))
+        folder = args.out and (args.out if len(args.runs) == 1 else report_dir(result, args.out))  # (a safe name)
         folder = output_folder(folder, report_dir(result))
         print(f"report: {build_report(result, folder)}")
     return EXIT_OK

@@ -68,7 +68,8 @@ _OPT_NUM = (int, float, type(None))
 #: Inside those, what reports index directly (:func:`load_report_result` checks these too): a result edited by
 #: hand, or cut down, fails with one line naming the key instead of a traceback half-way through a report.
 NESTED = {
-    "load": {"model": str, "warmup_s": _OPT_NUM, "duration_s": _OPT_NUM, "processes": int},
+    "load": {"model": str, "warmup_s": _OPT_NUM, "duration_s": _OPT_NUM, "processes": int, "rate": _OPT_NUM,
+             "messages": _OPT_NUM},
     "totals": {"ok": int, "failed": int, "msgs_per_s": _NUM, "mb_per_s": _NUM, "error_rate": _NUM,
                "measured_seconds": _NUM, "load_end_us": _OPT_NUM, "warmup_failed": (int, type(None))},
     "latency": {"response": dict, "service": dict, "phases": dict},
@@ -78,6 +79,13 @@ NESTED = {
                    "loop_lag_us": list, "response": dict, "service": dict},
     "health": {"valid": bool, "reasons": list},
 }
+#: The :data:`NESTED` keys a result may leave out (written before they existed; readers fall back):
+#: every other one must be there, even where its value may be null (a missing ``load.warmup_s``
+#: passed as a null and crashed the report with a KeyError).
+MAY_BE_ABSENT = {("totals", "load_end_us"), ("totals", "warmup_failed"), ("timeseries", "interval_s")}
+#: The per-interval percentiles of ``timeseries.response`` / ``service`` the report's plots and
+#: comparisons draw.
+SERIES_PERCENTILES = {"response": ("p50", "p90", "p99", "p99.9", "max"), "service": ("p99",)}
 #: What a run id may keep in the name of its default report folder (see :func:`folder_name`).
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 #: Keys of each entry of these lists.
@@ -386,7 +394,7 @@ def _malformed(data: dict) -> list[str]:
     """Dotted names of the :data:`NESTED` and :data:`ENTRIES` keys that are missing or of the wrong type,
     and of time series not as long as ``timeseries.t``."""
     bad = [f"{top}.{key}" for top, keys in NESTED.items() for key, kind in keys.items()
-            if not isinstance(data[top].get(key), kind)]
+            if not isinstance(data[top].get(key), kind) or (key not in data[top] and (top, key) not in MAY_BE_ABSENT)]
     stopped = data.get("interrupted")  # (see load.stopping)
     if stopped is not None and not (isinstance(stopped, dict) and isinstance(stopped.get("at_s"), _NUM)
                                     and isinstance(stopped.get("signal"), str)):
@@ -401,17 +409,31 @@ def _malformed(data: dict) -> list[str]:
     n = len(ts["t"])
     series = {k: v for k, v in ts.items() if isinstance(v, list)}
     series |= {f"{name}.{p}": v for name in ("response", "service") for p, v in ts[name].items()}
+    series |= {f"{name}.{p}": None for name, pcts in SERIES_PERCENTILES.items() for p in pcts if p not in ts[name]}
+    # Counts are never null (an idle interval counts 0); a percentile may be, for want of samples.
     bad = [f"timeseries.{k}" for k, v in series.items()
-           if len(v) != n or not all(x is None or isinstance(x, _NUM) for x in v)]
+           if not isinstance(v, list) or len(v) != n
+           or not all(isinstance(x, _NUM) or (x is None and "." in k) for x in v)]
+    if "interval_s" in ts and not (isinstance(ts["interval_s"], _NUM) and ts["interval_s"] > 0):
+        bad.append("timeseries.interval_s")
     for name in ("response", "service"):
         summary = data["latency"][name]
         if summary.get("count") and not all(isinstance(summary.get(p), _NUM) for p in ("p50", "p99", "p99.9", "max")):
             bad.append(f"latency.{name}")
+    # Every figure the tables format: a string or a null among them was a TypeError half-way through a report.
+    summaries = {k: v for k, v in data["latency"].items() if k != "phases"}
+    summaries |= {f"phases.{k}": v for k, v in data["latency"]["phases"].items()}
+    bad += [f"latency.{k}" for k, v in summaries.items()
+            if not isinstance(v, dict) or not all(isinstance(x, _NUM) for x in v.values())]
+    bad += [f"totals.{k}" for k, v in data["totals"].items()
+            if not isinstance(v, _NUM) and not (v is None and (k in ("load_end_us", "warmup_failed")))]
+    cpu = data["health"].get("cpu_by_process", [])
+    if not isinstance(cpu, list) or not all(isinstance(x, _NUM) for x in cpu):
+        bad.append("health.cpu_by_process")
     stages = data["load"].get("stages") or []
     if not isinstance(stages, list) or not all(isinstance(st, dict) and isinstance(st.get("rate"), _NUM)
                                                and isinstance(st.get("duration"), _NUM) for st in stages):
         bad.append("load.stages")
-    bad += [f"latency.phases.{k}" for k, v in data["latency"]["phases"].items() if not isinstance(v, dict)]
     hists = data["histograms"]
     named = {k: v for k, v in hists.items() if k not in ("layout", "phases")}
     named |= {f"phases.{k}": v for k, v in hists["phases"].items()}
@@ -420,6 +442,19 @@ def _malformed(data: dict) -> list[str]:
             if not (_histogram_ok(iv["response"]) and _histogram_ok(iv["service"]))]
     bad += [f"errors.{i}" for i, e in enumerate(data.get("errors", []))
             if not all(isinstance(e[k], _NUM) for k in ("count", "first_s", "last_s"))]
+    bad += [k for k in ("scenario", "environment") if k in data and not isinstance(data[k], dict)]
+    if isinstance(data.get("scenario"), dict) and not isinstance(data["scenario"].get("message", {}), dict):
+        bad.append("scenario.message")
+    relay = data.get("relay")
+    if isinstance(relay, dict) and "timeseries" in relay:  # a relay run's plot and backlog row read these
+        rts = relay["timeseries"]
+        columns = [rts.get(k) for k in ("t", "accepted", "delivered", "backlog")] if isinstance(rts, dict) else [None]
+        if not all(isinstance(c, list) and len(c) == len(columns[0]) and all(isinstance(x, _NUM) for x in c)
+                   for c in columns) or not isinstance(rts.get("interval_s", 1), _NUM) or rts.get("interval_s", 1) <= 0:
+            bad.append("relay.timeseries")
+    if isinstance(relay, dict):  # its latency summaries are shown in ms
+        bad += [f"relay.{k}" for k in ("delivery_latency", "queue_time") if k in relay
+                and not (isinstance(relay[k], dict) and all(isinstance(x, _NUM) for x in relay[k].values()))]
     return bad
 
 

@@ -216,8 +216,15 @@ def load_sweep(path: str) -> tuple[dict, str]:
 
 
 #: What a sweep report indexes directly in each step row and in ``sustainable``.
-STEP_KEYS = ("index", "value", "result", "verdict", "offered_rate", "achieved_rate", "keeps_up")
+STEP_KEYS = ("index", "value", "result", "verdict", "offered_rate", "achieved_rate", "keeps_up", "error_rate",
+             "p50", "p99", "p99.9")
 SUSTAINABLE_KEYS = ("index", "value", "offered_rate", "achieved_rate")
+_NUM, _OPT = (int, float), (int, float, type(None))
+#: The types of the figures the report formats (a string or a null among them was a TypeError half-way
+#: through the sweep's report); keys marked optional may be left out.
+STEP_TYPES = {"index": int, "verdict": str, "offered_rate": _OPT, "achieved_rate": _NUM, "error_rate": _NUM,
+              "p50": _OPT, "p99": _OPT, "p99.9": _OPT}
+STEP_OPTIONAL = {"latency_growth": _OPT, "thresholds": (list, type(None)), "reasons": (list, type(None))}
 
 
 def _malformed(data: dict) -> list[str]:
@@ -225,13 +232,44 @@ def _malformed(data: dict) -> list[str]:
     bad = [k for k in ("name", "parameter") if not isinstance(data.get(k), str)]
     if "sweep_id" in data and not isinstance(data["sweep_id"], str):
         bad.append("sweep_id")
+    for key, kind in (("tolerance", _NUM), ("rule", str), ("values", list), ("thresholds", dict)):
+        if key in data and not isinstance(data[key], kind):
+            bad.append(key)
+    bad += [f"thresholds.{k}" for k, v in (data.get("thresholds") if isinstance(data.get("thresholds"), dict) else {}).items()
+            if k.startswith("response.") and not _duration_ok(v)]  # the latency plot draws these limits
     steps = data.get("steps")
-    if not isinstance(steps, list) or not all(isinstance(r, dict) and all(k in r for k in STEP_KEYS) for r in steps):
+    if not isinstance(steps, list) or not steps or not all(isinstance(r, dict) and all(k in r for k in STEP_KEYS)
+                                                           for r in steps):
         bad.append("steps")
+    else:
+        bad += [f"steps.{i}" for i, r in enumerate(steps) if not _step_ok(r)]
     best = data.get("sustainable")
-    if best is not None and not (isinstance(best, dict) and all(k in best for k in SUSTAINABLE_KEYS)):
+    if best is not None and not (isinstance(best, dict) and all(k in best for k in SUSTAINABLE_KEYS)
+                                 and isinstance(best["index"], int) and isinstance(best["offered_rate"], _OPT)
+                                 and isinstance(best["achieved_rate"], _NUM)):
         bad.append("sustainable")
     return bad
+
+
+def _step_ok(row: dict) -> bool:
+    """A step row's figures are of the types :data:`STEP_TYPES` and :data:`STEP_OPTIONAL` say."""
+    if not all(isinstance(row[k], kind) for k, kind in STEP_TYPES.items()):
+        return False
+    if not all(isinstance(row.get(k), kind) for k, kind in STEP_OPTIONAL.items()):
+        return False
+    ths = row.get("thresholds") or []
+    return (all(isinstance(t, dict) and all(k in t for k in ("metric", "limit", "shown", "passed")) for t in ths)
+            and all(isinstance(r, str) for r in row.get("reasons") or []))
+
+
+def _duration_ok(value) -> bool:
+    from .units import parse_duration
+
+    try:
+        parse_duration(value)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def step_path(folder: str, row: dict) -> str:

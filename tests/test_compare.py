@@ -133,6 +133,7 @@ def test_too_few_intervals_say_so():
 def test_unfair_comparisons_are_flagged(pair):
     base, _ = pair
     other = copy.deepcopy(base)
+    other["run_id"] = "other"
     other["environment"].update(cpu_count=64, loop="asyncio")
     other["load"]["model"] = "open"
     other["load"]["rate"] = 500.0
@@ -149,7 +150,9 @@ def test_unfair_comparisons_are_flagged(pair):
         f"cpu_count {base['environment']['cpu_count']!r}", "cpu_count 2")
     assert "contender is an INVALID run: generator process 0 used 99% of a CPU core" in warnings
     assert "name" not in warnings
-    assert cmp.fairness_warnings(base, copy.deepcopy(base), "contender") == []
+    like = copy.deepcopy(base)
+    like["run_id"] = "base-again"  # another run of the same scenario on the same machine
+    assert cmp.fairness_warnings(base, like, "contender") == []
 
 
 def test_welch_and_student_t_against_known_values():
@@ -212,9 +215,39 @@ def test_a_run_that_accepted_nothing_has_no_latency_and_is_flagged():
     text = cmp.summary_text([good, dead], comparison)
     assert not [line for line in text.splitlines() if "(ms)" in line and ("0.000" in line or "0.000×" in line)]
     assert any("contender accepted no message (20 failed)" in w for w in comparison.warnings)
+    # Throughput against a noisy baseline, on the linear scale (zeros): it falls by 100 % at most.
+    noisy = synthetic_result([100, 400, 50, 300], 1.0, run_id="noisy")
+    change = cmp.compare(noisy, [dead]).rows[0].cells[0].change()
+    assert change[0] == pytest.approx(-1.0) and change[1] == -1.0, change  # it read -327 %
+    from smtpbench.report import figures  # its lines are absent from the plots, and their legends say why
+
+    figs = figures.comparison_figures([good, dead], comparison.labels)
+    assert "contender response (no message accepted)" in figs["spectrum"].series
+    assert "contender (no message accepted)" in figs["latency_p99"].series and "baseline" in figs["latency_p99"].series
     reverse = cmp.compare(dead, [good])
     assert reverse.rows[1].baseline is None and reverse.rows[1].cells[0].ratio is None
     assert any("baseline accepted no message" in w for w in reverse.warnings)
+
+
+def test_a_run_all_in_its_warm_up_is_not_said_to_have_failed():
+    """200 messages accepted, all in the warm-up: the warning read "accepted no message (0 failed) ...
+    its throughput of 0 measures failures"."""
+    good = synthetic_result([100] * 4, 1.0, run_id="good")
+    warm = synthetic_result([100, 100, 0], 1.0, warmup=2, run_id="warm")
+    assert (warm["totals"]["ok"], warm["totals"]["failed"], warm["totals"]["warmup_ok"]) == (0, 0, 200)
+    warnings = cmp.compare(good, [warm]).warnings
+    assert "contender measured no message: all 200 fell in its warm-up (2 s), so it has no figures to compare" in warnings
+    assert not [w for w in warnings if "accepted no message" in w], warnings
+    throughput = cmp.compare(good, [warm]).rows[0]  # nothing measured: unknown, not 0.0 msgs/s at 0.000×
+    assert throughput.metric.key == "msgs_per_s" and throughput.cells[0].value is None
+    assert throughput.cells[0].ratio is None
+
+
+def test_a_run_compared_with_itself_says_so(pair, tmp_path, capsys):
+    """The same folder given twice read "no significant difference" on every row, with no warning."""
+    run = write_result(tmp_path / "run", pair[0])
+    assert main(["compare", str(run), str(run), "--out", str(tmp_path / "out")]) == 0
+    assert f"WARNING: contender is the baseline's own run ({pair[0]['run_id']})" in capsys.readouterr().out
 
 
 def test_a_difference_from_a_zero_baseline_names_its_unit():

@@ -116,6 +116,14 @@ def test_every_accepted_message_delivered_once(mta, tmp_path):
     series = relay["timeseries"]
     assert sum(series["accepted"]) == sum(series["delivered"]) == accepted and series["backlog"][-1] == 0
     assert f"delivered {accepted:,}" in text
+    # The report's relay table sums up (its raw histogram buckets filled the table) and the plot draws the series.
+    from smtpbench.report import figures, tables
+
+    shown = dict(tables.tables(result)["relay"].rows)
+    assert "histograms" not in shown and "timeseries" not in shown, shown
+    assert shown["delivered"] == f"{accepted:,}" and shown["backlog"].endswith("at the end of the series 0")
+    plot = figures.figures(result)["relay"].series
+    assert sum(plot["accepted (by the server under test)"].y) == sum(plot["delivered (at the sink)"].y) == accepted
 
 
 def seq_of_queue_id(log: str) -> dict[str, int]:

@@ -87,6 +87,21 @@ def test_every_table_and_plot_is_on_the_page(real_report):
     assert page.rows("table-health")["valid"] == ["yes" if result["health"]["valid"] else "NO"]
 
 
+def test_a_ramp_after_its_warm_up_offers_what_it_accepts(sink, tmp_path):
+    """A 2 s ramp to 300/s with a 1 s warm-up: 75 arrivals in the warm-up, 225 after it. The Throughput
+    table read 150 msgs/s offered and released (the whole schedule's mean) beside ~225 sent and accepted."""
+    scenario = tmp_path / "ramp.toml"
+    scenario.write_text('[load]\nmodel = "open"\nwarmup = "1s"\n'
+                        '[[load.stages]]\nduration = "2s"\nrate = 300\nramp = true\n')
+    result = smtpbench_run(tmp_path / "run", sink.address, "--scenario", str(scenario))
+    assert result["totals"]["issued"] == pytest.approx(300, abs=2)
+    rows = {r[0]: r[1] for r in tables.throughput(result).rows}
+    assert rows["offered rate"] == "225.0 msgs/s"
+    assert rows["arrivals released"] == tables.rate(result["timeseries"]["offered"][result["timeseries"]["t"].index(1)])
+    assert float(rows["arrivals released"].split()[0]) == pytest.approx(225, abs=3)
+    assert float(rows["accepted (OK)"].split()[0].replace(",", "")) == pytest.approx(225, rel=0.1)
+
+
 def test_page_is_self_contained(real_report):
     _, out, text = real_report
     page = PageReader(text)

@@ -54,7 +54,7 @@ def test_thresholds_verdict_sink_and_crosscheck(failing):
     assert [r[-1] for r in ths.rows] == ["FAIL", "pass"] and ths.classes == ["fail", "pass"]
     lines = tables.verdict_lines(failing)
     assert any("not counted by the sink" in line for line in lines)
-    assert any(line.startswith("threshold response.p99 (limit 1ms) failed") for line in lines)
+    assert any(line.startswith("threshold response.p99 ≤ 1ms failed") for line in lines)
     all_tables = tables.tables(failing)
     assert list(all_tables)[-2:] == ["sink", "crosscheck"]
     assert ["messages", "899"] in all_tables["sink"].rows
@@ -62,6 +62,16 @@ def test_thresholds_verdict_sink_and_crosscheck(failing):
     sink_rows = dict(tables.tables(failing)["sink"].rows)
     assert (sink_rows["time"], sink_rows["elapsed"]) == ("2026-11-29 04:35:34 UTC", "2.538 s")
     assert ["passed", "False"] in all_tables["crosscheck"].rows and "fail" in all_tables["crosscheck"].classes
+
+
+def test_a_thresholds_limit_is_shown_in_the_unit_of_its_observed_value(failing):
+    """error_rate = 0.01 was shown as "0.01" beside an observed "7.2976%" (a 1 % limit read as 0.01 %),
+    and no limit said which way it bound (min_throughput is a floor)."""
+    rows = {r[0]: r[1:] for r in tables.thresholds(failing).rows}
+    assert rows["error_rate"][:2] == ["≤ 50%", f"{failing['totals']['error_rate']:.4%}"]
+    assert rows["response.p99"][0] == "≤ 1ms"
+    assert tables.limit_text("error_rate", 0.001) == "≤ 0.1%"
+    assert tables.limit_text("min_throughput", 1500) == "≥ 1,500 msgs/s"
 
 
 def test_full_report_of_a_failing_run(failing, tmp_path):
@@ -80,6 +90,38 @@ def test_open_loop_shows_offered_rate():
     assert sum(thr["offered"].y) == 300 == sum(thr["sent"].y)
     assert tables.throughput(result).rows[0] == ["offered rate", "100.0 msgs/s"]
     assert tables.describe_load(result).startswith("open loop, 100 msgs/s constant arrivals")
+
+
+def test_a_staged_load_is_described_by_its_stages_length():
+    """Stages of 8 s under the default 20 s duration end the load at 8 s: the report's load line read "20 s"."""
+    result = synthetic_result([100, 100, 100], 1.0, open_rate=100)
+    result["load"].update(rate=None, duration_s=20, stages=[{"duration": 3, "rate": 400, "ramp": True},
+                                                             {"duration": 5, "rate": 400, "ramp": False}])
+    text = tables.describe_load(result)
+    assert "400/s for 3s (ramp) → 400/s for 5s" in text and ", 8 s" in text and "20 s" not in text, text
+    result["load"]["duration_s"] = 6  # a duration shorter than the stages cuts them
+    assert ", 6 s" in tables.describe_load(result)
+
+
+def test_a_message_size_that_is_not_a_number_is_shown_as_written():
+    """A hand-edited size ("big") was a TypeError in the report's header (format_size compared it with 1024)."""
+    result = synthetic_result([10, 10], 1.0)
+    result["scenario"]["message"]["size"] = "big"
+    assert tables.describe_message(result).startswith("big messages")
+
+
+def test_failures_are_drawn_in_the_same_colour_whatever_the_load_model():
+    """Coloured by position, a closed loop's failed line came out green (the open loop's red)."""
+    for result in (synthetic_result([10, 10], 1.0), synthetic_result([10, 10], 1.0, open_rate=10)):
+        series = figures.throughput(result).series
+        assert series["failed"].color == "C3" and series["ok"].color == "C2"
+
+
+def test_one_session_is_singular():
+    """"closed loop, 1 sessions" in the header and "(closed loop: 1 sessions)" in the Throughput table."""
+    result = synthetic_result([10, 10], 1.0, load__sessions=1)
+    assert tables.describe_load(result).startswith("closed loop, 1 session,")
+    assert tables.throughput(result).rows[0][1].endswith("(closed loop: 1 session)")
 
 
 def test_idle_interval_is_a_gap_and_left_out_of_statistics():
@@ -151,6 +193,7 @@ def test_a_run_with_no_accepted_message_shows_no_latency():
     rows = tables.latency(dead).rows
     assert all(cell == tables.DASH for row in rows[:-1] for cell in row[1:]), rows
     assert rows[-1][1:] == ["0"] * (len(rows[-1]) - 1)  # the count is a real 0
+    assert not tables.phases(dead).rows and "no SMTP phase was timed" in tables.phases(dead).note
     dead["latency"]["phases"]["mail"] = Histogram().summary()
     phase = tables.phases(dead).rows[-1]
     assert phase[:2] == ["mail", "0"] and set(phase[2:]) == {tables.DASH}
@@ -165,6 +208,10 @@ def test_a_run_with_no_accepted_message_shows_no_latency():
     (lambda r: r["timeseries"]["failed"].pop(), "timeseries.failed"),
     (lambda r: r["timeseries"]["response"]["p99"].pop(), "timeseries.response.p99"),
     (lambda r: r["latency"]["response"].pop("p99"), "latency.response"),
+    # A key that may hold null is still one the report reads: left out, it was a KeyError.
+    (lambda r: r["load"].pop("warmup_s"), "load.warmup_s"),
+    (lambda r: r["timeseries"]["response"].pop("p99"), "timeseries.response.p99"),
+    (lambda r: r["timeseries"]["service"].pop("p99"), "timeseries.service.p99"),
 ])
 @pytest.mark.parametrize("command", ["report", "compare"])
 def test_a_hand_edited_result_is_one_line_and_exit_2(failing, tmp_path, capsys, edit, named, command):
@@ -211,6 +258,48 @@ def test_axis_labels_stay_inside_the_image():
     assert ax.get_tightbbox(renderer).x0 >= 0
 
 
+def test_a_long_legend_stays_inside_the_image():
+    """With two generator processes the health plot's legend entry ran off the image's right edge
+    ("CPU of the busiest of 2 process" and the rest cut)."""
+    from smtpbench.report import plots
+
+    result = synthetic_result([100, 100], 1.0)
+    result["load"]["processes"] = 2
+    fig = plots.render(figures.health(result))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legend = next(a.get_legend() for a in fig.axes if a.get_legend())
+    assert legend.get_window_extent(renderer).x1 <= fig.get_figwidth() * fig.dpi
+    assert fig.axes[0].get_tightbbox(renderer).x0 >= 0
+
+
+def test_count_axes_start_at_zero_and_an_empty_plot_keeps_its_time_axis():
+    """A relay backlog of 0 throughout drew its axis from -0.04 to 0.04 and rates of 10-20 msgs/s one
+    from 10; a run with no latency drew its time axis from -0.04 to 0.04 s instead of over the run."""
+    from smtpbench.report import plots
+
+    fig = plots.render(figures.Figure("relay", "t", figures.TIME, "messages/s", {
+        "delivered": figures.Series([0.5, 1.5, 2.5], [20, 10, 19]),
+        "backlog": figures.Series([0.5, 1.5, 2.5], [0, 0, 0], secondary=True)}))
+    left, right = fig.axes
+    assert left.get_ylim()[0] == 0 and right.get_ylim() == (0, 1)
+    dead = synthetic_result([0, 0, 0], 1.0)
+    t = dead["timeseries"]["t"]
+    assert plots.render(figures.latency_over_time(dead)).axes[0].get_xlim() == (t[0], t[-1] + 1)
+
+
+def test_the_tallest_stack_of_failures_is_not_cut_by_the_frame():
+    """An empty "other" class stacked on top pinned the axis' top to the tallest stack (46 of 46)."""
+    from smtpbench.report import plots
+
+    result = synthetic_result([100, 100, 100], 1.0, failures={1: [("rcpt", 451, "reply")] * 3,
+                                                              2: [("mail", 550, "reply")] * 2})
+    fig_data = figures.errors_over_time(result)
+    assert not any(fig_data.series["other"].y)
+    tallest = max(map(sum, zip(*(s.y for s in fig_data.series.values()))))
+    assert plots.render(fig_data).axes[0].get_ylim()[1] > tallest
+
+
 def test_the_spectrum_ends_at_the_maximum():
     """The p = 1 row was dropped for want of a finite x, and with it the slowest messages: a run with
     a 295 ms maximum drew its spectrum up to 192 ms."""
@@ -241,6 +330,12 @@ def test_cpu_of_several_processes_is_named_as_the_busiest():
     assert "generator CPU (% of a core)" in figures.health(result).series
     result["load"]["processes"] = 2
     assert list(figures.health(result).series)[0] == "CPU of the busiest of 2 processes (% of a core)"
+
+
+def test_the_health_plots_two_axes_in_two_colours():
+    """CPU (left axis) and loop lag (right axis) were drawn in one colour, told apart by the dashes alone."""
+    cpu, lag = figures.health(synthetic_result([100, 100], 1.0)).series.values()
+    assert lag.secondary and cpu.color and lag.color and cpu.color != lag.color
 
 
 def test_a_load_shorter_than_an_interval_is_named_in_the_throughput_plot():
@@ -274,6 +369,21 @@ def test_the_headline_rate_is_named_accepted_not_completed(failing):
     (lambda r: r["timeseries"].update(interval_s="1s"), "timeseries.interval_s"),
     (lambda r: r.update(interrupted={"signal": "SIGINT", "at_s": "soon"}), "interrupted"),
     (lambda r: r["load"].update(stages=[{"rate": 100}]), "load.stages"),
+    (lambda r: r["load"].update(model="open", rate="fast"), "load.rate"),
+    # Found by setting each figure of a real result to a string, a null, a list: each was a TypeError.
+    (lambda r: r["latency"]["send_lag"].update(p99="x"), "latency.send_lag"),
+    (lambda r: r["latency"]["phases"]["mail"].update(count=None), "latency.phases.mail"),
+    (lambda r: r["totals"].update(bytes=None), "totals.bytes"),
+    (lambda r: r["health"].update(cpu_by_process="x"), "health.cpu_by_process"),
+    (lambda r: r["timeseries"].update(interval_s=None), "timeseries.interval_s"),
+    (lambda r: r["timeseries"]["ok"].__setitem__(0, None), "timeseries.ok"),
+    (lambda r: r["load"].update(messages="many"), "load.messages"),
+    (lambda r: r.update(relay={"accepted": 3, "delivery_latency": {"count": 3, "p50": "x"}}), "relay.delivery_latency"),
+    (lambda r: r.update(scenario="quickstart"), "scenario"),
+    (lambda r: r.update(environment=None), "environment"),
+    (lambda r: r["scenario"].update(message=[]), "scenario.message"),
+    (lambda r: r.update(relay={"accepted": 3, "timeseries": {"t": [0, 1], "accepted": [2, 1], "delivered": [2]}}),
+     "relay.timeseries"),
 ])
 def test_a_result_with_bad_values_is_one_line_and_exit_2(failing, tmp_path, capsys, edit, named):
     """Values of the wrong type deep inside (a string in a time series, a histogram cut down) crashed a
@@ -284,6 +394,23 @@ def test_a_result_with_bad_values_is_one_line_and_exit_2(failing, tmp_path, caps
     assert main(["report", str(bad), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "not a complete smtpbench result" in err and named in err, err
+
+
+def test_reports_of_several_runs_with_free_text_ids_stay_in_the_out_folder(tmp_path, capsys):
+    """`report A B --out DIR` joined DIR with each raw run id: '../escaped' wrote its report beside DIR."""
+    runs = [write_result(tmp_path / name, synthetic_result([10, 10], 1.0, run_id=run_id))
+            for name, run_id in (("a", "../escaped"), ("b", "nightly run/42"))]
+    assert main(["report", *map(str, runs), "--out", str(tmp_path / "out")]) == 0
+    assert sorted(os.listdir(tmp_path / "out")) == ["escaped", "nightly-run-42"]
+    assert not (tmp_path / "escaped").exists()
+
+
+def test_a_comparison_of_free_text_run_ids_stays_under_reports():
+    """report_dir made a run id safe, comparison_dir did not: "../../x" put a comparison two levels up."""
+    from smtpbench.report.build import comparison_dir
+
+    folder = comparison_dir([{"run_id": "../../elsewhere"}, {"run_id": "nightly run/42"}], "reports")
+    assert folder == os.path.join("reports", "compare-elsewhere-vs-nightly-run-42")
 
 
 @pytest.mark.parametrize("run_id, folder", [("nightly run 42", "nightly-run-42"), ("../../elsewhere", "elsewhere"),

@@ -280,6 +280,14 @@ def test_sustainable_is_the_highest_passing_offered_rate():
 # -- the sweep report ------------------------------------------------------------------------------
 
 
+def test_a_flat_latency_trend_is_not_shown_as_minus_zero():
+    """A step whose latency trend was -0.0002 s/s read "yes (latency -0.000 s/s)" (a real sweep's step 1)."""
+    assert sweep_data._keeps_up({"offered_rate": 200, "keeps_up": True, "latency_growth": -0.0002}) == \
+        "yes (latency +0.000 s/s)"
+    assert sweep_data._keeps_up({"offered_rate": 200, "keeps_up": False, "latency_growth": 0.25}) == \
+        "NO (latency +0.250 s/s)"
+
+
 def test_sweep_report_tables_and_links(knee):
     summary, page_path = knee["summary"], knee["page"]
     assert page_path == knee["folder"].parent / "reports" / summary["sweep_id"] / "index.html"
@@ -405,7 +413,18 @@ def test_report_command_takes_sweeps_and_runs_together(tmp_path):
 @pytest.mark.parametrize("edit, named", [(lambda s: s.pop("steps"), "steps"),
                                          (lambda s: s["steps"][0].pop("offered_rate"), "steps"),
                                          (lambda s: s.update(sustainable={"index": 1}), "sustainable"),
-                                         (lambda s: s.update(sweep_id=["x"]), "sweep_id")])
+                                         (lambda s: s.update(sweep_id=["x"]), "sweep_id"),
+                                         # A figure of the wrong type (found by setting each one of a real
+                                         # sweep.json to "x", null, -1, [] and {}): a TypeError traceback.
+                                         (lambda s: s["steps"][0].update(p99="x"), "steps.0"),
+                                         (lambda s: s["steps"][0].update(error_rate=None), "steps.0"),
+                                         (lambda s: s["steps"][0].update(verdict=None), "steps.0"),
+                                         (lambda s: s["steps"][0].update(thresholds="x"), "steps.0"),
+                                         (lambda s: s.update(steps=[]), "steps"),
+                                         (lambda s: s.update(tolerance="5%"), "tolerance"),
+                                         (lambda s: s.update(thresholds={"response.p99": "soon"}),
+                                          "thresholds.response.p99"),
+                                         (lambda s: s["sustainable"].update(achieved_rate=None), "sustainable")])
 def test_a_hand_edited_sweep_is_one_line_and_exit_2(tmp_path, capsys, edit, named):
     """A sweep.json without its steps, or a sustainable entry cut down, gave a KeyError traceback (exit 1)."""
     from smtpbench.cli import main

@@ -65,19 +65,24 @@ class Profile:
     def expected_total(self) -> float:
         return self._cum[-1]
 
-    def mean_rate(self, duration: float | None) -> float:
-        """Arrivals per second the profile offers on average over its length (cut at ``duration``,
-        None for no cut; 0, a run stopped before it began, offers the starting rate)."""
-        end = min(self.length, math.inf if duration is None else duration)
-        if not math.isfinite(end) or end <= 0:
-            return self.rate_at(0.0)
+    def expected_by(self, t: float) -> float:
+        """Λ(t): the arrivals expected from the start until ``t`` (finite ``t``; none after the profile ends)."""
         total = 0.0
         for s in self.segments:
-            d = min(max(end - s.start, 0.0), s.duration)
+            d = min(max(t - s.start, 0.0), s.duration)
             if d > 0:
                 slope = (s.rate1 - s.rate0) / s.duration if s.duration > 0 else 0.0
                 total += s.rate0 * d + slope * d * d / 2
-        return total / end
+        return total
+
+    def mean_rate(self, duration: float | None, start: float = 0.0) -> float:
+        """Arrivals per second the profile offers on average from ``start`` over its length (cut at
+        ``duration``, None for no cut; nothing left after ``start``, a run stopped before it began
+        say, offers the rate at ``start``)."""
+        end = min(self.length, math.inf if duration is None else duration)
+        if not math.isfinite(end) or end <= start:
+            return self.rate_at(start)
+        return (self.expected_by(end) - self.expected_by(start)) / (end - start)
 
     def rate_at(self, t: float) -> float:
         for s in self.segments:

@@ -63,7 +63,8 @@ def build_report(result: dict, folder: str | None = None) -> str:
 def comparison_dir(results: list[dict], base: str = REPORTS_DIR) -> str:
     """Default folder of a comparison: ``reports/compare-<baseline>-vs-<contender>[-and-N-more]``."""
     more = f"-and-{len(results) - 2}-more" if len(results) > 2 else ""
-    return os.path.join(base, f"compare-{results[0]['run_id']}-vs-{results[1]['run_id']}{more}")
+    # folder_name, as report_dir: a free-text run id ("../../x", Locust's --smtp-run-id) stays a name under base
+    return os.path.join(base, f"compare-{folder_name(results[0]['run_id'])}-vs-{folder_name(results[1]['run_id'])}{more}")
 
 
 def build_comparison(results: list[dict], folder: str | None = None,

@@ -61,14 +61,14 @@ class Metric:
     def overall(self, result: dict) -> float | None:
         """The whole-run value (warm-up excluded) in display units; None when the run has none.
 
-        A latency of a run that accepted no message (its histogram empty, its summary all zeros) and
-        the error rate of a run that finished no message are unknown, not 0.
+        A latency of a run that accepted no message (its histogram empty, its summary all zeros), and
+        the throughput and error rate of a run that finished no message after its warm-up, are unknown,
+        not 0 (a throughput of 0 is a run whose messages all failed).
         """
         totals = result["totals"]
-        if self.key == "msgs_per_s":
-            return totals[self.key] * self.scale
-        if self.key == "error_rate":
-            return totals[self.key] * self.scale if totals.get("ok", 0) + totals.get("failed", 0) else None
+        measured = totals.get("ok", 0) + totals.get("failed", 0)  # 0: every message in the warm-up, or none sent
+        if self.key in ("msgs_per_s", "error_rate"):
+            return totals[self.key] * self.scale if measured else None
         name, pct = self.key.split(".", 1)
         summary = result["latency"][name]
         return summary[pct] * self.scale if summary.get("count") else None
@@ -114,7 +114,10 @@ class Cell:
             return None
         if self.log:
             return tuple(math.expm1(v) for v in (self.diff.diff, self.diff.low, self.diff.high))
-        return self.diff.relative()
+        rel = self.diff.relative()
+        # Every headline metric is >= 0, so it can fall by 100 % at most: the normal approximation's
+        # interval read "-100.0% [-163.1%, -36.9%]" for a contender whose every message failed.
+        return None if rel is None else (rel[0], max(rel[1], -1.0), rel[2])
 
 
 @dataclass
@@ -191,6 +194,8 @@ def _changes(diffs: dict[str, tuple]) -> str:
 def fairness_warnings(baseline: dict, contender: dict, label: str) -> list[str]:
     """Why comparing ``contender`` with ``baseline`` may be unfair (empty when like for like)."""
     out = []
+    if contender.get("run_id") == baseline.get("run_id"):  # the same folder twice: "no difference" proves nothing
+        out.append(f"{label} is the baseline's own run ({baseline.get('run_id')}): it is compared with itself")
     diffs = scenario_differences(baseline, contender)
     groups = {"message": "messages differ (msgs/s and per-message latency are not like for like; see MB/s)",
               "load": "load settings differ", "sink": "sink settings differ"}
@@ -214,10 +219,15 @@ def fairness_warnings(baseline: dict, contender: dict, label: str) -> list[str]:
     for who, r in (("baseline", baseline), (label, contender)):
         if r.get("verdict") == "invalid":
             out.append(f"{who} is an INVALID run: " + "; ".join(r["health"].get("reasons", [])))
-        if not r["totals"].get("ok"):
-            failed = r["totals"].get("failed", 0)
-            out.append(f"{who} accepted no message ({failed:,} failed): it has no latency to compare, and its "
-                       "throughput of 0 measures failures, not the server's speed")
+        t = r["totals"]
+        warm = (t.get("warmup_ok") or 0) + (t.get("warmup_failed") or 0)
+        if not t.get("ok") and not t.get("failed") and warm:
+            # (not "accepted no message (0 failed) ... measures failures": it may have accepted them all)
+            out.append(f"{who} measured no message: all {warm:,} fell in its warm-up "
+                       f"({r['load'].get('warmup_s') or 0:g} s), so it has no figures to compare")
+        elif not t.get("ok"):
+            out.append(f"{who} accepted no message ({t.get('failed', 0):,} failed): it has no latency to compare, "
+                       "and its throughput of 0 measures failures, not the server's speed")
         stopped = r.get("interrupted")
         if isinstance(stopped, dict):
             planned = planned_s(r)

@@ -59,6 +59,27 @@ def measured_rate(result: dict, key: str) -> float | None:
     return float(values.mean() / result["timeseries"].get("interval_s", 1))
 
 
+def offered_rate(result: dict) -> float | None:
+    """Open loop: the schedule's mean msgs/s from the warm-up's end until the load ended (None: closed loop).
+
+    The window of the other rates of the Throughput table: ``health.offered_rate`` averages the whole
+    schedule, warm-up included, so a ramp (0 -> 400/s in 3 s, 400/s, -> 1,000/s) with a 1 s warm-up
+    read 400 offered beside 447.6 accepted.
+    """
+    from types import SimpleNamespace
+
+    from ..load.pacing import Profile
+
+    load = result["load"]
+    if load["model"] != "open":
+        return None
+    stages = [SimpleNamespace(duration=st["duration"], rate=st["rate"], ramp=bool(st.get("ramp")))
+              for st in load.get("stages") or []]
+    warm, end = load_window(result)
+    profile = Profile(load.get("rate"), stages, load.get("duration_s"))
+    return profile.mean_rate(end, warm)
+
+
 def percentile_levels(total: int, ticks_per_half: int = TICKS_PER_HALF) -> np.ndarray:
     """Percentile levels (fractions) 0, 0.1, … 0.5, 0.55, … with ``ticks_per_half`` steps per halving.
 

@@ -120,7 +120,10 @@ def throughput(result: dict) -> Figure:
     ts = result["timeseries"]
     step = ts.get("interval_s", 1)
     t = _times(result)
-    series = {key: Series(t, _list(np.asarray(ts[key], dtype=float) / step)) for key in ("offered", "sent", "ok", "failed")}
+    # Fixed colours: by position, a closed loop (no "offered") drew its failures in green, an open loop in red.
+    colors = {"offered": "C7", "sent": "C0", "ok": "C2", "failed": "C3"}
+    series = {key: Series(t, _list(np.asarray(ts[key], dtype=float) / step), color=colors[key], dashed=key == "offered")
+              for key in colors}
     if result["load"]["model"] == "closed":
         series.pop("offered")  # a closed loop offers no rate: each session sends when the last reply came
     return Figure("throughput", "Throughput over time", TIME, "messages/s", series,
@@ -216,10 +219,26 @@ def health(result: dict) -> Figure:
     procs = result["load"].get("processes") or 1
     # Processes' CPU merges as the worst of them (recorder.merge_exports), not their sum.
     cpu = "generator CPU (% of a core)" if procs == 1 else f"CPU of the busiest of {procs} processes (% of a core)"
-    series = {cpu: Series(t, _list(np.asarray(ts["cpu"], dtype=float) * 100)),
-              "event-loop lag, max (ms)": Series(t, _ms(ts["loop_lag_us"]), secondary=True, dashed=True)}
+    # Two colours: in one, the two lines (each against its own axis) were told apart by the dashes alone.
+    series = {cpu: Series(t, _list(np.asarray(ts["cpu"], dtype=float) * 100), color="C0"),
+              "event-loop lag, max (ms)": Series(t, _ms(ts["loop_lag_us"]), secondary=True, dashed=True, color="C3")}
     return Figure("health", "Generator health", TIME, "CPU (%)", series,
                   y2label="loop lag (ms)", shade=_warmup(result), shade_label="warm-up")
+
+
+def relay(result: dict) -> Figure | None:
+    """Relay runs: messages accepted and delivered per second, and the backlog (right axis); None otherwise."""
+    ts = result["relay"].get("timeseries") if isinstance(result.get("relay"), dict) else None
+    if not isinstance(ts, dict) or not ts.get("t"):
+        return None
+    step = ts.get("interval_s", 1)
+    t = _list(np.asarray(ts["t"], dtype=float) + step / 2)
+    series = {"accepted (by the server under test)": Series(t, _list(np.asarray(ts["accepted"], dtype=float) / step)),
+              "delivered (at the sink)": Series(t, _list(np.asarray(ts["delivered"], dtype=float) / step)),
+              "backlog (accepted, not yet delivered)": Series(t, _list(ts["backlog"]), secondary=True, dashed=True,
+                                                              color="C3")}
+    return Figure("relay", "Relay: accepted and delivered per second, backlog", TIME, "messages/s", series,
+                  y2label="backlog (messages)", shade=_warmup(result), shade_label="warm-up")
 
 
 BUILDERS = (throughput, latency_over_time, spectrum_figure, phases, histogram_figure, errors_over_time,
@@ -227,11 +246,12 @@ BUILDERS = (throughput, latency_over_time, spectrum_figure, phases, histogram_fi
 
 
 def figures(result: dict) -> dict[str, Figure]:
-    """Every plot of a run report, by name, in page order."""
+    """Every plot of a run report, by name, in page order (``relay`` when the result has one)."""
     out = {}
-    for build in BUILDERS:
+    for build in (*BUILDERS, relay):
         fig = build(result)
-        out[fig.name] = fig
+        if fig is not None:
+            out[fig.name] = fig
     return out
 
 
@@ -253,12 +273,14 @@ def comparison_figures(results: list[dict], labels: list[str]) -> dict[str, Figu
     spectra, rates, p99s = {}, {}, {}
     for i, (result, label) in enumerate(zip(results, labels)):
         color = f"C{i % 10}"
-        spectra[f"{label} response"] = spectrum_series(result, "response", color=color)
-        spectra[f"{label} service"] = spectrum_series(result, "service", color=color, dashed=True)
+        # A run with no latency draws no line: its legend entry, alone, read as a line hidden by another.
+        none = " (no message accepted)" if not result["totals"].get("ok") else ""
+        spectra[f"{label} response{none}"] = spectrum_series(result, "response", color=color)
+        spectra[f"{label} service{none}"] = spectrum_series(result, "service", color=color, dashed=True)
         ts = result["timeseries"]
         t = _times(result)
         rates[label] = Series(t, _list(np.asarray(ts["ok"], dtype=float) / ts.get("interval_s", 1)), color=color)
-        p99s[label] = Series(t, _ms(ts["response"]["p99"], np.asarray(ts["ok"]) > 0), color=color)
+        p99s[label + none] = Series(t, _ms(ts["response"]["p99"], np.asarray(ts["ok"]) > 0), color=color)
     top = max((max(s.x) for s in spectra.values() if s.x), default=1.0)
     shade, shade_label = _comparison_warmup(results, labels)
     figs = [

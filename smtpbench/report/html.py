@@ -134,7 +134,7 @@ def run_page(result: dict, overview: list[tuple[str, str]], verdict_lines: list[
     body = [f"<h1>smtpbench report: {esc(result['name'])}</h1>", kv_html(overview),
             verdict_html(result["verdict"], verdict_lines), nav_html(nav)]
     placement = {"throughput": ["throughput", "concurrency"], "latency": ["spectrum", "latency_over_time", "histogram"],
-                 "phases": ["phases"], "errors": ["errors"], "health": ["health"]}
+                 "phases": ["phases"], "errors": ["errors"], "health": ["health"], "relay": ["relay"]}
     shown = set()
     for name, table in tables.items():
         body.append(table_html(name, table))

@@ -62,6 +62,8 @@ def _draw_stacked(ax, fig_data: Figure) -> None:
         ys = [0 if v is None else v for v in s.y]
         ax.bar(s.x, ys, bottom=bottom, width=0.8, label=label, color=s.color)
         bottom = ys if bottom is None else [a + b for a, b in zip(bottom, ys)]
+    if bottom:  # headroom: a bar's bottom is a sticky edge, so an empty class on top pinned the axis to the tallest stack
+        ax.set_ylim(0, max(bottom) * 1.05 or 1)
 
 
 def _draw_stairs(ax, fig_data: Figure) -> None:
@@ -74,6 +76,18 @@ def _spans_decades(values, factor: float = 20.0) -> bool:
     """Worth a log scale: positive values spreading over more than ``factor`` (else linear reads better)."""
     positive = [v for v in values if v is not None and v == v and v > 0]
     return bool(positive) and max(positive) / min(positive) > factor
+
+
+def _from_zero(ax, values) -> None:
+    """A linear axis of counts, rates or shares starts at 0 (and spans at least 0-1): autoscaled, a
+    backlog of 0 throughout drew an axis from -0.04 to 0.04, and rates of 10-20 one from 10."""
+    finite = [v for v in values if v is not None and v == v]
+    if all(v >= 0 for v in finite):
+        ax.set_ylim(0, ax.get_ylim()[1] if any(v > 0 for v in finite) else 1)
+    if finite and all(float(v).is_integer() for v in finite):  # counts: no tick at 0.2 of a message
+        from matplotlib.ticker import MaxNLocator
+
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
 
 
 def _log_axis(axis, set_scale) -> None:
@@ -101,6 +115,10 @@ def render(fig_data: Figure):
     primary = [v for s in fig_data.series.values() if not s.secondary for v in s.y]
     if fig_data.ylog and _spans_decades(primary):
         _log_axis(ax.yaxis, ax.set_yscale)
+    else:
+        _from_zero(ax, primary)
+    if ax2 is not None:
+        _from_zero(ax2, [v for s in fig_data.series.values() if s.secondary for v in s.y])
     if fig_data.xlog:
         _log_axis(ax.xaxis, ax.set_xscale)
     if fig_data.xticks:
@@ -117,24 +135,36 @@ def render(fig_data: Figure):
         handles, labels = handles + more[0], labels + more[1]
     if not any(s.y and _finite(s.y) for s in fig_data.series.values()):
         ax.set_ylim(0, 1)
+        times = [x for s in fig_data.series.values() for x in s.x if isinstance(x, (int, float))]
+        if fig_data.kind == "line" and not fig_data.xlog and times:  # gaps only: the x axis spanned -0.04 to 0.04
+            ax.set_xlim(min(times) - 0.5, max(times) + 0.5)
         ax.text(0.5, 0.5, "nothing recorded", transform=ax.transAxes, ha="center", va="center", color="#777777")
+    legend = None
     if handles:  # outside the axes: it never hides data
-        ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.1 if ax2 else 1.01, 1.0),
-                  borderaxespad=0.0)
-    _fit_left(fig, ax)
+        legend = ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.1 if ax2 else 1.01, 1.0),
+                           borderaxespad=0.0)
+    _fit(fig, ax, legend)
     return fig
 
 
-def _fit_left(fig, ax, pad_px: float = 4.0) -> None:
-    """Widen the left margin until the y-axis label and tick labels are inside the image.
+def _fit(fig, ax, legend, pad_px: float = 4.0) -> None:
+    """Move the margins until the y-axis labels and the legend are inside the image.
 
-    The fixed margin holds four-digit ticks; "17500" (any run past 10,000 msgs/s) pushed the axis
-    label "messages/s" off the image's left edge.
+    The fixed margins hold four-digit ticks and short legend entries; "17500" (any run past 10,000
+    msgs/s) pushed the axis label "messages/s" off the image's left edge, and "CPU of the busiest of
+    2 processes (% of a core)" (any run with --processes 2) ran off its right edge, cut mid-word.
+    Narrowing the axes moves the legend (anchored to them) too, hence a few passes.
     """
-    left = ax.get_tightbbox(fig.canvas.get_renderer()).x0
-    if left < pad_px:
+    width = fig.get_figwidth() * fig.dpi
+    for _ in range(3):
+        renderer = fig.canvas.get_renderer()
         params = fig.subplotpars
-        fig.subplots_adjust(left=params.left + (pad_px - left) / (fig.get_figwidth() * fig.dpi))
+        left = ax.get_tightbbox(renderer).x0
+        over = legend.get_window_extent(renderer).x1 - (width - pad_px) if legend is not None else 0.0
+        if left >= pad_px and over <= 0:
+            return
+        fig.subplots_adjust(left=params.left + max(pad_px - left, 0.0) / width,
+                            right=params.right - max(over, 0.0) / width)
 
 
 def to_bytes(fig, fmt: str, salt: str = "") -> bytes:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..units import format_size, parse_size
 from .figures import Figure, Series
-from .tables import DASH, Table, ms
+from .tables import DASH, Table, limit_text, ms
 
 LATENCIES = (("p50", "C0"), ("p99", "C1"), ("p99.9", "C3"))  # p99.9 dashed: with few messages it is the p99
 STAR = "*"
@@ -107,7 +107,8 @@ def _keeps_up(row: dict) -> str:
     if not row["offered_rate"]:
         return DASH
     growth = row.get("latency_growth")
-    trend = f" (latency {growth:+.3f} s/s)" if growth is not None else ""
+    # (round(...) or 0.0: a flat trend of -0.0002 s/s read "latency -0.000 s/s")
+    trend = f" (latency {round(growth, 3) or 0.0:+.3f} s/s)" if growth is not None else ""
     return ("yes" if row["keeps_up"] else "NO") + trend
 
 
@@ -120,7 +121,8 @@ def _thresholds(row: dict) -> str:
     ths = row.get("thresholds") or []
     if not ths:
         return DASH
-    failed = [f"{t['metric']} {t['shown']} (limit {t['limit']})" for t in ths if not t["passed"]]
+    failed = [f"{t['metric']} {t['shown']} (limit {limit_text(t['metric'], t['limit'], t.get('op'))})"
+              for t in ths if not t["passed"]]
     return "pass" if not failed else "FAIL: " + "; ".join(failed)
 
 
@@ -155,8 +157,7 @@ def headline(summary: dict) -> str:
 
 def overview(summary: dict, first: dict | None = None) -> list[tuple[str, str]]:
     """The header's label/value pairs; ``first`` is the first step's result, when readable."""
-    ths = ", ".join(f"{k} ≤ {v}" if k != "min_throughput" else f"{k} ≥ {v}"
-                    for k, v in (summary.get("thresholds") or {}).items()) or "none"
+    ths = ", ".join(f"{k} {limit_text(k, v)}" for k, v in (summary.get("thresholds") or {}).items()) or "none"
     pairs = [("sweep", str(summary.get("sweep_id") or DASH)),
              ("scenario", summary["name"] + (f"  ·  hash {first['scenario_hash']}" if first else "")),
              ("parameter", f"{summary['parameter']} = " + ", ".join(str(v) for v in summary.get("values", []))),

@@ -39,11 +39,16 @@ def rate(value, unit: str = "msgs/s") -> str:
     return DASH if value is None else f"{value:,.1f} {unit}"
 
 
+def sessions(n) -> str:
+    """``1 session``, ``4 sessions``."""
+    return f"{n} session{'' if n == 1 else 's'}"
+
+
 def describe_load(result: dict) -> str:
     """One line: the load model and its parameters."""
     load = result["load"]
     if load["model"] == "closed":
-        text = f"closed loop, {load['sessions']} sessions"
+        text = f"closed loop, {sessions(load['sessions'])}"
     else:
         text = f"open loop, {load['rate']:g} msgs/s {load['arrival']} arrivals" if load.get("rate") else "open loop"
         if load.get("stages"):
@@ -53,8 +58,9 @@ def describe_load(result: dict) -> str:
     text += f", {mpc} msgs/connection" if mpc else ", connections kept open"
     text += ", pipelining" if load.get("pipelining") else ", no pipelining"
     text += f", {load['processes']} process{'es' if load['processes'] != 1 else ''}"
-    if load.get("duration_s"):
-        text += f", {load['duration_s']:g} s"
+    planned = planned_s(result)  # stages shorter than the duration end the load: "20 s" read for 8 s of stages
+    if planned:
+        text += f", {planned:g} s"
     if load.get("messages"):
         text += f", at most {load['messages']:,} messages"
     if load.get("warmup_s"):
@@ -70,7 +76,7 @@ def describe_message(result: dict) -> str:
         if isinstance(value, dict):
             kind, spec = next(((k, v) for k, v in value.items() if v is not None), ("?", None))
             return f"{kind} {spec}"
-        return format_size(value) if size else str(value)
+        return format_size(value) if size and isinstance(value, (int, float)) else str(value)
 
     if not msg:
         return DASH
@@ -95,13 +101,27 @@ def overview(result: dict) -> list[tuple[str, str]]:
     ]
 
 
+def limit_text(metric: str, limit, op: str | None = None) -> str:
+    """A threshold's limit with its comparison, in the unit its observed value is shown in:
+    ``≤ 1%`` for ``error_rate = 0.01`` (shown bare, "0.01" beside an observed "7.2976%" read as
+    0.01 %), ``≥ 500 msgs/s``, ``≤ 50ms``."""
+    op = op or (">=" if metric == "min_throughput" else "<=")
+    sign = {"<=": "≤", ">=": "≥"}.get(op, op)
+    if metric == "error_rate" and isinstance(limit, (int, float)):
+        return f"{sign} {limit * 100:g}%"
+    if metric == "min_throughput" and isinstance(limit, (int, float)):
+        return f"{sign} {limit:,g} msgs/s"
+    return f"{sign} {limit}"
+
+
 def verdict_lines(result: dict) -> list[str]:
     """Why the verdict is what it is: invalidity reasons and failed thresholds, and whether a signal
     stopped the run early (empty when ok and not stopped)."""
     lines = list(result["health"].get("reasons", []))
     for th in result.get("thresholds", []):
         if not th["passed"]:
-            lines.append(f"threshold {th['metric']} (limit {th['limit']}) failed: observed {th.get('shown', th['observed'])}")
+            lines.append(f"threshold {th['metric']} {limit_text(th['metric'], th['limit'], th.get('op'))} failed: "
+                         f"observed {th.get('shown', th['observed'])}")
     relay = result.get("relay")
     if isinstance(relay, dict) and relay.get("passed") is False:
         lines.append(f"delivery check failed: {relay.get('lost', '?')} lost, {relay.get('duplicates', '?')} duplicated "
@@ -118,11 +138,12 @@ def throughput(result: dict) -> Table:
     """Offered and achieved rates, completed msgs/s and MB/s, OK/failed, warm-up, measured window."""
     t, h = result["totals"], result["health"]
     model = result["load"]["model"]
-    offered = rate(h.get("offered_rate")) if model == "open" else f"{DASH} (closed loop: {result['load']['sessions']} sessions)"
-    achieved = h.get("achieved_rate")
+    # Every rate here is after the warm-up (result.json's health rates include it: a ramp's differ).
+    offered = rate(data.offered_rate(result)) if model == "open" else f"{DASH} (closed loop: {sessions(result['load']['sessions'])})"
     rows = [["offered rate", offered]]
-    if achieved is not None:
-        rows.append(["arrivals released", rate(achieved)])
+    if model == "open":
+        released = data.measured_rate(result, "offered")
+        rows.append(["arrivals released", rate(h.get("achieved_rate") if released is None else released)])
     rows += [
         ["sent", rate(data.measured_rate(result, "sent"))],
         # msgs_per_s counts accepted messages only: "completed" beside "sent" read as if the failed ones
@@ -130,14 +151,15 @@ def throughput(result: dict) -> Table:
         ["accepted (OK)", f"{rate(t['msgs_per_s'])}  ·  {t['mb_per_s']:,.3f} MB/s"],
         ["OK / failed", f"{t['ok']:,} / {t['failed']:,}  (error rate {t['error_rate']:.3%})"],
         ["recipients refused", f"{t.get('rcpt_failed', 0):,}"],
-        ["warm-up (not counted above)", f"{t.get('warmup_ok', 0):,} OK / {t.get('warmup_failed', 0):,} failed"],
+        ["warm-up (not counted above)", f"{t.get('warmup_ok', 0):,} OK / {t.get('warmup_failed') or 0:,} failed"],
         ["measured", f"{t['measured_seconds']:,.3f} s  ·  {t.get('bytes', 0) / 1e6:,.2f} MB"],
     ]
     return Table("Throughput", ["", "value"], rows,
-                 note="arrivals released (open loop): messages the schedule released per second, a message "
-                      "waiting for a connection counted when it arrived; sent: messages begun per second, the mean "
-                      "of the measured 1 s intervals; accepted: messages the server took (250), failed ones left out, "
-                      "over the measured window")
+                 note="every rate after the warm-up. offered (open loop): the schedule's mean rate until the load "
+                      "ended; arrivals released: messages the schedule released per second, a message waiting for a "
+                      "connection counted when it arrived, and sent: messages begun per second, each the mean of the "
+                      "measured 1 s intervals; accepted: messages the server took (250), failed ones left out, over "
+                      "the measured window")
 
 
 def latency(result: dict) -> Table:
@@ -158,8 +180,10 @@ def phases(result: dict) -> Table:
     """Count and percentiles per SMTP phase (ms)."""
     rows = [[name, f"{s.get('count', 0):,}"] + [ms(s.get(p)) if s.get("count") else DASH for p in ("mean", *PERCENTILES)]
             for name, s in result["latency"]["phases"].items()]
-    return Table("Latency per phase (ms)", ["phase", "count", "mean", *PERCENTILES], rows,
-                 note="phases answered in one pipelined batch (RFC 2920) are timed together and show 0 on their own")
+    # With no row the pipelining note alone said nothing of why the table was empty (an all-refused run).
+    note = ("phases answered in one pipelined batch (RFC 2920) are timed together and show 0 on their own" if rows else
+            "no SMTP phase was timed after the warm-up: no reply came then (see the verdict and the Errors table)")
+    return Table("Latency per phase (ms)", ["phase", "count", "mean", *PERCENTILES], rows, note=note)
 
 
 def errors(result: dict) -> Table:
@@ -189,7 +213,8 @@ def errors(result: dict) -> Table:
 def thresholds(result: dict) -> Table:
     """Each threshold with its limit, the observed value and pass/FAIL."""
     ths = result.get("thresholds", [])
-    rows = [[th["metric"], str(th["limit"]), str(th.get("shown", th["observed"])), "pass" if th["passed"] else "FAIL"]
+    rows = [[th["metric"], limit_text(th["metric"], th["limit"], th.get("op")), str(th.get("shown", th["observed"])),
+             "pass" if th["passed"] else "FAIL"]
             for th in ths]
     return Table("Thresholds", ["metric", "limit", "observed", "result"], rows, align="lrrl",
                  note="" if rows else "the scenario sets no thresholds",
@@ -242,6 +267,16 @@ def _sink_shown(sink: dict) -> dict:
     return shown
 
 
+def _relay_shown(relay: dict) -> dict:
+    """The relay section as shown: its histograms (raw buckets, thousands of characters in a long run)
+    and per-second series left to the plot, the backlog summed up in one row."""
+    shown = {k: v for k, v in relay.items() if k not in ("histograms", "timeseries")}
+    backlog = (relay.get("timeseries") or {}).get("backlog") or []
+    if backlog:
+        shown["backlog"] = f"max {max(backlog):,} · at the end of the series {backlog[-1]:,}"
+    return shown
+
+
 def tables(result: dict) -> dict[str, Table]:
     """Every table of a run report by name, in page order; ``sink``, ``crosscheck``, ``relay`` when the result has them."""
     out = {"throughput": throughput(result), "latency": latency(result), "phases": phases(result),
@@ -254,6 +289,8 @@ def tables(result: dict) -> dict[str, Table]:
                                       note="every message the client saw accepted must be counted by the sink")
         out["crosscheck"].classes = ["fail" if cross.get("passed") is False else ""] * len(cross)
     if isinstance(result.get("relay"), dict):
-        out["relay"] = _counters("Relay: accepted vs delivered", result["relay"],
-                                 note="messages the server under test accepted, as counted at the final destination")
+        out["relay"] = _counters("Relay: accepted vs delivered", _relay_shown(result["relay"]),
+                                 note="messages the server under test accepted, as counted at the final destination; "
+                                      "delivery latency: arrival − send, queue time: arrival − the 250 "
+                                      "(the Relay plot: accepted and delivered per second, and the backlog)")
     return out
