@@ -106,6 +106,8 @@ BAD_FILES = [
      "unknown key 'sink.faults.0.delay.normal'; allowed here: uniform, lognormal, exponential"),
     ("service-unknown", "[sink.capacity]\nservice_time = { normal = 1 }", None,
      "unknown key 'sink.capacity.service_time.normal'; allowed here: uniform, lognormal, exponential"),
+    # An idle timeout of 0 closed every connection 50-100 ms after its last command: not "no timeout".
+    ("idle-timeout-0", "[sink]\nidle_timeout = 0", "sink.idle_timeout", "greater than 0"),
     # Replies the sink sends: "" crashed it at use (only a fault rule's reply may be "", for none).
     ("greylist-reply-empty", '[sink.greylist]\nreply = ""', "sink.greylist.reply",
      "expected an SMTP reply such as '451 4.7.1 try again later', got '' (leave the key out for the default)"),
