@@ -15,6 +15,7 @@ import sys
 from . import eventloop
 from .addresses import parse_address
 from .cliargs import build_parser
+from .protocol.extensions import EXTENSIONS
 from .scenario import ScenarioError, check_listen, load, override, resolve_workers
 
 EXIT_OK, EXIT_THRESHOLDS, EXIT_USAGE, EXIT_INVALID = 0, 1, 2, 3
@@ -95,6 +96,10 @@ def cmd_sink(args: argparse.Namespace) -> int:
     scenario = load(args.scenario)
     sink = scenario.sink
     advertise = args.advertise if args.advertise is not None else list(sink.advertise)
+    unknown = [ext for ext in args.hide if ext not in EXTENSIONS]  # a typo would hide nothing, silently
+    if unknown:
+        raise ScenarioError(f"{source}: key 'sink.advertise' (--hide): unknown extension {unknown[0]!r}; "
+                            f"expected one of {', '.join(EXTENSIONS)}")
     advertise = [ext for ext in advertise if ext not in set(args.hide)]
     flags = {
         "sink__workers": args.workers, "sink__capture": args.capture,

@@ -42,6 +42,12 @@ def test_auth_user_without_a_password_is_refused(tmp_path):
     assert_usage_error(done, "--auth-user needs USER:PASSWORD", "'bob'")
 
 
+def test_hiding_an_extension_the_sink_does_not_know_is_refused(tmp_path):
+    """A misspelt --hide (CHUNKNG) was dropped: the sink started and kept offering CHUNKING."""
+    done = smtpbench(tmp_path, "sink", "--listen", f"127.0.0.1:{free_port()}", "--hide", "chunkng", timeout=10)
+    assert_usage_error(done, "key 'sink.advertise' (--hide)", "'CHUNKNG'", "PIPELINING, SIZE")
+
+
 # -- bench flags -------------------------------------------------------------------------------
 
 
