@@ -10,6 +10,7 @@ Exit codes (documented in the README):
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import eventloop
@@ -156,11 +157,16 @@ def output_folder(given: str | None, default: str) -> str:
     ScenarioError naming it and why: found after a run, a bad --out would cost its results."""
     from .results import folder_error, prepare_folder
 
+    from .load.stopping import STOP
+
     folder = given or default
+    existed = os.path.isdir(folder)
     try:
         prepare_folder(folder)
     except OSError as e:
         raise ScenarioError(f"{'--out' if given else 'output folder'}: {folder_error(folder, e)}") from None
+    if not existed:
+        STOP.made(folder)
     return folder
 
 
