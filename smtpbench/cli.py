@@ -118,8 +118,7 @@ def cmd_sink(args: argparse.Namespace) -> int:
     sink = scenario.sink
     address = _address(sink.listen or f"{scenario.target.host}:{scenario.target.port}", source, "sink.listen", "--listen")
     workers = resolve_workers(sink.workers)
-    if address.path and workers > 1:
-        raise ScenarioError(f"{source}: key 'sink.workers': unix sockets take workers = 1 (SO_REUSEPORT is TCP only)")
+    _one_worker_on_unix(source, address.path, workers)
     try:
         run_sink(sink, address, workers, seed=scenario.seed)
     except StartError as e:
@@ -397,11 +396,20 @@ def _sweep(scenario, args, kind: str, target) -> int:
     return 128 + STOP.signum if cut else code
 
 
+def _one_worker_on_unix(source: str, path: str, workers: int) -> None:
+    """The sink's workers share a TCP port (SO_REUSEPORT); on a unix socket only one can listen."""
+    if path and workers > 1:
+        raise ScenarioError(f"{source}: key 'sink.workers': unix sockets take workers = 1 (SO_REUSEPORT is TCP only)")
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     status = EXIT_OK
     for path in args.files:
         try:
             sc = load(path)
+            # as `smtpbench sink` would refuse it (`bench` starts its sink on a TCP port of its own)
+            _one_worker_on_unix(path, sc.sink.listen and parse_address(sc.sink.listen).path,
+                                resolve_workers(sc.sink.workers))
         except ScenarioError as e:
             print(f"smtpbench: {e}", file=sys.stderr)
             status = EXIT_USAGE

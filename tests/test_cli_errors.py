@@ -210,7 +210,8 @@ def test_validate_checks_the_address_keys(tmp_path):
     for table, text, words in (("sink", 'listen = "127.0.0.1:99999"', ["key 'sink.listen'", "bad port"]),
                                ("relay", 'listen = "127.0.0.1:70000"', ["key 'relay.listen'", "bad port"]),
                                ("sink", 'stats_listen = "unix:/tmp/s.sock"', ["key 'sink.stats_listen'", "unix"]),
-                               ("sink", 'stats_listen = "0.0.0.0:8025"', ["key 'sink.stats_listen'", "loopback"])):
+                               ("sink", 'stats_listen = "0.0.0.0:8025"', ["key 'sink.stats_listen'", "loopback"]),
+                               ("sink", 'listen = "unix:/tmp/s.sock"\nworkers = 2', ["key 'sink.workers'", "unix"])):
         (tmp_path / "bad.toml").write_text(f"[{table}]\n{text}\n")
         assert_usage_error(smtpbench(tmp_path, "validate", "bad.toml"), "bad.toml: ", *words)
 
