@@ -154,9 +154,8 @@ def _stopped_code(result: dict, code: int) -> int:
 def output_folder(given: str | None, default: str) -> str:
     """Create the output folder (``given`` by --out, else ``default``) before any work, or raise
     ScenarioError naming it and why: found after a run, a bad --out would cost its results."""
-    from .results import folder_error, prepare_folder
-
     from .load.stopping import STOP
+    from .results import folder_error, prepare_folder
 
     folder = given or default
     existed = os.path.isdir(folder)
@@ -223,8 +222,6 @@ def _scenario_with_flags(args: argparse.Namespace):
 
 def _one_run(scenario, args, kind: str, folder: str, run_id: str, target=None) -> tuple[dict, str]:
     """One measured run: with the embedded sink unless a target is given; saved in ``folder``."""
-    import os
-
     from .bench import EmbeddedSink, crosscheck
     from .results import save
 
@@ -338,8 +335,6 @@ def _check_bench_sink(args: argparse.Namespace) -> None:
 
 def _sweep(scenario, args, kind: str, target) -> int:
     """Run every step of ``[sweep]``; write sweep.json and its report; exit by the worst step."""
-    import os
-
     from .console import summary_text
     from .scenario import step
     from .sweep import save as save_sweep
@@ -421,7 +416,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_scenarios(args: argparse.Namespace) -> int:
     import glob
-    import os
 
     folder = args.dir or "scenarios"
     files = sorted(glob.glob(os.path.join(folder, "*.toml")))
@@ -439,8 +433,6 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import os
-
     from .report.build import build_report, read_runs, report_dir
     from .sweep import is_sweep
 
@@ -490,8 +482,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_locust(args: argparse.Namespace) -> int:
-    import os
-
     from .integrations.cluster import StoppedBeforeStart, launch
     from .load.plan import connections
 
