@@ -10,11 +10,13 @@ Exit codes (documented in the README):
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import eventloop
 from .addresses import parse_address
 from .cliargs import build_parser
+from .protocol.extensions import EXTENSIONS
 from .scenario import ScenarioError, check_listen, load, override, resolve_workers
 
 EXIT_OK, EXIT_THRESHOLDS, EXIT_USAGE, EXIT_INVALID = 0, 1, 2, 3
@@ -95,6 +97,10 @@ def cmd_sink(args: argparse.Namespace) -> int:
     scenario = load(args.scenario)
     sink = scenario.sink
     advertise = args.advertise if args.advertise is not None else list(sink.advertise)
+    unknown = [ext for ext in args.hide if ext not in EXTENSIONS]  # a typo would hide nothing, silently
+    if unknown:
+        raise ScenarioError(f"{source}: key 'sink.advertise' (--hide): unknown extension {unknown[0]!r}; "
+                            f"expected one of {', '.join(EXTENSIONS)}")
     advertise = [ext for ext in advertise if ext not in set(args.hide)]
     flags = {
         "sink__workers": args.workers, "sink__capture": args.capture,
@@ -112,8 +118,7 @@ def cmd_sink(args: argparse.Namespace) -> int:
     sink = scenario.sink
     address = _address(sink.listen or f"{scenario.target.host}:{scenario.target.port}", source, "sink.listen", "--listen")
     workers = resolve_workers(sink.workers)
-    if address.path and workers > 1:
-        raise ScenarioError(f"{source}: key 'sink.workers': unix sockets take workers = 1 (SO_REUSEPORT is TCP only)")
+    _one_worker_on_unix(source, address.path, workers)
     try:
         run_sink(sink, address, workers, seed=scenario.seed)
     except StartError as e:
@@ -149,13 +154,17 @@ def _stopped_code(result: dict, code: int) -> int:
 def output_folder(given: str | None, default: str) -> str:
     """Create the output folder (``given`` by --out, else ``default``) before any work, or raise
     ScenarioError naming it and why: found after a run, a bad --out would cost its results."""
+    from .load.stopping import STOP
     from .results import folder_error, prepare_folder
 
     folder = given or default
+    existed = os.path.isdir(folder)
     try:
         prepare_folder(folder)
     except OSError as e:
         raise ScenarioError(f"{'--out' if given else 'output folder'}: {folder_error(folder, e)}") from None
+    if not existed:
+        STOP.made(folder)
     return folder
 
 
@@ -213,8 +222,6 @@ def _scenario_with_flags(args: argparse.Namespace):
 
 def _one_run(scenario, args, kind: str, folder: str, run_id: str, target=None) -> tuple[dict, str]:
     """One measured run: with the embedded sink unless a target is given; saved in ``folder``."""
-    import os
-
     from .bench import EmbeddedSink, crosscheck
     from .results import save
 
@@ -328,8 +335,6 @@ def _check_bench_sink(args: argparse.Namespace) -> None:
 
 def _sweep(scenario, args, kind: str, target) -> int:
     """Run every step of ``[sweep]``; write sweep.json and its report; exit by the worst step."""
-    import os
-
     from .console import summary_text
     from .scenario import step
     from .sweep import save as save_sweep
@@ -386,11 +391,20 @@ def _sweep(scenario, args, kind: str, target) -> int:
     return 128 + STOP.signum if cut else code
 
 
+def _one_worker_on_unix(source: str, path: str, workers: int) -> None:
+    """The sink's workers share a TCP port (SO_REUSEPORT); on a unix socket only one can listen."""
+    if path and workers > 1:
+        raise ScenarioError(f"{source}: key 'sink.workers': unix sockets take workers = 1 (SO_REUSEPORT is TCP only)")
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     status = EXIT_OK
     for path in args.files:
         try:
             sc = load(path)
+            # as `smtpbench sink` would refuse it (`bench` starts its sink on a TCP port of its own)
+            _one_worker_on_unix(path, sc.sink.listen and parse_address(sc.sink.listen).path,
+                                resolve_workers(sc.sink.workers))
         except ScenarioError as e:
             print(f"smtpbench: {e}", file=sys.stderr)
             status = EXIT_USAGE
@@ -402,7 +416,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_scenarios(args: argparse.Namespace) -> int:
     import glob
-    import os
 
     folder = args.dir or "scenarios"
     files = sorted(glob.glob(os.path.join(folder, "*.toml")))
@@ -469,8 +482,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_locust(args: argparse.Namespace) -> int:
-    import os
-
     from .integrations.cluster import StoppedBeforeStart, launch
     from .load.plan import connections
 

@@ -23,8 +23,9 @@ STAGES = ("connect", "banner", "EHLO", "HELO", "LHLO", "MAIL", "RCPT", "DATA", "
 
 
 class Table(BaseModel):
-    """A scenario table: unknown keys refused; TOML's inf and nan, and true/false where a number
-    goes, too (pydantic would take inf as a rate, and ``sessions = true`` as 1)."""
+    """A scenario table: unknown keys refused; TOML's inf and nan, true/false where a number goes,
+    and anything else where true/false goes, too (pydantic would take inf as a rate, ``sessions =
+    true`` as 1, and ``pipelining = "no"`` or ``implicit_tls = 1`` as a bool)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -34,9 +35,13 @@ class Table(BaseModel):
         # One check per table, not a validator per field: those cost ~60 ms of start-up to build.
         if isinstance(data, dict):
             for key, value in data.items():
-                field = cls.model_fields.get(key) if isinstance(value, bool) else None
-                if field is not None and _numeric(field.annotation):
+                field = cls.model_fields.get(key)
+                if field is None:
+                    continue
+                if isinstance(value, bool) and _numeric(field.annotation):
                     raise ValueError(f"{key} must be a number, not {str(value).lower()}")
+                if field.annotation is bool and not isinstance(value, bool):
+                    raise ValueError(f"{key} must be true or false, not {value!r}")
         return data
 
 

@@ -143,7 +143,7 @@ class Sink(_Table):
     max_message_size: Annotated[Size, Field(ge=1)] = 10 * 1024 * 1024
     max_recipients: int = Field(1000, ge=100)
     max_connections: int = Field(10000, ge=1)
-    idle_timeout: Duration = 300.0
+    idle_timeout: Annotated[Duration, Field(gt=0)] = 300.0  # 0 closed a connection at its first pause
     grace: Duration = 5.0
     capture: Annotated[str, BeforeValidator(_capture)] = "none"
     check_line_length: bool = True

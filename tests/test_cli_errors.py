@@ -42,6 +42,12 @@ def test_auth_user_without_a_password_is_refused(tmp_path):
     assert_usage_error(done, "--auth-user needs USER:PASSWORD", "'bob'")
 
 
+def test_hiding_an_extension_the_sink_does_not_know_is_refused(tmp_path):
+    """A misspelt --hide (CHUNKNG) was dropped: the sink started and kept offering CHUNKING."""
+    done = smtpbench(tmp_path, "sink", "--listen", f"127.0.0.1:{free_port()}", "--hide", "chunkng", timeout=10)
+    assert_usage_error(done, "key 'sink.advertise' (--hide)", "'CHUNKNG'", "PIPELINING, SIZE")
+
+
 # -- bench flags -------------------------------------------------------------------------------
 
 
@@ -204,7 +210,8 @@ def test_validate_checks_the_address_keys(tmp_path):
     for table, text, words in (("sink", 'listen = "127.0.0.1:99999"', ["key 'sink.listen'", "bad port"]),
                                ("relay", 'listen = "127.0.0.1:70000"', ["key 'relay.listen'", "bad port"]),
                                ("sink", 'stats_listen = "unix:/tmp/s.sock"', ["key 'sink.stats_listen'", "unix"]),
-                               ("sink", 'stats_listen = "0.0.0.0:8025"', ["key 'sink.stats_listen'", "loopback"])):
+                               ("sink", 'stats_listen = "0.0.0.0:8025"', ["key 'sink.stats_listen'", "loopback"]),
+                               ("sink", 'listen = "unix:/tmp/s.sock"\nworkers = 2', ["key 'sink.workers'", "unix"])):
         (tmp_path / "bad.toml").write_text(f"[{table}]\n{text}\n")
         assert_usage_error(smtpbench(tmp_path, "validate", "bad.toml"), "bad.toml: ", *words)
 

@@ -154,6 +154,18 @@ def test_a_second_ctrl_c_leaves_at_once_and_leaves_nothing_running(tmp_path):
     assert _session_left(proc.pid) == []   # the workers and the embedded sink (its own group) too
 
 
+def test_a_second_ctrl_c_leaves_no_empty_run_folder(start_sink, tmp_path):
+    """The run folder is made before the load; left empty, `smtpbench report results/*` refused it and
+    reported none of the other runs. The sink holds each message 3 s, so the second signal finds the
+    first one's drain under way."""
+    scenario = write_scenario(tmp_path, '[[sink.faults]]\non = "end-of-data"\naction = "delay"\ndelay = "3s"\n')
+    sink = start_sink("--scenario", scenario)
+    proc, took, left = _interrupted(["run", "--scenario", scenario, "--target", sink.address, "--sessions", "2",
+                                     "--duration", LONG], tmp_path, after=[2.0, 0.5])
+    assert proc.returncode == 130 and "leaving without a result" in proc.stderr, proc.stderr
+    assert not (tmp_path / "results").exists() or list((tmp_path / "results").iterdir()) == []
+
+
 def test_ctrl_c_while_workers_start(sink, tmp_path):
     """Stopped before the workers are up: they stop at their start (a result with what little ran,
     no hang); stopped twice then, the command leaves with nothing left running."""

@@ -106,6 +106,13 @@ BAD_FILES = [
      "unknown key 'sink.faults.0.delay.normal'; allowed here: uniform, lognormal, exponential"),
     ("service-unknown", "[sink.capacity]\nservice_time = { normal = 1 }", None,
      "unknown key 'sink.capacity.service_time.normal'; allowed here: uniform, lognormal, exponential"),
+    # A string or number where true/false goes was read as a bool ("no" as false, 1 as true), silently.
+    ("bool-string", '[sink]\ncheck_line_length = "yes"', "sink", "check_line_length must be true or false, not 'yes'"),
+    ("bool-number", "[load]\npipelining = 0", "load", "pipelining must be true or false, not 0"),
+    ("bool-stage", '[load]\nmodel = "open"\n[[load.stages]]\nduration = "1s"\nrate = 5\nramp = "yes"', "load.stages.0",
+     "ramp must be true or false"),
+    # An idle timeout of 0 closed every connection 50-100 ms after its last command: not "no timeout".
+    ("idle-timeout-0", "[sink]\nidle_timeout = 0", "sink.idle_timeout", "greater than 0"),
     # Replies the sink sends: "" crashed it at use (only a fault rule's reply may be "", for none).
     ("greylist-reply-empty", '[sink.greylist]\nreply = ""', "sink.greylist.reply",
      "expected an SMTP reply such as '451 4.7.1 try again later', got '' (leave the key out for the default)"),

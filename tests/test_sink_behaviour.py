@@ -475,6 +475,8 @@ def test_stats_endpoint_does_not_wait_for_ever_for_a_request(monkeypatch, reques
 def test_stats_endpoint_caps_the_request_and_still_answers(monkeypatch):
     got, took = _ask_stats_endpoint(monkeypatch, b"GET /" + b"x" * 9000)  # no line end yet: over 8 KiB
     assert got.startswith(b"HTTP/1.1 431 ") and took < 0.25
+    got, took = _ask_stats_endpoint(monkeypatch, b"GET /stats HTTP/1.1\r\nX: " + b"a" * 9000 + b"\r\n\r\n")
+    assert got.startswith(b"HTTP/1.1 431 "), got[:40]  # over 8 KiB, though whole and in one write
     got, took = _ask_stats_endpoint(monkeypatch, b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n")
     assert got.startswith(b"HTTP/1.1 200 ") and json.loads(got.split(b"\r\n\r\n", 1)[1]) == {"messages": 7}
 

@@ -53,6 +53,7 @@ class Stop:
         self._stops: list[Callable[[], None]] = []
         self._aborts: list[Callable[[], None]] = []
         self._scratch: set[str] = set()
+        self._folders: list[str] = []
         self.quiet = False   # the first signal's line is not written (whoever sent it has said so)
 
     @property
@@ -87,6 +88,11 @@ class Stop:
         finally:
             self._scratch.discard(path)
 
+    def made(self, folder: str) -> None:
+        """``folder`` was made for the result: a second signal removes it if it is still empty (an
+        empty run folder stayed behind, and ``smtpbench report results/*`` refused it, and the rest)."""
+        self._folders.append(folder)
+
     def request(self, signum: int, _frame=None) -> None:
         """The signal handler: the first call stops the load, the second leaves the process."""
         if self.signum:
@@ -97,6 +103,11 @@ class Stop:
                 try:
                     os.unlink(path)
                 except OSError:  # not made yet, or renamed into place already
+                    pass
+            for folder in self._folders:
+                try:
+                    os.rmdir(folder)
+                except OSError:  # it holds something (the embedded sink's log, a finished step)
                     pass
             for abort in list(self._aborts):
                 abort()

@@ -50,6 +50,9 @@ class StatsHTTP(asyncio.Protocol):
             if len(self.buf) > MAX_HEAD:
                 self._send(431, "text/plain", b"request header too large\n")
             return
+        if end > MAX_HEAD:  # a whole head in one read is capped too, not only one still coming
+            self._send(431, "text/plain", b"request header too large\n")
+            return
         head = bytes(self.buf[:end]).decode("latin-1")
         length = 0
         for line in head.split("\r\n")[1:]:
