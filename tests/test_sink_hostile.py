@@ -191,3 +191,27 @@ def test_implicit_tls_without_the_loops_tls_class_still_serves(monkeypatch):
     finally:
         loop.run_until_complete(server.drain(0))
         loop.close()
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+@pytest.mark.parametrize("after", [b"", b"\xff" * 64], ids=["silent-close", "garbage"])
+def test_starttls_failures_are_counted_as_implicit_ones_are(start_sink, loop, after):
+    # tls_failures counts failed handshakes, STARTTLS and implicit alike; a peer that closes
+    # before the handshake ends is none (a port probe on the implicit port). A client that closed
+    # right after our 220 to STARTTLS was counted as a failure, while the same close on the
+    # implicit port was not: the two counts meant different things.
+    sink = start_sink("--advertise", "PIPELINING,STARTTLS", "--loop", loop)
+    with Wire((sink.host, sink.port)) as w:
+        assert w.code() == 220
+        assert w.command(b"EHLO c.example") == 250
+        assert w.command(b"STARTTLS") == 220
+        if after:
+            w.send(after)  # not a ClientHello: a failed handshake
+            try:
+                while w.sock.recv(4096):  # at most a TLS alert, then the close
+                    pass
+            except ConnectionResetError:
+                pass
+    assert wait_for(lambda: sink.stats().get("connections_current") == 0, timeout=8)
+    final = sink.stop()
+    assert (final["tls_failures"], final["tls_handshakes"]) == (1 if after else 0, 0)
