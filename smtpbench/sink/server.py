@@ -286,8 +286,7 @@ class SinkServer:
             conn.connection_lost(None)
             return
         self.stats.tls_handshakes += 1
-        conn.transport = new
-        conn.session.tls_started()
+        conn.tls_started(new)
 
     async def _sweep(self) -> None:
         """Close connections idle for longer than ``idle_timeout`` (RFC 5321 §4.5.3.2.7).
