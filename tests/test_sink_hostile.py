@@ -191,3 +191,91 @@ def test_implicit_tls_without_the_loops_tls_class_still_serves(monkeypatch):
     finally:
         loop.run_until_complete(server.drain(0))
         loop.close()
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+@pytest.mark.parametrize("after", [b"", b"\xff" * 64], ids=["silent-close", "garbage"])
+def test_starttls_failures_are_counted_as_implicit_ones_are(start_sink, loop, after):
+    # tls_failures counts failed handshakes, STARTTLS and implicit alike; a peer that closes
+    # before the handshake ends is none (a port probe on the implicit port). A client that closed
+    # right after our 220 to STARTTLS was counted as a failure, while the same close on the
+    # implicit port was not: the two counts meant different things.
+    sink = start_sink("--advertise", "PIPELINING,STARTTLS", "--loop", loop)
+    with Wire((sink.host, sink.port)) as w:
+        assert w.code() == 220
+        assert w.command(b"EHLO c.example") == 250
+        assert w.command(b"STARTTLS") == 220
+        if after:
+            w.send(after)  # not a ClientHello: a failed handshake
+            try:
+                while w.sock.recv(4096):  # at most a TLS alert, then the close
+                    pass
+            except ConnectionResetError:
+                pass
+    assert wait_for(lambda: sink.stats().get("connections_current") == 0, timeout=8)
+    final = sink.stop()
+    assert (final["tls_failures"], final["tls_handshakes"]) == (1 if after else 0, 0)
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_starttls_with_more_than_a_read_behind_it_upgrades_once(loop):
+    # RFC 3207 §4.2: what a client pipelines behind STARTTLS is discarded. When more of it came
+    # than one read takes (uvloop reads 256 kB, then again at once while the buffer fills), the
+    # next read found the session still waiting for the handshake and started it again: one
+    # upgrade task per read, all but one waiting for ever after the connection was gone (100 such
+    # clients: 160 tasks and 60 MB). A sink busy for a moment lets the octets pile up; the
+    # listening socket's large receive buffer lets the kernel hold them.
+    import asyncio
+    import ssl
+    import threading
+
+    from smtpbench.addresses import Address
+    from smtpbench.scenario import Sink
+    from smtpbench.sink.server import SinkServer
+
+    async def attack() -> tuple[list, dict]:
+        server = SinkServer(Sink(advertise=["PIPELINING", "STARTTLS"]))
+        listening = socket.socket()
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        await server.listen(Address("127.0.0.1", 0), sock=listening)
+        ready, seen = threading.Event(), {}
+
+        def client() -> None:
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            with socket.create_connection(listening.getsockname(), timeout=10) as sock:
+                wire = Wire.__new__(Wire)
+                wire.sock, wire.buf = sock, b""
+                assert wire.code() == 220 and wire.command(b"EHLO c.example") == 250
+                ready.set()
+                time.sleep(0.05)  # the sink is busy now
+                sock.sendall(b"STARTTLS\r\n" + b"NOOP\r\n" * 100_000)
+                seen["starttls"] = wire.code()
+                try:
+                    with context.wrap_socket(sock, server_hostname="localhost") as tls:
+                        tls.sendall(b"QUIT\r\n")
+                        seen["quit"] = tls.recv(1000)[:3]
+                except (OSError, ssl.SSLError) as e:  # the discarded octets may reach the handshake
+                    seen["quit"] = repr(e)
+
+        thread = threading.Thread(target=client)
+        thread.start()
+        while not ready.is_set():
+            await asyncio.sleep(0.001)
+        time.sleep(0.2)  # busy: the client's octets pile up in the kernel
+        while thread.is_alive():
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.3)
+        upgrades = [repr(t) for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "SinkServer._upgrade"]
+        await server.drain(0)
+        return upgrades, {"current": server.stats.connections_current, **seen}
+
+    if loop == "uvloop":
+        import uvloop
+
+        upgrades, seen = uvloop.run(attack())
+    else:
+        upgrades, seen = asyncio.run(attack())
+    assert upgrades == [] and seen["current"] == 0, seen

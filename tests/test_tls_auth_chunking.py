@@ -85,6 +85,26 @@ def test_smtplib_starttls_login(start_sink, mechanism):
     assert (final["messages"], final["recipients"]) == (1, 2)
 
 
+
+def test_starttls_forgets_an_authentication_made_in_the_clear(start_sink):
+    # RFC 3207 §4.2: after the handshake the server MUST discard any knowledge obtained from the
+    # client that was not obtained from the TLS negotiation itself. An AUTH done in plaintext
+    # survived STARTTLS: with --auth-required, MAIL over TLS was accepted without an AUTH there,
+    # and an AUTH there got 503 "Already authenticated" (a man in the middle can log the session
+    # in as anyone before letting the client's STARTTLS through).
+    sink = full_sink(start_sink, "--auth-required")
+    with smtplib.SMTP(sink.host, sink.port, timeout=10) as client:
+        client.ehlo()
+        client.login(USER, PASSWORD)  # in the clear
+        assert client.starttls(context=unverified())[0] == 220
+        client.ehlo()
+        assert client.mail("a@example.org")[0] == 530  # RFC 4954 §6: authentication required
+        client.rset()
+        client.login(USER, PASSWORD)  # over TLS, it is needed and accepted again
+        assert client.sendmail("a@example.org", ["b@example.net"], MSG) == {}
+    final = sink.stop()
+    assert (final["auth_ok"], final["messages"], final["tls_handshakes"]) == (2, 1, 1)
+
 def test_implicit_tls_with_smtp_ssl(start_sink):
     sink = full_sink(start_sink, "--implicit-tls")
     with smtplib.SMTP_SSL(sink.host, sink.port, timeout=10, context=unverified()) as client:

@@ -220,6 +220,9 @@ class ServerSession(AuthMixin, ChunkingMixin):
         self.attention = False
         self.tls_active = True
         self.state = INIT
+        # §4.2 "any knowledge obtained from the client ... not obtained from the TLS negotiation
+        # itself": an AUTH made in the clear too, or --auth-required let MAIL through unasked.
+        self.authenticated = False
         self._blank = self.envelope = _NO_ENVELOPE
         self._buf.clear()
 

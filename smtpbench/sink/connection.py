@@ -33,7 +33,7 @@ class SinkConnection(asyncio.Protocol):
         self.closed = False
         self.shut = False    # shutdown() sent its 421 and asked the transport to close
         self.client = ""
-        self._holds: set[str] = set()  # why reading is paused: flow, fault, tarpit, bandwidth
+        self._holds: set[str] = set()  # why reading is paused: flow, fault, tarpit, bandwidth, tls
         self._rate = 0.0               # bandwidth cap in octets/s (a connect fault)
 
     def connection_made(self, transport: asyncio.Transport) -> None:
@@ -139,7 +139,13 @@ class SinkConnection(asyncio.Protocol):
             transport.close()
             return
         if session.starttls:
-            self.server.start_tls(self)
+            # Once, reading paused now: what the client pipelined behind STARTTLS is discarded
+            # (RFC 3207 §4.2), and uvloop reads again at once after a full buffer: that read found
+            # the session still waiting for the handshake and started another (one per read, all
+            # but one waiting for ever). The handshake's own transport reads for itself.
+            if "tls" not in self._holds:
+                self._hold("tls")
+                self.server.start_tls(self)
             return
         if session.paused:
             self._hold("fault")
@@ -190,6 +196,12 @@ class SinkConnection(asyncio.Protocol):
             self.transport.resume_reading()
 
     # -- lifecycle --------------------------------------------------------------
+
+    def tls_started(self, transport: asyncio.Transport) -> None:
+        """The STARTTLS handshake is done: go on over ``transport``, the session from scratch."""
+        self.transport = transport
+        self._holds.discard("tls")  # the old transport stays paused; the new one reads
+        self.session.tls_started()
 
     def eof_received(self) -> bool:
         return False  # close our side too

@@ -112,6 +112,17 @@ def _clear_stale_socket(path: str) -> None:
     raise OSError(errno.EADDRINUSE, f"another server is listening on {path}")
 
 
+def handshake_failed(exc: BaseException | None) -> bool:
+    """Whether a TLS handshake (STARTTLS or implicit) that ended with ``exc`` counts in ``tls_failures``.
+
+    Octets that are not a ClientHello (ssl.SSLError) and a stall past the timeout do; a handshake
+    that succeeded (None) does not, nor a peer that closed before it ended (ConnectionResetError:
+    a port probe or health check on the implicit port, a client that left after our 220 to
+    STARTTLS). One rule for both, so the count means one thing.
+    """
+    return exc is not None and not isinstance(exc, ConnectionResetError)
+
+
 def loop_tls_protocol(loop: asyncio.AbstractEventLoop) -> type | None:
     """The class ``loop.create_server(ssl=...)`` wraps each connection in, or None when it cannot be
     found: it is not public API (uvloop's is ``uvloop.loop.SSLProtocol``, asyncio's
@@ -172,8 +183,7 @@ class SinkServer:
         """The protocol factory for implicit TLS (RFC 8314): the TLS protocol over each connection,
         made as ``create_server(ssl=...)`` makes it (the loop's own class), but with a waiter of
         ours. The handshake comes before the connection reaches SinkConnection, which never hears
-        of one that failed: counted here, as a failed STARTTLS one is (_upgrade). Not a peer that
-        closed first: a port probe or health check that never sent a ClientHello. The handshake is
+        of one that failed: counted here, by the rule a failed STARTTLS one is (handshake_failed). The handshake is
         bounded by the idle timeout (asyncio's default, 60 s, held a stalled one past it). Returns the
         factory (None: the plain one) and create_server's TLS arguments."""
         timeout = self.settings.idle_timeout
@@ -184,8 +194,8 @@ class SinkServer:
         stats = self.stats
 
         def handshake_done(waiter: asyncio.Future) -> None:
-            if not waiter.cancelled() and not isinstance(waiter.exception(), (type(None), ConnectionResetError)):
-                stats.tls_failures += 1  # not a ClientHello (ssl.SSLError), or stalled past the timeout
+            if not waiter.cancelled() and handshake_failed(waiter.exception()):
+                stats.tls_failures += 1
 
         def factory() -> asyncio.BaseProtocol:
             waiter = loop.create_future()
@@ -261,8 +271,9 @@ class SinkServer:
         old.pause_reading()
         try:
             new = await loop.start_tls(old, conn, self.ssl, server_side=True, ssl_handshake_timeout=30)
-        except (OSError, ConnectionError, asyncio.TimeoutError, ssl.SSLError):
-            self.stats.tls_failures += 1
+        except (OSError, ConnectionError, asyncio.TimeoutError, ssl.SSLError) as e:
+            if conn.shut or handshake_failed(e):  # shut: we cut a stalled one (idle timeout, drain)
+                self.stats.tls_failures += 1
             old.close()
             conn.connection_lost(None)
             return
@@ -275,8 +286,7 @@ class SinkServer:
             conn.connection_lost(None)
             return
         self.stats.tls_handshakes += 1
-        conn.transport = new
-        conn.session.tls_started()
+        conn.tls_started(new)
 
     async def _sweep(self) -> None:
         """Close connections idle for longer than ``idle_timeout`` (RFC 5321 §4.5.3.2.7).
