@@ -167,6 +167,13 @@ class Wire:
         self.close()
 
 
+def greeted(address, family: int = socket.AF_INET) -> Wire:
+    """A :class:`Wire` connected to ``address`` whose 220 greeting is read (asserted)."""
+    w = Wire(address, family)
+    assert w.code() == 220
+    return w
+
+
 def message(tag: str, extra: bytes = b"") -> bytes:
     """A CRLF message with the lines that need care: leading dots, mbox "From " lines."""
     return (b"From: a@example.org\r\nTo: b@example.net\r\nSubject: " + tag.encode() + b"\r\n\r\n"
