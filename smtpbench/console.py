@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from .thresholds import limit_text
 from .units import format_us
 
 PCTS = ("p50", "p90", "p99", "p99.9", "max")
@@ -33,7 +34,8 @@ def summary_text(result: dict, path: str | None = None) -> str:
             lines.append(f"    {e['phase']:<12} {e['code'] or '-':>4} {e['kind']:<12} {e['count']:>8,}  {e['example'][:60]}")
     for th in result["thresholds"]:
         mark = "pass" if th["passed"] else "FAIL"
-        lines.append(f"  threshold {th['metric']} {th.get('op', '<=')} {th['limit']}: observed {th['shown']} [{mark}]")
+        lines.append(f"  threshold {th['metric']} {limit_text(th['metric'], th['limit'], th.get('op'))}: "
+                     f"observed {th['shown']} [{mark}]")
     for reason in result["health"]["reasons"]:
         lines.append(f"  INVALID: {reason}")
     if result.get("interrupted"):

@@ -101,3 +101,16 @@ def evaluate(thresholds: dict, result: dict) -> list[dict]:
         out.append({"metric": "messages_measured", "op": ">=", "limit": 1, "observed": 0,
                     "shown": "every message fell in the warm-up", "passed": False, "implicit": True})
     return out
+
+
+def limit_text(metric: str, limit, op: str | None = None) -> str:
+    """A threshold's limit with its comparison, in the unit its observed value is shown in:
+    ``≤ 1%`` for ``error_rate = 0.01`` (shown bare, "0.01" beside an observed "7.2976%" read as
+    0.01 %), ``≥ 500 msgs/s``, ``≤ 50ms``."""
+    op = op or (">=" if metric == "min_throughput" else "<=")
+    sign = {"<=": "≤", ">=": "≥"}.get(op, op)
+    if metric == "error_rate" and isinstance(limit, (int, float)):
+        return f"{sign} {limit * 100:g}%"
+    if metric == "min_throughput" and isinstance(limit, (int, float)):
+        return f"{sign} {limit:,g} msgs/s"
+    return f"{sign} {limit}"

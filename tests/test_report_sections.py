@@ -15,6 +15,7 @@ import pytest
 from report_helpers import PageReader, synthetic_result, write_result
 
 from smtpbench.cli import main
+from smtpbench.console import summary_text
 from smtpbench.metrics import Histogram
 from smtpbench.report import data, exports, figures, tables
 from smtpbench.report.build import build_report
@@ -72,6 +73,8 @@ def test_a_thresholds_limit_is_shown_in_the_unit_of_its_observed_value(failing):
     assert rows["response.p99"][0] == "≤ 1ms"
     assert tables.limit_text("error_rate", 0.001) == "≤ 0.1%"
     assert tables.limit_text("min_throughput", 1500) == "≥ 1,500 msgs/s"
+    # The summary run and bench print says it alike (it read "error_rate <= 0.5: observed 7.2976%").
+    assert f"threshold error_rate ≤ 50%: observed {failing['totals']['error_rate']:.4%} [pass]" in summary_text(failing)
 
 
 def test_full_report_of_a_failing_run(failing, tmp_path):

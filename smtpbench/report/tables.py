@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..results import planned_s
+from ..thresholds import limit_text
 from ..units import format_size
 from . import data
 
@@ -99,19 +100,6 @@ def overview(result: dict) -> list[tuple[str, str]]:
                         f"generator process(es), {env.get('machine', '?')}, {env.get('platform', '?')}, "
                         f"host {env.get('hostname', '?')}"),
     ]
-
-
-def limit_text(metric: str, limit, op: str | None = None) -> str:
-    """A threshold's limit with its comparison, in the unit its observed value is shown in:
-    ``≤ 1%`` for ``error_rate = 0.01`` (shown bare, "0.01" beside an observed "7.2976%" read as
-    0.01 %), ``≥ 500 msgs/s``, ``≤ 50ms``."""
-    op = op or (">=" if metric == "min_throughput" else "<=")
-    sign = {"<=": "≤", ">=": "≥"}.get(op, op)
-    if metric == "error_rate" and isinstance(limit, (int, float)):
-        return f"{sign} {limit * 100:g}%"
-    if metric == "min_throughput" and isinstance(limit, (int, float)):
-        return f"{sign} {limit:,g} msgs/s"
-    return f"{sign} {limit}"
 
 
 def verdict_lines(result: dict) -> list[str]:
