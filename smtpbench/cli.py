@@ -433,36 +433,32 @@ def cmd_scenarios(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report.build import build_report, read_runs, report_dir
+    from .report.build import build_report, read_each, report_dir
     from .sweep import is_sweep
 
     sweeps = [p for p in args.runs if is_sweep(p)]
+    problems = []  # one line per path that is not a run or a sweep: the others are reported all the same
     if sweeps:  # a sweep folder (holding sweep.json): the sweep's report, with one per step inside
         from .report.sweep_build import build_sweep_report, sweep_report_dir
         from .sweep import load_sweep
 
-        try:
-            loaded = [load_sweep(p) for p in sweeps]
-        except ValueError as e:
-            print(f"smtpbench report: {e}", file=sys.stderr)
-            return EXIT_USAGE
-        for summary, folder in loaded:
+        for path in sweeps:
+            try:
+                summary, folder = load_sweep(path)
+            except ValueError as e:
+                problems.append(str(e))
+                continue
             out = args.out and (args.out if len(args.runs) == 1 else sweep_report_dir(summary, args.out))
             out = output_folder(out, sweep_report_dir(summary))
             print(f"report: {build_sweep_report(summary, folder, out)}")
-    runs = [p for p in args.runs if p not in sweeps]
-    if sweeps and not runs:
-        return EXIT_OK
-    try:
-        results = read_runs(runs)
-    except ValueError as e:
-        print(f"smtpbench report: {e}", file=sys.stderr)
-        return EXIT_USAGE
+    results, bad = read_each([p for p in args.runs if p not in sweeps])
     for result in results:
         folder = args.out and (args.out if len(args.runs) == 1 else report_dir(result, args.out))  # (a safe name)
         folder = output_folder(folder, report_dir(result))
         print(f"report: {build_report(result, folder)}")
-    return EXIT_OK
+    for problem in problems + bad:
+        print(f"smtpbench report: {problem}", file=sys.stderr)
+    return EXIT_USAGE if problems or bad else EXIT_OK
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -28,12 +28,30 @@ def read_runs(paths: list[str]) -> list[dict]:
             if os.path.isfile(os.path.join(path, "sweep.json")):
                 raise ValueError(f"{path}: a sweep folder, not a run: give its steps' folders "
                                  f"({os.path.join(path, 'step01')}, …)") from None
+            if os.path.isfile(os.path.join(path, "sink.log")):  # bench's folder, left before the result was saved
+                raise ValueError(f"{path}: no result.json in this folder (bench's sink.log is: a run stopped "
+                                 "before its result was written)") from None
             if os.path.isdir(path):
                 raise ValueError(f"{path}: no result.json in this folder (not a run folder)") from None
             raise ValueError(f"{path}: no such result file or run folder") from None
         except OSError as e:
             raise ValueError(f"{path}: cannot read a result: {e.strerror or e}") from None
     return out
+
+
+def read_each(paths: list[str]) -> tuple[list[dict], list[str]]:
+    """Every result among ``paths`` that reads, and one line per path that does not (:func:`read_runs`'s).
+
+    For ``smtpbench report results/*``: one stray folder (a run a second Ctrl-C left with its
+    sink.log and no result) must not cost the report of every other run.
+    """
+    results, problems = [], []
+    for path in paths:
+        try:
+            results += read_runs([path])
+        except ValueError as e:
+            problems.append(str(e))
+    return results, problems
 
 
 def report_dir(result: dict, base: str = REPORTS_DIR) -> str:
