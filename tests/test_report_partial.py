@@ -9,6 +9,7 @@ sink subprocess, and one two-step ``bench`` sweep; made once for the module.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import launch_sink
-from report_helpers import smtpbench_run
+from report_helpers import PageReader, smtpbench_run
 
 from smtpbench.cli import main
 
@@ -79,3 +80,15 @@ def test_report_of_a_glob_reports_the_good_runs_and_names_the_bad_folder(runs, t
 
     assert main(["report", str(results / "stopped"), "--out", str(tmp_path / "alone")]) == 2  # alone: as before
     assert capsys.readouterr().err.strip().count("\n") == 0 and not (tmp_path / "alone").exists()
+
+
+def test_a_sweep_step_without_its_result_says_so_in_its_row(runs, tmp_path, capsys):
+    """A step whose result.json is gone kept its row with no link and no word of why."""
+    sweep = tmp_path / "sweep"
+    shutil.copytree(runs / "sweep", sweep)
+    os.remove(sweep / "step02" / "result.json")
+    assert main(["report", str(sweep), "--out", str(tmp_path / "out")]) == 0
+    page = PageReader((tmp_path / "out" / "index.html").read_text())
+    steps = [row[0] for row in page.tables["table-steps"][1:]]
+    assert steps[0] == "step 1" and "result.json missing" in steps[1] and steps[1].startswith("step 2"), steps
+    assert [link for link in page.links if link.startswith("step")] == ["step01/index.html"]

@@ -126,13 +126,19 @@ def _thresholds(row: dict) -> str:
     return "pass" if not failed else "FAIL: " + "; ".join(failed)
 
 
-def steps_table(summary: dict) -> Table:
-    """One row per step: value, offered and achieved rates, latency, errors, verdicts."""
+def steps_table(summary: dict, missing: list[str] | None = None) -> Table:
+    """One row per step: value, offered and achieved rates, latency, errors, verdicts.
+
+    ``missing[i]``, when not "", says why step i has no report of its own ("result.json missing"): its
+    figures still come from sweep.json, but the row must not look like a step whose link was forgotten.
+    """
     best = _best(summary)
     rows, classes = [], []
     for i, r in enumerate(summary["steps"]):
+        why = missing[i] if missing else ""
         value = format_size(parse_size(r["value"])) if summary["parameter"] == "message.size" else str(r["value"])
-        rows.append([f"step {r['index']}", value, _num(r["offered_rate"]), _num(r["achieved_rate"]),
+        name = f"step {r['index']}" + (f" ({why}: no report)" if why else "")
+        rows.append([name, value, _num(r["offered_rate"]), _num(r["achieved_rate"]),
                      ms(r["p50"]), ms(r["p99"]), ms(r["p99.9"]), f"{r['error_rate']:.3%}",
                      _verdict(r), _keeps_up(r), _thresholds(r), "yes" if r["passed"] else "no"])
         classes.append(("pass" if r["passed"] else "fail") + (" best" if i == best else ""))

@@ -24,21 +24,24 @@ def sweep_report_dir(summary: dict, base: str = REPORTS_DIR) -> str:
     return os.path.join(base, folder_name(summary.get("sweep_id") or "sweep"))
 
 
-def _step_report(job: tuple[str, str]) -> bool:
-    """Build one step's report (in a worker process); False when its result cannot be read."""
+def _step_report(job: tuple[str, str]) -> str:
+    """Build one step's report (in a worker process): "" when built, else why not, for its row."""
     from ..results import load_report_result
 
     path, out = job
     try:
         result = load_report_result(path)
+    except FileNotFoundError:  # deleted, or the step never wrote one
+        return "result.json missing"
     except (OSError, ValueError):
-        return False
+        return "result.json unreadable"
     build_report(result, out)
-    return True
+    return ""
 
 
-def _step_reports(summary: dict, folder: str, out: str) -> list[str]:
-    """Build each step's report in ``out/stepNN``, several at once; each one's link ("" when its result is unreadable).
+def _step_reports(summary: dict, folder: str, out: str) -> tuple[list[str], list[str]]:
+    """Build each step's report in ``out/stepNN``, several at once: each one's link and why it has none
+    (both "" when it has one).
 
     Drawing is CPU-bound and the steps are independent: one process per CPU (fresh ``spawn``
     interpreters, so nothing of the run that came before is inherited) makes a long sweep's
@@ -54,10 +57,10 @@ def _step_reports(summary: dict, folder: str, out: str) -> list[str]:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            built = list(pool.map(_step_report, jobs))
+            missing = list(pool.map(_step_report, jobs))
     else:
-        built = [_step_report(job) for job in jobs]
-    return [f"{name}/index.html" if ok else "" for name, ok in zip(names, built)]
+        missing = [_step_report(job) for job in jobs]
+    return [f"{name}/index.html" if not why else "" for name, why in zip(names, missing)], missing
 
 
 def _first_result(summary: dict, folder: str) -> dict | None:
@@ -77,12 +80,12 @@ def build_sweep_report(summary: dict, folder: str, out: str | None = None) -> st
     """Write the report of the sweep read from ``folder`` (default ``reports/<sweep-id>``); return index.html's path."""
     out = out or sweep_report_dir(summary)
     os.makedirs(out, exist_ok=True)
-    links = _step_reports(summary, folder, out)
+    links, missing = _step_reports(summary, folder, out)
     figs = data.sweep_figures(summary)
     pngs = plots.save_all(figs, out)
     _write(out, "figures.json", exports.figures_json(figs))
     _write(out, "sweep.json", json.dumps(summary, indent=1))
-    steps = data.steps_table(summary)
+    steps = data.steps_table(summary, missing)
     steps.links = links
     files = ["sweep.json", "figures.json"] + [f"{name}.{ext}" for name in figs for ext in ("png", "svg")]
     page = sweep_page(summary, data.overview(summary, _first_result(summary, folder)), data.headline(summary), steps,
