@@ -8,6 +8,7 @@ sink subprocess, and one two-step ``bench`` sweep; made once for the module.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -20,6 +21,7 @@ from conftest import launch_sink
 from report_helpers import PageReader, smtpbench_run
 
 from smtpbench.cli import main
+from smtpbench.report import compare as cmp
 
 SWEEP = """
 [load]
@@ -92,3 +94,17 @@ def test_a_sweep_step_without_its_result_says_so_in_its_row(runs, tmp_path, caps
     steps = [row[0] for row in page.tables["table-steps"][1:]]
     assert steps[0] == "step 1" and "result.json missing" in steps[1] and steps[1].startswith("step 2"), steps
     assert [link for link in page.links if link.startswith("step")] == ["step01/index.html"]
+
+
+def test_compare_warns_when_runs_were_made_differently(runs, tmp_path, capsys):
+    """bench (embedded sink on the generator's machine) vs run (another server): no warning said so."""
+    assert main(["compare", str(runs / "bench"), str(runs / "run"), "--out", str(tmp_path / "cmp")]) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "runs made differently" in line]
+    assert len(warnings) == 1 and "embedded sink" in warnings[0] and "smtpbench run against" in warnings[0], warnings
+
+    run = result(runs / "run")
+    locust = copy.deepcopy(run)  # (a Locust run's result, as collect.py writes it: kind and its section)
+    locust.update(kind="locust", locust={"workers": 2})
+    warned = [w for w in cmp.compare(run, [locust]).warnings if "made differently" in w]
+    assert len(warned) == 1 and "Locust" in warned[0] and "smtpbench run against" in warned[0], warned
+    assert not [w for w in cmp.compare(run, [copy.deepcopy(run)]).warnings if "made differently" in w]

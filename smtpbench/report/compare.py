@@ -191,11 +191,43 @@ def _changes(diffs: dict[str, tuple]) -> str:
     return "; ".join(f"{k} {a!r} → {b!r}" for k, (a, b) in diffs.items())
 
 
+def origin(result: dict) -> tuple[str, str]:
+    """How a run was made, from its result.json: ``(kind, words)``; two runs of different kinds measured
+    different set-ups, not only different servers.
+
+    ``locust``: Locust's driver (``kind`` "locust", a ``locust`` section); ``relay``: ``bench --relay``
+    (a ``relay`` section); ``embedded``: ``bench`` against its own sink, on the generator's machine and
+    CPUs (a ``sink`` section); ``external``: ``run`` (or ``bench --target``) against another server.
+    """
+    target = result.get("target") or "?"
+    if result.get("kind") == "locust" or "locust" in result:
+        return "locust", f"a Locust run (smtpbench locust, against {target})"
+    if "relay" in result:
+        return "relay", f"a relay benchmark (bench --relay through {target})"
+    if "sink" in result:
+        return "embedded", f"smtpbench bench against its embedded sink ({target}, on the generator's machine)"
+    return "external", f"smtpbench {result.get('kind') or 'run'} against {target}"
+
+
+#: Why runs made in two different ways do not compare like for like.
+ORIGIN_WHY = {"locust": "Locust's driver sends and paces messages its own way, not as smtpbench run does",
+              "embedded": "bench's embedded sink is another server, sharing the generator's machine and CPUs"}
+
+
+def _origins(baseline: dict, contender: dict, label: str) -> list[str]:
+    (kb, wb), (kc, wc) = origin(baseline), origin(contender)
+    if kb == kc:
+        return []
+    why = next((ORIGIN_WHY[k] for k in ORIGIN_WHY if k in (kb, kc)), "they measure different set-ups")
+    return [f"{label}: runs made differently: baseline is {wb}, {label} is {wc} ({why})"]
+
+
 def fairness_warnings(baseline: dict, contender: dict, label: str) -> list[str]:
     """Why comparing ``contender`` with ``baseline`` may be unfair (empty when like for like)."""
     out = []
     if contender.get("run_id") == baseline.get("run_id"):  # the same folder twice: "no difference" proves nothing
         out.append(f"{label} is the baseline's own run ({baseline.get('run_id')}): it is compared with itself")
+    out += _origins(baseline, contender, label)
     diffs = scenario_differences(baseline, contender)
     groups = {"message": "messages differ (msgs/s and per-message latency are not like for like; see MB/s)",
               "load": "load settings differ", "sink": "sink settings differ"}
