@@ -10,6 +10,7 @@ import select
 import signal
 import smtplib
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -237,7 +238,7 @@ def blast(sock: socket.socket, data: bytes, total: int, stall: float, seconds: f
     while sent < total and now < deadline and now - progress < stall:
         try:
             n = sock.send(view[off:])
-        except BlockingIOError:
+        except (BlockingIOError, ssl.SSLWantWriteError):  # the latter: a TLS socket
             select.select([], [sock], [], 0.1)
         else:
             sent += n

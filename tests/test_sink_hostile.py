@@ -217,6 +217,22 @@ def test_starttls_failures_are_counted_as_implicit_ones_are(start_sink, loop, af
     assert (final["tls_failures"], final["tls_handshakes"]) == (1 if after else 0, 0)
 
 
+async def _behind_a_busy_loop(client, ready, tick=lambda: None) -> None:
+    """Run ``client`` in a thread; once it is ``ready``, keep the loop busy for a moment (what it
+    sends next piles up in the kernel, to come as one read), then call ``tick`` until it ends."""
+    import asyncio
+    import threading
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    while not ready.is_set():
+        await asyncio.sleep(0.001)
+    time.sleep(0.2)  # busy
+    while thread.is_alive():
+        await asyncio.sleep(0.01)
+        tick()
+
+
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 def test_starttls_with_more_than_a_read_behind_it_upgrades_once(loop):
     # RFC 3207 §4.2: what a client pipelines behind STARTTLS is discarded. When more of it came
@@ -260,13 +276,7 @@ def test_starttls_with_more_than_a_read_behind_it_upgrades_once(loop):
                 except (OSError, ssl.SSLError) as e:  # the discarded octets may reach the handshake
                     seen["quit"] = repr(e)
 
-        thread = threading.Thread(target=client)
-        thread.start()
-        while not ready.is_set():
-            await asyncio.sleep(0.001)
-        time.sleep(0.2)  # busy: the client's octets pile up in the kernel
-        while thread.is_alive():
-            await asyncio.sleep(0.01)
+        await _behind_a_busy_loop(client, ready)
         await asyncio.sleep(0.3)
         upgrades = [repr(t) for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "SinkServer._upgrade"]
         await server.drain(0)
@@ -279,3 +289,112 @@ def test_starttls_with_more_than_a_read_behind_it_upgrades_once(loop):
     else:
         upgrades, seen = asyncio.run(attack())
     assert upgrades == [] and seen["current"] == 0, seen
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_flow_control_still_holds_over_tls_after_starttls_with_replies_backed_up(loop):
+    # STARTTLS that came in the read which pushed our replies over the plain transport's
+    # high-water mark: that pause ("flow") belonged to the plain transport, whose resume_writing
+    # went to the TLS protocol start_tls put in our place (an AssertionError in the loop's
+    # handler), never to us. "flow" stayed held over TLS, so the next pause there did not stop
+    # reading: a client pipelining over TLS without reading grew the sink by 37 MB in 4 s
+    # (uvloop; about 1 MB when the upgrade began clean). The listening socket's small send
+    # buffer (inherited by the accepted one) makes our replies back up at once; the loop kept
+    # busy makes the burst one read.
+    import asyncio
+    import ssl
+    import threading
+
+    from smtpbench.addresses import Address
+    from smtpbench.scenario import Sink
+    from smtpbench.sink.server import SinkServer
+
+    async def attack() -> dict:
+        asyncio.get_running_loop().set_exception_handler(lambda _, c: seen["errors"].append(c["message"]))
+        server = SinkServer(Sink(advertise=["PIPELINING", "STARTTLS"]))
+        listening = socket.socket()
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        await server.listen(Address("127.0.0.1", 0), sock=listening)
+        ready, flooding = threading.Event(), threading.Event()
+
+        def client() -> None:
+            context = ssl.create_default_context()
+            context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+            with socket.socket() as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # replies stay with the sink
+                sock.settimeout(10)
+                sock.connect(listening.getsockname())
+                wire = Wire.__new__(Wire)
+                wire.sock, wire.buf = sock, b""
+                assert wire.code() == 220 and wire.command(b"EHLO c.example") == 250
+                ready.set()
+                time.sleep(0.05)  # the sink is busy now
+                sock.sendall(b"EHLO c.example\r\n" * 4000 + b"STARTTLS\r\n")  # ~250 kB of replies
+                while wire.code() == 250:
+                    pass
+                with context.wrap_socket(sock, server_hostname="localhost") as tls:
+                    wire.sock = tls
+                    assert wire.command(b"EHLO c.example") == 250
+                    flooding.set()
+                    seen["sent"] = blast(tls, b"NOOP\r\n" * 20_000, total=64 * 2**20, stall=0.5, seconds=3)
+
+        def measure() -> None:
+            if flooding.is_set() and server.connections:
+                conn = next(iter(server.connections))
+                seen["peak"] = max(seen["peak"], conn.transport.get_write_buffer_size())
+
+        seen = {"errors": [], "peak": 0}
+        await _behind_a_busy_loop(client, ready, measure)
+        await server.drain(0)
+        return seen
+
+    if loop == "uvloop":
+        import uvloop
+
+        seen = uvloop.run(attack())
+    else:
+        seen = asyncio.run(attack())
+    assert seen["errors"] == [] and seen["peak"] < 4 * 2**20, seen  # about 1.3 MB: one read's replies
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_starttls_behind_replies_never_read_ends_with_the_idle_timeout(loop):
+    # The upgrade waits for the replies before our 220 to STARTTLS to drain (server._upgrade); a
+    # client that never reads them must still be cut by the idle timeout and counted as a stalled
+    # handshake is (test_idle_timeout_during_a_stalled_starttls_handshake), no task left waiting.
+    import asyncio
+
+    from smtpbench.addresses import Address
+    from smtpbench.scenario import Sink
+    from smtpbench.sink.server import SinkServer
+
+    async def attack() -> tuple:
+        server = SinkServer(Sink(advertise=["PIPELINING", "STARTTLS"], idle_timeout=0.5))
+        listening = socket.socket()
+        listening.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)  # our replies back up at once
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        await server.listen(Address("127.0.0.1", 0), sock=listening)
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, listening.getsockname())
+            await asyncio.get_running_loop().sock_sendall(sock, b"EHLO c.example\r\n" * 4000 + b"STARTTLS\r\n")
+            for _ in range(50):
+                await asyncio.sleep(0.1)
+                if not server.connections:
+                    break
+        upgrades = [t for t in asyncio.all_tasks() if t.get_coro().__qualname__ == "SinkServer._upgrade"]
+        stats = server.stats
+        await server.drain(0)
+        return len(upgrades), stats.connections_current, stats.timeouts, stats.tls_failures, stats.tls_handshakes
+
+    if loop == "uvloop":
+        import uvloop
+
+        assert uvloop.run(attack()) == (0, 0, 1, 1, 0)
+    else:
+        assert asyncio.run(attack()) == (0, 0, 1, 1, 0)

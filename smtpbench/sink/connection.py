@@ -22,7 +22,8 @@ _BODY = (DATA, BDAT)  # session states in which octets are message data
 
 
 class SinkConnection(asyncio.Protocol):
-    __slots__ = ("server", "session", "transport", "active", "idle", "closed", "shut", "client", "_holds", "_rate")
+    __slots__ = ("server", "session", "transport", "active", "idle", "closed", "shut", "client", "_holds", "_rate",
+                 "_drained")
 
     def __init__(self, server):
         self.server = server
@@ -35,6 +36,7 @@ class SinkConnection(asyncio.Protocol):
         self.client = ""
         self._holds: set[str] = set()  # why reading is paused: flow, fault, tarpit, bandwidth, tls
         self._rate = 0.0               # bandwidth cap in octets/s (a connect fault)
+        self._drained: asyncio.Future | None = None  # what writable() waits on
 
     def connection_made(self, transport: asyncio.Transport) -> None:
         self.transport = transport
@@ -210,6 +212,7 @@ class SinkConnection(asyncio.Protocol):
         if self.closed:
             return
         self.closed = True
+        self._wake()
         server = self.server
         server.connections.discard(self)
         server.stats.connections_current -= 1
@@ -222,6 +225,17 @@ class SinkConnection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._release("flow")
+        self._wake()
+
+    async def writable(self) -> None:
+        """Until the transport takes our replies again (resume_writing) or the connection is lost."""
+        while "flow" in self._holds and not self.closed:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained
+
+    def _wake(self) -> None:
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
 
     @property
     def in_transaction(self) -> bool:

@@ -269,6 +269,18 @@ class SinkServer:
         loop = asyncio.get_running_loop()
         old = conn.transport
         old.pause_reading()
+        # Replies still over the plain transport's high-water mark ("flow": STARTTLS came in the
+        # read that filled it): wait for its resume_writing. After start_tls it would go to the
+        # TLS protocol (an AssertionError there), never to us, and "flow" would stay held over
+        # TLS, so the next pause there would not stop reading (a client pipelining over TLS
+        # without reading grew the sink without bound). It costs the client nothing: it starts
+        # the handshake only once it has read our 220, the last of those replies (RFC 3207 §4).
+        # A client that never reads is cut by the idle timeout (connection_lost reaches us),
+        # counted as a stalled handshake is.
+        await conn.writable()
+        if conn.closed:
+            self.stats.tls_failures += conn.shut
+            return
         try:
             new = await loop.start_tls(old, conn, self.ssl, server_side=True, ssl_handshake_timeout=30)
         except (OSError, ConnectionError, asyncio.TimeoutError, ssl.SSLError) as e:
